@@ -1,0 +1,163 @@
+//! The resolved plan that `wsbridge check` prints: every upstream, sink and route after
+//! defaults and `${VAR}` expansion, with secrets redacted.
+
+use std::fmt::{self, Write as _};
+use std::time::Duration;
+
+use super::{Config, Format, OnSlow, SinkKind};
+
+/// Formats a [`Config`] for people.
+pub struct Plan<'a>(pub &'a Config);
+
+fn dur(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+fn size(bytes: usize) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 && (value / 1024.0).fract() == 0.0 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value} {}", UNITS[unit])
+}
+
+impl fmt::Display for Plan<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let config = self.0;
+        let d = &config.daemon;
+        writeln!(f, "daemon")?;
+        writeln!(f, "  log            {} ({:?})", d.log_level, d.log_format)?;
+        writeln!(f, "  shutdown       within {}", dur(d.shutdown_timeout))?;
+        if let Some(m) = &config.metrics {
+            writeln!(f, "metrics")?;
+            writeln!(
+                f,
+                "  listen         http://{}/metrics, /status, /healthz",
+                m.listen
+            )?;
+        }
+        for u in &config.upstreams {
+            writeln!(f, "upstream {}", u.name)?;
+            writeln!(f, "  url            {}", u.display_url())?;
+            if !u.headers.is_empty() {
+                let names: Vec<_> = u
+                    .headers
+                    .iter()
+                    .map(|(k, _)| format!("{k}: <redacted>"))
+                    .collect();
+                writeln!(f, "  headers        {}", names.join(", "))?;
+            }
+            if !u.cookies.is_empty() {
+                let names: Vec<_> = u
+                    .cookies
+                    .iter()
+                    .map(|(k, _)| format!("{k}=<redacted>"))
+                    .collect();
+                writeln!(f, "  cookies        {}", names.join("; "))?;
+            }
+            if !u.subprotocols.is_empty() {
+                writeln!(f, "  subprotocols   {}", u.subprotocols.join(", "))?;
+            }
+            if let Some(origin) = &u.origin {
+                writeln!(f, "  origin         {origin}")?;
+            }
+            if !u.on_connect.is_empty() {
+                writeln!(
+                    f,
+                    "  on_connect     {} message(s) after every connect",
+                    u.on_connect.len()
+                )?;
+            }
+            if let Some(ca) = &u.ca_file {
+                writeln!(f, "  ca_file        {}", ca.display())?;
+            }
+            let ping = match u.ping_interval {
+                Some(i) => format!(
+                    "Ping after {} of silence, dead {} after it",
+                    dur(i),
+                    dur(u.ping_timeout)
+                ),
+                None => "autoping off".into(),
+            };
+            let receive = u.receive_timeout.map_or("off".to_string(), dur);
+            writeln!(f, "  keepalive      {ping}; receive_timeout {receive}")?;
+            let r = &u.reconnect;
+            let attempts = if r.max_attempts == 0 {
+                "forever".to_string()
+            } else {
+                format!("at most {} attempts", r.max_attempts)
+            };
+            writeln!(
+                f,
+                "  reconnect      {} ×{} up to {}, jitter ±{:.0} %, {attempts}",
+                dur(r.initial),
+                r.multiplier,
+                dur(r.max),
+                r.jitter * 100.0
+            )?;
+            writeln!(f, "  connect        timeout {}", dur(u.connect_timeout))?;
+            writeln!(
+                f,
+                "  limits         max_message_size {}, send_queue {}",
+                size(u.max_message_size),
+                u.send_queue
+            )?;
+            if u.required {
+                writeln!(f, "  required       yes (/healthz)")?;
+            }
+        }
+        for s in &config.sinks {
+            writeln!(f, "sink {}", s.name())?;
+            match &s.kind {
+                SinkKind::Unix { mode, .. } => writeln!(f, "  mode           {mode:04o}")?,
+                SinkKind::Tcp { max_clients, .. } => writeln!(f, "  max_clients    {max_clients}")?,
+                SinkKind::Stdout => {}
+            }
+            let format = match s.format {
+                Format::Ndjson => {
+                    let mut x = "ndjson".to_string();
+                    if s.events {
+                        x.push_str(", with open/close/error events");
+                    }
+                    if s.parse_json {
+                        x.push_str(", JSON text embedded");
+                    }
+                    x
+                }
+                Format::Raw => "raw payload lines".into(),
+            };
+            writeln!(f, "  format         {format}")?;
+            if !matches!(s.kind, SinkKind::Stdout) {
+                let slow = match s.on_slow {
+                    OnSlow::Disconnect => "disconnect",
+                    OnSlow::Drop => "drop",
+                    OnSlow::Block => "block",
+                };
+                writeln!(
+                    f,
+                    "  clients        buffer {} records, on_slow {slow}, inbound {}",
+                    s.buffer,
+                    if s.inbound { "on" } else { "off" }
+                )?;
+            }
+        }
+        writeln!(f, "routes")?;
+        for u in &config.upstreams {
+            let mut targets = String::new();
+            for s in config.sinks.iter().filter(|s| s.routes(&u.name)) {
+                if !targets.is_empty() {
+                    targets.push_str(", ");
+                }
+                let _ = write!(targets, "{}", s.name());
+            }
+            if targets.is_empty() {
+                targets.push_str("(no sink: messages are received and discarded)");
+            }
+            writeln!(f, "  {} -> {targets}", u.name)?;
+        }
+        Ok(())
+    }
+}

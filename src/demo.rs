@@ -1,0 +1,156 @@
+//! `wsbridge demo`: an embedded WebSocket server on 127.0.0.1 that streams sample ticks,
+//! bridged to stdout by the real supervisor, so a new user sees the product work at once.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use url::Url;
+
+use crate::config::{Config, DaemonConfig, Format, OnSlow, SinkConfig, SinkKind, UpstreamConfig};
+use crate::supervisor::{Control, Supervisor};
+
+/// The demo's options.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Stop after this many ticks; `None` = until Ctrl-C.
+    pub count: Option<u64>,
+    /// Time between ticks.
+    pub interval: Duration,
+}
+
+/// Errors of the demo.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// The embedded server cannot listen.
+    #[error("cannot start the demo server on 127.0.0.1: {0}")]
+    Listen(std::io::Error),
+    /// The bridge failed.
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkError),
+}
+
+/// Starts the demo server and bridges it to stdout until `controls` says stop or `count`
+/// ticks were sent.
+pub async fn run(options: DemoOptions, controls: mpsc::Receiver<Control>) -> Result<(), DemoError> {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(DemoError::Listen)?;
+    let addr = listener.local_addr().map_err(DemoError::Listen)?;
+    let (finished_tx, mut finished) = mpsc::channel::<()>(1);
+    tokio::spawn(serve(listener, options.clone(), finished_tx));
+
+    let supervisor = Supervisor::start(config(addr)).await?;
+    // Whichever comes first: the user's Ctrl-C or the last tick.
+    let (forward_tx, forward) = mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut controls = controls;
+        let control = tokio::select! {
+            c = controls.recv() => c.unwrap_or(Control::Shutdown),
+            _ = finished.recv() => Control::Shutdown,
+        };
+        let _ = forward_tx.send(control).await;
+    });
+    supervisor
+        .run(forward, || Ok(config(addr)))
+        .await
+        .map_err(DemoError::from)
+}
+
+fn config(addr: SocketAddr) -> Config {
+    let url = Url::parse(&format!("ws://{addr}/ticks"))
+        .unwrap_or_else(|_| unreachable!("a socket address makes a valid URL"));
+    let mut upstream = UpstreamConfig::new("demo", url);
+    upstream.on_connect = vec![r#"{"op":"subscribe","channel":"ticks"}"#.into()];
+    upstream.subprotocols = vec!["demo.v1".into()];
+    Config {
+        daemon: DaemonConfig {
+            shutdown_timeout: Duration::from_secs(2),
+            ..DaemonConfig::default()
+        },
+        metrics: None,
+        upstreams: vec![upstream],
+        sinks: vec![SinkConfig {
+            kind: SinkKind::Stdout,
+            upstreams: None,
+            format: Format::Ndjson,
+            events: true,
+            parse_json: false,
+            buffer: 4096,
+            on_slow: OnSlow::Block,
+            inbound: false,
+        }],
+    }
+}
+
+/// The embedded upstream: answers the subscribe message, then sends ticks.
+async fn serve(listener: TcpListener, options: DemoOptions, finished: mpsc::Sender<()>) {
+    while let Ok((stream, _)) = listener.accept().await {
+        let options = options.clone();
+        let finished = finished.clone();
+        tokio::spawn(async move {
+            let choose_protocol = |request: &tokio_tungstenite::tungstenite::handshake::server::Request,
+                                   mut response: tokio_tungstenite::tungstenite::handshake::server::Response| {
+                if let Some(p) = request.headers().get("sec-websocket-protocol") {
+                    if p.to_str().is_ok_and(|p| p.split(',').any(|p| p.trim() == "demo.v1")) {
+                        response.headers_mut().insert("sec-websocket-protocol", "demo.v1".parse().expect("static header"));
+                    }
+                }
+                Ok(response)
+            };
+            let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, choose_protocol).await
+            else {
+                return;
+            };
+            if let Some(Ok(Message::Text(_))) = ws.next().await {
+                let _ = ws
+                    .send(Message::text(r#"{"event":"subscribed","channel":"ticks"}"#))
+                    .await;
+            }
+            let symbols = ["BTC-USD", "ETH-USD", "SOL-USD"];
+            let mut price = [64_250.0_f64, 3_120.5, 142.25];
+            let mut tick = tokio::time::interval(options.interval);
+            let mut n: u64 = 0;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    incoming = ws.next() => match incoming {
+                        Some(Ok(_)) => continue,
+                        _ => return,
+                    },
+                }
+                if options.count.is_some_and(|c| n >= c) {
+                    let frame = CloseFrame {
+                        code: CloseCode::Normal,
+                        reason: "demo finished".into(),
+                    };
+                    let _ = ws.send(Message::Close(Some(frame))).await;
+                    let _ = tokio::time::timeout(Duration::from_secs(1), ws.next()).await;
+                    let _ = finished.send(()).await;
+                    return;
+                }
+                let i = (n % symbols.len() as u64) as usize;
+                // A deterministic wobble keeps the demo reproducible.
+                let step = ((n * 7919) % 200) as f64 / 100.0 - 1.0;
+                price[i] = (price[i] * (1.0 + step / 1000.0) * 100.0).round() / 100.0;
+                let side = if n % 2 == 0 { "buy" } else { "sell" };
+                let size = ((n * 37) % 90 + 10) as f64 / 100.0;
+                let tick_json = format!(
+                    r#"{{"symbol":"{}","price":{},"size":{size},"side":"{side}","trade_id":{}}}"#,
+                    symbols[i],
+                    price[i],
+                    n + 1
+                );
+                n += 1;
+                if ws.send(Message::text(tick_json)).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,137 @@
+//! Sinks: where records go. `stdout` writes to the process's standard output; `unix` and
+//! `tcp` listen and write every record to each connected client.
+//!
+//! A sink is bound synchronously by [`bind`] (so a port in use stops the daemon before it
+//! reports ready) and then run as one task that receives events from its bounded input,
+//! encodes each one once, and hands the same bytes to every client.
+
+mod clients;
+mod stdout;
+mod tcp;
+mod unix;
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{SinkConfig, SinkKind};
+use crate::hub::Directory;
+use crate::record::{Encoding, Event};
+
+pub use stdout::StdoutSink;
+
+/// Why a sink could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The TCP address cannot be bound.
+    #[error("cannot listen on {addr}: {source}; pick a free port or stop what is using it")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The socket path is taken by something that is not a stale socket, or cannot be created.
+    #[error("cannot create the unix socket {path}: {reason}")]
+    SocketPath {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// stdout's reader went away (`| head`): a normal ending, not a failure.
+    #[error("stdout was closed by its reader")]
+    BrokenPipe,
+    /// Writing to stdout failed otherwise.
+    #[error("cannot write to stdout: {0}")]
+    Stdout(io::Error),
+}
+
+/// Counters of one sink, read by the metrics.
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    /// Connected clients.
+    pub clients: AtomicU64,
+    /// Records handed to clients (or written to stdout).
+    pub records_written: AtomicU64,
+    /// Records dropped for slow clients.
+    pub records_dropped: AtomicU64,
+}
+
+/// What a running sink task needs from the supervisor.
+pub struct SinkContext {
+    /// The sink's settings.
+    pub config: Arc<SinkConfig>,
+    /// Events routed to this sink.
+    pub input: mpsc::Receiver<Arc<Event>>,
+    /// Upstream send queues, for inbound lines.
+    pub directory: watch::Receiver<Arc<Directory>>,
+    /// Cancelled to stop accepting and finish.
+    pub shutdown: CancellationToken,
+    /// Counters.
+    pub stats: Arc<SinkStats>,
+    /// Longest inbound line accepted from a client, in bytes.
+    pub max_line: usize,
+}
+
+impl SinkContext {
+    fn encoding(&self) -> Encoding {
+        Encoding {
+            format: self.config.format,
+            events: self.config.events,
+            parse_json: self.config.parse_json,
+        }
+    }
+}
+
+/// A sink that is bound and ready to run.
+pub enum BoundSink {
+    /// Standard output.
+    Stdout,
+    /// A unix listener, with the path to remove on exit.
+    Unix(unix::UnixBinding),
+    /// A TCP listener.
+    Tcp(tokio::net::TcpListener),
+}
+
+/// Binds the sink's listener (nothing to bind for stdout).
+pub fn bind(config: &SinkConfig) -> Result<BoundSink, SinkError> {
+    match &config.kind {
+        SinkKind::Stdout => Ok(BoundSink::Stdout),
+        SinkKind::Unix { path, mode } => unix::bind(path, *mode).map(BoundSink::Unix),
+        SinkKind::Tcp { listen, .. } => tcp::bind(*listen).map(BoundSink::Tcp),
+    }
+}
+
+impl BoundSink {
+    /// The local TCP address, for a tcp sink (useful when the config asked for port 0).
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            BoundSink::Tcp(l) => l.local_addr().ok(),
+            _ => None,
+        }
+    }
+
+    /// Runs the sink until its input closes or it is cancelled.
+    pub async fn run(self, ctx: SinkContext) -> Result<(), SinkError> {
+        match self {
+            BoundSink::Stdout => StdoutSink::new(tokio::io::stdout()).run(ctx).await,
+            BoundSink::Unix(binding) => {
+                let result = clients::run(clients::Listener::Unix(&binding.listener), ctx).await;
+                drop(binding); // removes the socket file
+                result
+            }
+            BoundSink::Tcp(listener) => {
+                let max = match &ctx.config.kind {
+                    SinkKind::Tcp { max_clients, .. } => *max_clients,
+                    _ => usize::MAX,
+                };
+                clients::run(clients::Listener::Tcp(&listener, max), ctx).await
+            }
+        }
+    }
+}

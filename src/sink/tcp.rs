@@ -1,0 +1,15 @@
+//! The tcp sink's listener.
+
+use std::net::SocketAddr;
+
+use super::SinkError;
+
+/// Binds `addr` (non-blocking, inside the runtime).
+pub fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, SinkError> {
+    let bind = || -> std::io::Result<tokio::net::TcpListener> {
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        tokio::net::TcpListener::from_std(listener)
+    };
+    bind().map_err(|source| SinkError::Bind { addr, source })
+}

@@ -1,0 +1,426 @@
+//! The supervisor: owns the upstream tasks, the sink tasks and the hub between them; applies
+//! reloads; drains everything on shutdown within `shutdown_timeout`.
+//!
+//! Startup binds every sink first (so a port in use stops the daemon before anything
+//! connects), then starts one task per upstream. Controls arrive as a typed stream of
+//! [`Control`] values, so tests drive the supervisor without sending signals.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn, Instrument};
+
+use crate::config::{Config, ConfigErrors, SinkConfig, SinkKind, UpstreamConfig};
+use crate::hub::{Hub, SendQueue, SinkInput};
+use crate::notify;
+use crate::sink::{self, BoundSink, SinkContext, SinkError, SinkStats};
+use crate::upstream::{RunMode, State, Upstream, UpstreamExit, UpstreamStats};
+
+/// What the outside world asks of a running supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Re-read the config and apply the difference (SIGHUP).
+    Reload,
+    /// Close everything and return (SIGTERM, SIGINT).
+    Shutdown,
+}
+
+/// Records queued between the hub and each sink task.
+const SINK_INPUT: usize = 1024;
+
+struct RunningUpstream {
+    config: Arc<UpstreamConfig>,
+    queue: SendQueue,
+    cancel: CancellationToken,
+    task: JoinHandle<UpstreamExit>,
+}
+
+struct RunningSink {
+    config: Arc<SinkConfig>,
+    input: SinkInput,
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+    stats: Arc<SinkStats>,
+    local_addr: Option<SocketAddr>,
+}
+
+/// The running bridge.
+pub struct Supervisor {
+    config: Config,
+    hub: Hub,
+    upstreams: HashMap<String, RunningUpstream>,
+    sinks: Vec<RunningSink>,
+    /// Kept across restarts of an upstream so `seq` never goes back.
+    upstream_stats: HashMap<String, Arc<UpstreamStats>>,
+    failures_tx: mpsc::Sender<(String, SinkError)>,
+    failures: mpsc::Receiver<(String, SinkError)>,
+}
+
+impl Supervisor {
+    /// Binds every sink and starts every upstream. Fails, starting nothing, if a sink cannot bind.
+    pub async fn start(config: Config) -> Result<Supervisor, SinkError> {
+        let (failures_tx, failures) = mpsc::channel(16);
+        let mut supervisor = Supervisor {
+            config: config.clone(),
+            hub: Hub::default(),
+            upstreams: HashMap::new(),
+            sinks: Vec::new(),
+            upstream_stats: HashMap::new(),
+            failures_tx,
+            failures,
+        };
+        let bound = config
+            .sinks
+            .iter()
+            .map(|s| sink::bind(s).map(|b| (Arc::new(s.clone()), b)))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (config, bound) in bound {
+            supervisor.spawn_sink(config, bound);
+        }
+        supervisor.route_sinks();
+        for upstream in &config.upstreams {
+            supervisor.spawn_upstream(Arc::new(upstream.clone()));
+        }
+        supervisor.publish_directory();
+        info!(
+            upstreams = config.upstreams.len(),
+            sinks = config.sinks.len(),
+            "started"
+        );
+        Ok(supervisor)
+    }
+
+    /// The bound address of each tcp sink, in config order (for tests and `port = 0`).
+    pub fn tcp_addrs(&self) -> Vec<SocketAddr> {
+        self.sinks.iter().filter_map(|s| s.local_addr).collect()
+    }
+
+    /// A one-line summary: upstreams open out of total, sink clients.
+    pub fn summary(&self) -> String {
+        let open = self
+            .upstream_stats
+            .iter()
+            .filter(|(name, stats)| {
+                self.upstreams.contains_key(*name) && stats.state() == State::Open
+            })
+            .count();
+        let clients: u64 = self
+            .sinks
+            .iter()
+            .map(|s| s.stats.clients.load(Ordering::Relaxed))
+            .sum();
+        format!(
+            "{open}/{} upstreams open, {} sinks, {clients} sink clients",
+            self.upstreams.len(),
+            self.sinks.len()
+        )
+    }
+
+    /// Runs until [`Control::Shutdown`] (or the controls end), then drains. `reload` reads the
+    /// config again for [`Control::Reload`].
+    pub async fn run(
+        mut self,
+        mut controls: mpsc::Receiver<Control>,
+        reload: impl Fn() -> Result<Config, ConfigErrors>,
+    ) -> Result<(), SinkError> {
+        notify::ready(&self.summary());
+        let watchdog = notify::watchdog_interval();
+        let mut pet = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+        let mut status = tokio::time::interval(Duration::from_secs(5));
+        let outcome = loop {
+            tokio::select! {
+                control = controls.recv() => match control {
+                    Some(Control::Reload) => {
+                        notify::reloading();
+                        info!("reloading the config");
+                        match reload() {
+                            Ok(config) => self.apply(config).await,
+                            Err(errors) => error!("the new config is invalid; keeping the running one:\n{errors}"),
+                        }
+                        notify::ready(&self.summary());
+                    }
+                    Some(Control::Shutdown) | None => break Ok(()),
+                },
+                Some((sink, failure)) = self.failures.recv() => match failure {
+                    SinkError::BrokenPipe => {
+                        info!("stdout was closed by its reader; shutting down");
+                        break Ok(());
+                    }
+                    other => {
+                        error!(sink = %sink, "{other}");
+                        break Err(other);
+                    }
+                },
+                _ = pet.tick(), if watchdog.is_some() => notify::watchdog(),
+                _ = status.tick() => notify::status(&self.summary()),
+            }
+        };
+        notify::stopping();
+        self.shutdown().await;
+        outcome
+    }
+
+    /// Closes every upstream with 1001, then lets every sink write what it holds; anything
+    /// still running at `shutdown_timeout` is aborted.
+    async fn shutdown(mut self) {
+        let timeout = self.config.daemon.shutdown_timeout;
+        let deadline = Instant::now() + timeout;
+        info!(timeout = %humantime::format_duration(timeout), "shutting down");
+        for upstream in self.upstreams.values() {
+            upstream.cancel.cancel();
+        }
+        for (name, upstream) in self.upstreams.drain() {
+            finish(upstream.task, deadline, &format!("upstream {name}")).await;
+        }
+        // With the upstream tasks gone and the routes cleared, each sink's input closes once
+        // it has been read to the end.
+        self.hub.clear();
+        for sink in &mut self.sinks {
+            let (closed, _) = mpsc::channel(1);
+            sink.input = closed;
+        }
+        for sink in self.sinks.drain(..) {
+            finish(sink.task, deadline, &format!("sink {}", sink.config.name())).await;
+        }
+        info!("stopped");
+    }
+
+    /// Applies a new, valid config: unchanged upstreams and sinks keep running.
+    async fn apply(&mut self, new: Config) {
+        let timeout = new.daemon.shutdown_timeout;
+        // Sinks. Bind the new ones whose address nobody holds first: if one fails, the reload
+        // is refused before anything changed.
+        let wanted: Vec<Arc<SinkConfig>> = new.sinks.iter().cloned().map(Arc::new).collect();
+        let is_running =
+            |c: &SinkConfig, sinks: &[RunningSink]| sinks.iter().any(|s| *s.config == *c);
+        let mut fresh = Vec::new();
+        for config in wanted.iter().filter(|c| !is_running(c, &self.sinks)) {
+            let held = self
+                .sinks
+                .iter()
+                .any(|s| same_resource(&s.config.kind, &config.kind));
+            if held {
+                continue;
+            }
+            match sink::bind(config) {
+                Ok(bound) => fresh.push((config.clone(), bound)),
+                Err(e) => {
+                    error!(sink = %config.name(), "reload refused, the running config stays: {e}");
+                    return;
+                }
+            }
+        }
+        let (keep, stop): (Vec<_>, Vec<_>) = std::mem::take(&mut self.sinks)
+            .into_iter()
+            .partition(|s| wanted.iter().any(|c| **c == *s.config));
+        self.sinks = keep;
+        let mut stopped = Vec::new();
+        for sink in stop {
+            info!(sink = %sink.config.name(), "stopping sink (removed or changed)");
+            sink.cancel.cancel();
+            finish(
+                sink.task,
+                Instant::now() + timeout,
+                &format!("sink {}", sink.config.name()),
+            )
+            .await;
+            stopped.push(sink.config);
+        }
+        for (config, bound) in fresh {
+            info!(sink = %config.name(), "starting sink");
+            self.spawn_sink(config, bound);
+        }
+        // Sinks that replace a stopped one on the same address or path.
+        let replacing: Vec<_> = wanted
+            .iter()
+            .filter(|c| !is_running(c, &self.sinks))
+            .cloned()
+            .collect();
+        for config in &replacing {
+            match sink::bind(config) {
+                Ok(bound) => {
+                    info!(sink = %config.name(), "restarting sink with its new settings");
+                    self.spawn_sink(config.clone(), bound);
+                }
+                Err(e) => {
+                    error!(sink = %config.name(), "cannot start the changed sink: {e}; restoring its previous settings");
+                    if let Some(old) = stopped
+                        .iter()
+                        .find(|o| same_resource(&o.kind, &config.kind))
+                    {
+                        match sink::bind(old) {
+                            Ok(bound) => self.spawn_sink(old.clone(), bound),
+                            Err(e) => {
+                                error!(sink = %old.name(), "cannot restore the sink either: {e}")
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.route_sinks();
+
+        // Upstreams, by name.
+        let mut old = std::mem::take(&mut self.upstreams);
+        for config in &new.upstreams {
+            match old.remove(&config.name) {
+                Some(running) if *running.config == *config => {
+                    self.upstreams.insert(config.name.clone(), running);
+                }
+                Some(running) => {
+                    info!(upstream = %config.name, "settings changed; reconnecting");
+                    running.cancel.cancel();
+                    finish(
+                        running.task,
+                        Instant::now() + timeout,
+                        &format!("upstream {}", config.name),
+                    )
+                    .await;
+                    self.spawn_upstream(Arc::new(config.clone()));
+                }
+                None => {
+                    info!(upstream = %config.name, "new upstream");
+                    self.spawn_upstream(Arc::new(config.clone()));
+                }
+            }
+        }
+        for (name, running) in old {
+            info!(upstream = %name, "removed; closing");
+            running.cancel.cancel();
+            finish(
+                running.task,
+                Instant::now() + timeout,
+                &format!("upstream {name}"),
+            )
+            .await;
+            self.upstream_stats.remove(&name);
+        }
+        self.publish_directory();
+        if new.daemon != self.config.daemon {
+            warn!("[daemon] changes (log level and format) take effect at the next restart");
+        }
+        self.config = new;
+        info!("{}", self.summary());
+    }
+
+    fn spawn_sink(&mut self, config: Arc<SinkConfig>, bound: BoundSink) {
+        let (input, receiver) = mpsc::channel(SINK_INPUT);
+        let cancel = CancellationToken::new();
+        let stats = Arc::new(SinkStats::default());
+        let local_addr = bound.local_addr();
+        let ctx = SinkContext {
+            config: config.clone(),
+            input: receiver,
+            directory: self.hub.directory(),
+            shutdown: cancel.clone(),
+            stats: stats.clone(),
+            max_line: self.max_line(),
+        };
+        let failures = self.failures_tx.clone();
+        let name = config.name();
+        let span = tracing::info_span!("sink", sink = %name);
+        let task = tokio::spawn(
+            async move {
+                if let Err(e) = bound.run(ctx).await {
+                    let _ = failures.send((name, e)).await;
+                }
+            }
+            .instrument(span),
+        );
+        self.sinks.push(RunningSink {
+            config,
+            input,
+            cancel,
+            task,
+            stats,
+            local_addr,
+        });
+    }
+
+    fn spawn_upstream(&mut self, config: Arc<UpstreamConfig>) {
+        let (queue, receiver) = mpsc::channel(config.send_queue);
+        let cancel = CancellationToken::new();
+        let stats = self
+            .upstream_stats
+            .entry(config.name.clone())
+            .or_default()
+            .clone();
+        let upstream = Upstream {
+            config: config.clone(),
+            stats,
+            outlet: self.hub.outlet(&config.name),
+            queue: receiver,
+            shutdown: cancel.clone(),
+            mode: RunMode::Reconnect,
+            close_timeout: self.config.daemon.shutdown_timeout / 2,
+        };
+        let span = tracing::info_span!("upstream", upstream = %config.name);
+        let task = tokio::spawn(upstream.run().instrument(span));
+        self.upstreams.insert(
+            config.name.clone(),
+            RunningUpstream {
+                config,
+                queue,
+                cancel,
+                task,
+            },
+        );
+    }
+
+    fn route_sinks(&mut self) {
+        let sinks = self
+            .sinks
+            .iter()
+            .map(|s| (s.config.clone(), s.input.clone()))
+            .collect();
+        self.hub.set_sinks(sinks);
+    }
+
+    fn publish_directory(&mut self) {
+        let queues = self
+            .upstreams
+            .iter()
+            .map(|(name, u)| (name.clone(), u.queue.clone()))
+            .collect();
+        self.hub.set_upstreams(queues);
+    }
+
+    /// The longest inbound line a client may write: the largest message, base64-encoded,
+    /// plus room for the envelope.
+    fn max_line(&self) -> usize {
+        let largest = self
+            .config
+            .upstreams
+            .iter()
+            .map(|u| u.max_message_size)
+            .max()
+            .unwrap_or(16 << 20);
+        largest / 3 * 4 + 4096
+    }
+}
+
+/// Whether two sinks would use the same address or path.
+fn same_resource(a: &SinkKind, b: &SinkKind) -> bool {
+    match (a, b) {
+        (SinkKind::Stdout, SinkKind::Stdout) => true,
+        (SinkKind::Unix { path: p, .. }, SinkKind::Unix { path: q, .. }) => p == q,
+        (SinkKind::Tcp { listen: x, .. }, SinkKind::Tcp { listen: y, .. }) => x == y,
+        _ => false,
+    }
+}
+
+/// Waits for a task until `deadline`, then aborts it.
+async fn finish<T>(mut task: JoinHandle<T>, deadline: Instant, what: &str) {
+    if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+        warn!("{what} did not stop within shutdown_timeout; aborting it");
+        task.abort();
+        let _ = task.await;
+    }
+}

@@ -1,0 +1,159 @@
+//! Opening one WebSocket client connection: the handshake request (headers, cookies,
+//! subprotocols, origin), TLS, the connect timeout and the frame-size limits.
+
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{header, HeaderName, HeaderValue, Request};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Error as WsError;
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+
+use crate::config::UpstreamConfig;
+
+/// An open client connection.
+pub type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A connection that finished its handshake.
+pub struct Connected {
+    /// The socket.
+    pub ws: WsStream,
+    /// The subprotocol the server chose, if any.
+    pub protocol: Option<String>,
+}
+
+/// Why a connection attempt failed. Messages never include secrets: the URL is shown redacted
+/// and header values not at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The whole attempt took longer than `connect_timeout`.
+    #[error("no connection within connect_timeout ({0}); check that the host is reachable or raise connect_timeout")]
+    Timeout(String),
+    /// The server answered the handshake with an HTTP status other than 101.
+    #[error("handshake rejected with HTTP {status}{body}; check the URL path and the credentials in headers/cookies")]
+    Rejected {
+        /// The status line, such as `403 Forbidden`.
+        status: String,
+        /// `: ` and the first line of the response body, or empty.
+        body: String,
+    },
+    /// TLS failed (certificate, protocol).
+    #[error("TLS handshake failed: {0}; for a private CA set ca_file")]
+    Tls(String),
+    /// TCP or DNS failed.
+    #[error("{0}")]
+    Io(String),
+    /// Any other handshake failure.
+    #[error("WebSocket handshake failed: {0}")]
+    Handshake(String),
+    /// The TLS settings could not be built (unreadable `ca_file`).
+    #[error("{0}")]
+    TlsSetup(#[from] super::tls::CaFileError),
+}
+
+/// Builds the handshake request for an upstream.
+pub fn request(config: &UpstreamConfig) -> Result<Request<()>, ConnectError> {
+    let mut request = config
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| ConnectError::Handshake(e.to_string()))?;
+    let headers = request.headers_mut();
+    let invalid = |what: &str| ConnectError::Handshake(format!("invalid {what} value"));
+    for (name, value) in &config.headers {
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid("header name"))?;
+        let value = HeaderValue::from_str(value.expose()).map_err(|_| invalid("header"))?;
+        headers.append(name, value);
+    }
+    if !config.cookies.is_empty() {
+        let cookie = config
+            .cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.expose()))
+            .collect::<Vec<_>>()
+            .join("; ");
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&cookie).map_err(|_| invalid("cookie"))?,
+        );
+    }
+    if !config.subprotocols.is_empty() {
+        let protocols = config.subprotocols.join(", ");
+        headers.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_str(&protocols).map_err(|_| invalid("subprotocol"))?,
+        );
+    }
+    if let Some(origin) = &config.origin {
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_str(origin).map_err(|_| invalid("origin"))?,
+        );
+    }
+    Ok(request)
+}
+
+/// Frame limits for a connection: one frame may be as large as a whole message.
+pub fn websocket_config(max_message_size: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(max_message_size))
+        .max_frame_size(Some(max_message_size))
+}
+
+/// Connects, within `connect_timeout`.
+pub async fn open(
+    config: &UpstreamConfig,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<Connected, ConnectError> {
+    let request = request(config)?;
+    let connector = tls.map(Connector::Rustls);
+    let attempt = tokio_tungstenite::connect_async_tls_with_config(
+        request,
+        Some(websocket_config(config.max_message_size)),
+        true, // no Nagle: records are small and latency matters
+        connector,
+    );
+    let (ws, response) = match tokio::time::timeout(config.connect_timeout, attempt).await {
+        Err(_) => {
+            return Err(ConnectError::Timeout(
+                humantime::format_duration(config.connect_timeout).to_string(),
+            ))
+        }
+        Ok(Err(e)) => return Err(classify(e)),
+        Ok(Ok(pair)) => pair,
+    };
+    let protocol = response
+        .headers()
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    Ok(Connected { ws, protocol })
+}
+
+fn classify(error: WsError) -> ConnectError {
+    match error {
+        WsError::Http(response) => {
+            let status = response.status();
+            let status = format!(
+                "{} {}",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("")
+            )
+            .trim_end()
+            .to_string();
+            let body = response
+                .body()
+                .as_deref()
+                .and_then(|b| String::from_utf8_lossy(b).lines().next().map(str::to_owned))
+                .map(|line| line.trim().chars().take(200).collect::<String>())
+                .filter(|line| !line.is_empty())
+                .map(|line| format!(": {line}"))
+                .unwrap_or_default();
+            ConnectError::Rejected { status, body }
+        }
+        WsError::Tls(e) => ConnectError::Tls(e.to_string()),
+        WsError::Io(e) => ConnectError::Io(e.to_string()),
+        other => ConnectError::Handshake(other.to_string()),
+    }
+}

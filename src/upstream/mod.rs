@@ -1,0 +1,503 @@
+//! One task per upstream endpoint: connect, send `on_connect` and queued messages, read
+//! frames into events, keep the connection alive, and reconnect with backoff.
+//!
+//! The task owns its socket and its send queue; the supervisor only starts it, cancels it
+//! and reads its [`UpstreamStats`]. `connect` runs the same task in [`RunMode::Once`].
+
+pub mod backoff;
+pub mod connect;
+pub mod keepalive;
+pub mod tls;
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::UpstreamConfig;
+use crate::hub::Outlet;
+use crate::record::{Event, EventKind};
+use backoff::Backoff;
+use connect::{ConnectError, WsStream};
+use keepalive::{Due, Keepalive};
+
+/// Whether the task reconnects forever (the daemon, `connect --reconnect`) or ends with the
+/// first connection (plain `connect`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunMode {
+    /// Reconnect after every failure and Close, with backoff.
+    Reconnect,
+    /// Return after the first connection ends or the first attempt fails.
+    Once,
+}
+
+/// The connection state, as the metrics report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum State {
+    /// Connecting (TCP, TLS, handshake).
+    Connecting = 0,
+    /// Open.
+    Open = 1,
+    /// Waiting before the next attempt.
+    Backoff = 2,
+    /// Gave up or shut down.
+    Stopped = 3,
+}
+
+/// Counters shared between an upstream task and the supervisor. They outlive a task that is
+/// restarted on reload, so `seq` keeps counting.
+#[derive(Debug, Default)]
+pub struct UpstreamStats {
+    /// The last `seq` given to a data message.
+    pub seq: AtomicU64,
+    /// [`State`] as a number.
+    pub state: AtomicU8,
+    /// Completed handshakes.
+    pub connects: AtomicU64,
+    /// Connections that ended or attempts that failed.
+    pub disconnects: AtomicU64,
+    /// Data messages received.
+    pub messages_received: AtomicU64,
+    /// Payload bytes received.
+    pub bytes_received: AtomicU64,
+    /// Messages sent (on_connect and inbound).
+    pub messages_sent: AtomicU64,
+    /// Unix milliseconds of the last data message, 0 if none.
+    pub last_message_ms: AtomicU64,
+    /// Last Ping round trip, microseconds.
+    pub ping_rtt_us: AtomicU64,
+}
+
+impl UpstreamStats {
+    fn set_state(&self, state: State) {
+        self.state.store(state as u8, Ordering::Relaxed);
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        match self.state.load(Ordering::Relaxed) {
+            0 => State::Connecting,
+            1 => State::Open,
+            2 => State::Backoff,
+            _ => State::Stopped,
+        }
+    }
+}
+
+/// How a connection ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionEnd {
+    /// We were asked to stop and sent Close 1001 (or 1000 from `connect`'s stdin EOF).
+    Shutdown,
+    /// The peer sent Close.
+    PeerClosed {
+        /// Its code (1005 if none).
+        code: u16,
+        /// Its reason.
+        reason: String,
+    },
+    /// The connection failed: reset, dead, protocol error, oversized message, ….
+    Failed(String),
+}
+
+/// Why the task returned.
+#[derive(Debug)]
+pub enum UpstreamExit {
+    /// Cancelled.
+    Shutdown,
+    /// `max_attempts` failures in a row.
+    GaveUp,
+    /// [`RunMode::Once`]: the attempt failed.
+    ConnectFailed(ConnectError),
+    /// [`RunMode::Once`]: the connection ended.
+    Ended(SessionEnd),
+}
+
+/// Everything one upstream task needs.
+pub struct Upstream {
+    /// What to connect to and how.
+    pub config: Arc<UpstreamConfig>,
+    /// Shared counters.
+    pub stats: Arc<UpstreamStats>,
+    /// Where events go.
+    pub outlet: Outlet,
+    /// Messages to send (from sink clients or stdin), bounded by `send_queue`.
+    pub queue: mpsc::Receiver<Message>,
+    /// Cancelled to stop: Close 1001 is sent and the task returns.
+    pub shutdown: CancellationToken,
+    /// Reconnect forever, or once.
+    pub mode: RunMode,
+    /// How long to wait for the peer's Close after ours.
+    pub close_timeout: Duration,
+}
+
+impl Upstream {
+    /// Runs until cancelled, given up, or (in [`RunMode::Once`]) the connection ends.
+    pub async fn run(mut self) -> UpstreamExit {
+        let name: Arc<str> = Arc::from(self.config.name.as_str());
+        let url = self.config.display_url();
+        let tls = if self.config.url.scheme() == "wss" {
+            match tls::client_config(self.config.ca_file.as_deref()) {
+                Ok(c) => Some(c),
+                Err(e) => return self.fail_setup(&name, e.into()).await,
+            }
+        } else {
+            None
+        };
+        let mut backoff = Backoff::new(self.config.reconnect.clone());
+        loop {
+            self.stats.set_state(State::Connecting);
+            debug!(%url, "connecting");
+            let attempt = tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                attempt = connect::open(&self.config, tls.clone()) => attempt,
+            };
+            let end = match attempt {
+                Err(error) => {
+                    self.stats.disconnects.fetch_add(1, Ordering::Relaxed);
+                    if self.mode == RunMode::Once {
+                        self.stats.set_state(State::Stopped);
+                        return UpstreamExit::ConnectFailed(error);
+                    }
+                    let message = format!("cannot connect to {url}: {error}");
+                    match self.schedule_retry(&mut backoff) {
+                        Some(delay) => {
+                            warn!(retry_in = %humantime::format_duration(delay), "{message}");
+                            self.emit_error(&name, message, Some(delay)).await;
+                            if !self.sleep(delay).await {
+                                break;
+                            }
+                            continue;
+                        }
+                        None => return self.give_up(&name, &backoff, message).await,
+                    }
+                }
+                Ok(connected) => {
+                    self.stats.connects.fetch_add(1, Ordering::Relaxed);
+                    self.stats.set_state(State::Open);
+                    info!(%url, protocol = connected.protocol.as_deref().unwrap_or(""), "connected");
+                    self.outlet
+                        .deliver(Event::now(
+                            name.clone(),
+                            EventKind::Open {
+                                url: url.clone(),
+                                protocol: connected.protocol,
+                            },
+                        ))
+                        .await;
+                    let (end, stable) = self.session(connected.ws, &name).await;
+                    self.stats.disconnects.fetch_add(1, Ordering::Relaxed);
+                    if stable {
+                        backoff.reset();
+                    }
+                    end
+                }
+            };
+            if end == SessionEnd::Shutdown {
+                // A Close we sent, still worth a record so readers see the end.
+                self.outlet
+                    .deliver(Event::now(
+                        name.clone(),
+                        EventKind::Close {
+                            code: 1001,
+                            reason: "going away".into(),
+                            retry_in_ms: None,
+                        },
+                    ))
+                    .await;
+                break;
+            }
+            if self.mode == RunMode::Once {
+                self.emit_end(&name, &end, None).await;
+                self.stats.set_state(State::Stopped);
+                return UpstreamExit::Ended(end);
+            }
+            let delay = match self.schedule_retry(&mut backoff) {
+                Some(delay) => delay,
+                None => {
+                    self.emit_end(&name, &end, None).await;
+                    return self.give_up(&name, &backoff, describe(&end)).await;
+                }
+            };
+            match &end {
+                SessionEnd::PeerClosed { code, reason } => {
+                    info!(code, reason = %reason, retry_in = %humantime::format_duration(delay), "peer closed the connection")
+                }
+                other => {
+                    warn!(retry_in = %humantime::format_duration(delay), "connection to {url} lost: {}", describe(other))
+                }
+            }
+            self.emit_end(&name, &end, Some(delay)).await;
+            if !self.sleep(delay).await {
+                break;
+            }
+        }
+        self.stats.set_state(State::Stopped);
+        UpstreamExit::Shutdown
+    }
+
+    /// One open connection: `on_connect`, then frames, queued messages and keepalive until it
+    /// ends. Returns how it ended and whether it counts as stable for backoff (it delivered
+    /// data or stayed open for `reconnect.max`).
+    async fn session(&mut self, mut ws: WsStream, name: &Arc<str>) -> (SessionEnd, bool) {
+        let opened = Instant::now();
+        let mut got_data = false;
+        let stable_after = self.config.reconnect.max;
+        for text in &self.config.on_connect {
+            if let Err(e) = ws.send(Message::text(text.as_str())).await {
+                return (
+                    SessionEnd::Failed(format!("sending on_connect message: {e}")),
+                    false,
+                );
+            }
+            self.stats.messages_sent.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut keepalive = Keepalive::new(
+            self.config.ping_interval,
+            self.config.ping_timeout,
+            self.config.receive_timeout,
+            opened,
+        );
+        let timer = tokio::time::sleep_until(keepalive.deadline());
+        tokio::pin!(timer);
+        let mut peer_close: Option<(u16, String)> = None;
+        let mut queue_open = true;
+        let end = loop {
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => {
+                    self.close(&mut ws, CloseCode::Away, "going away", name).await;
+                    break SessionEnd::Shutdown;
+                }
+                frame = ws.next() => {
+                    let now = Instant::now();
+                    match frame {
+                        Some(Ok(Message::Text(data))) => {
+                            keepalive.data_received(now);
+                            got_data = true;
+                            let seq = self.count_received(data.len());
+                            self.outlet.deliver(Event::now(name.clone(), EventKind::Text { seq, data })).await;
+                        }
+                        Some(Ok(Message::Binary(data))) => {
+                            keepalive.data_received(now);
+                            got_data = true;
+                            let seq = self.count_received(data.len());
+                            self.outlet.deliver(Event::now(name.clone(), EventKind::Binary { seq, data })).await;
+                        }
+                        // tungstenite queues the Pong itself; it goes out as we keep polling.
+                        Some(Ok(Message::Ping(_))) | Some(Ok(Message::Frame(_))) => keepalive.frame_received(now),
+                        Some(Ok(Message::Pong(_))) => {
+                            if let Some(rtt) = keepalive.pong_received(now) {
+                                self.stats.ping_rtt_us.store(rtt.as_micros() as u64, Ordering::Relaxed);
+                            }
+                        }
+                        Some(Ok(Message::Close(frame))) => {
+                            // tungstenite answers the Close; we read on until the socket ends.
+                            keepalive.frame_received(now);
+                            peer_close = Some(frame.map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.to_string())));
+                        }
+                        Some(Err(WsError::ConnectionClosed)) | None => {
+                            break match peer_close.take() {
+                                Some((code, reason)) => SessionEnd::PeerClosed { code, reason },
+                                None => SessionEnd::Failed("the connection ended without a Close frame".into()),
+                            };
+                        }
+                        Some(Err(e)) => {
+                            if let Some((code, reason)) = peer_close.take() {
+                                break SessionEnd::PeerClosed { code, reason };
+                            }
+                            break SessionEnd::Failed(read_error(&e, self.config.max_message_size));
+                        }
+                    }
+                }
+                message = self.queue.recv(), if queue_open && peer_close.is_none() => match message {
+                    Some(message) => {
+                        let closing = matches!(message, Message::Close(_));
+                        if let Err(e) = ws.send(message).await {
+                            break SessionEnd::Failed(format!("sending a message: {e}"));
+                        }
+                        self.stats.messages_sent.fetch_add(1, Ordering::Relaxed);
+                        if closing {
+                            // `connect` sent Close on stdin EOF: wait for the peer's Close.
+                            let waited = tokio::time::timeout(self.close_timeout, drain_until_closed(&mut ws)).await;
+                            break match waited {
+                                Ok(Some((code, reason))) => SessionEnd::PeerClosed { code, reason },
+                                _ => SessionEnd::Shutdown,
+                            };
+                        }
+                    }
+                    None => queue_open = false,
+                },
+                _ = &mut timer => {
+                    let now = Instant::now();
+                    match keepalive.check(now) {
+                        Due::Ping => {
+                            keepalive.ping_sent(now);
+                            if let Err(e) = ws.send(Message::Ping(Default::default())).await {
+                                break SessionEnd::Failed(format!("sending a Ping: {e}"));
+                            }
+                        }
+                        Due::Dead(reason) => break SessionEnd::Failed(reason),
+                        Due::Wait(_) => {}
+                    }
+                    timer.as_mut().reset(keepalive.deadline());
+                }
+            }
+        };
+        (end, got_data || opened.elapsed() >= stable_after)
+    }
+
+    fn count_received(&self, len: usize) -> u64 {
+        self.stats.messages_received.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .bytes_received
+            .fetch_add(len as u64, Ordering::Relaxed);
+        self.stats
+            .last_message_ms
+            .store(crate::record::unix_millis(), Ordering::Relaxed);
+        self.stats.seq.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Sends Close and waits (bounded) for the peer's, delivering any data still arriving.
+    async fn close(&mut self, ws: &mut WsStream, code: CloseCode, reason: &str, name: &Arc<str>) {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        if ws.send(Message::Close(Some(frame))).await.is_err() {
+            return;
+        }
+        let deadline = Instant::now() + self.close_timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, ws.next()).await {
+                Ok(Some(Ok(Message::Text(data)))) => {
+                    let seq = self.count_received(data.len());
+                    self.outlet
+                        .deliver(Event::now(name.clone(), EventKind::Text { seq, data }))
+                        .await;
+                }
+                Ok(Some(Ok(Message::Binary(data)))) => {
+                    let seq = self.count_received(data.len());
+                    self.outlet
+                        .deliver(Event::now(name.clone(), EventKind::Binary { seq, data }))
+                        .await;
+                }
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(_))) | Ok(None) | Err(_) => return,
+            }
+        }
+    }
+
+    fn schedule_retry(&self, backoff: &mut Backoff) -> Option<Duration> {
+        let delay = backoff.next_delay()?;
+        self.stats.set_state(State::Backoff);
+        Some(delay)
+    }
+
+    async fn emit_error(&mut self, name: &Arc<str>, error: String, retry: Option<Duration>) {
+        let retry_in_ms = retry.map(|d| d.as_millis() as u64);
+        self.outlet
+            .deliver(Event::now(
+                name.clone(),
+                EventKind::Error { error, retry_in_ms },
+            ))
+            .await;
+    }
+
+    /// The record for a connection that ended: `close` for a peer Close, else `error`.
+    async fn emit_end(&mut self, name: &Arc<str>, end: &SessionEnd, retry: Option<Duration>) {
+        let retry_in_ms = retry.map(|d| d.as_millis() as u64);
+        let kind = match end {
+            SessionEnd::PeerClosed { code, reason } => EventKind::Close {
+                code: *code,
+                reason: reason.clone(),
+                retry_in_ms,
+            },
+            other => EventKind::Error {
+                error: describe(other),
+                retry_in_ms,
+            },
+        };
+        self.outlet.deliver(Event::now(name.clone(), kind)).await;
+    }
+
+    async fn give_up(&mut self, name: &Arc<str>, backoff: &Backoff, last: String) -> UpstreamExit {
+        let message = format!(
+            "giving up after {} failed attempts in a row (reconnect.max_attempts); last error: {last}; fix the upstream and reload (SIGHUP) to try again",
+            backoff.failures()
+        );
+        tracing::error!("{message}");
+        self.emit_error(name, message, None).await;
+        self.stats.set_state(State::Stopped);
+        UpstreamExit::GaveUp
+    }
+
+    async fn fail_setup(&mut self, name: &Arc<str>, error: ConnectError) -> UpstreamExit {
+        tracing::error!("{error}");
+        self.stats.set_state(State::Stopped);
+        if self.mode == RunMode::Once {
+            return UpstreamExit::ConnectFailed(error);
+        }
+        self.emit_error(name, error.to_string(), None).await;
+        UpstreamExit::GaveUp
+    }
+
+    /// Waits `delay`; false if cancelled meanwhile.
+    async fn sleep(&self, delay: Duration) -> bool {
+        tokio::select! {
+            _ = self.shutdown.cancelled() => false,
+            _ = tokio::time::sleep(delay) => true,
+        }
+    }
+}
+
+/// Reads until the socket ends; returns the peer's Close code and reason if one came.
+async fn drain_until_closed(ws: &mut WsStream) -> Option<(u16, String)> {
+    let mut close = None;
+    while let Some(frame) = ws.next().await {
+        match frame {
+            Ok(Message::Close(frame)) => {
+                close = Some(frame.map_or((1005, String::new()), |f| {
+                    (u16::from(f.code), f.reason.to_string())
+                }))
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    close
+}
+
+/// A one-line description of how a connection ended.
+pub fn describe(end: &SessionEnd) -> String {
+    match end {
+        SessionEnd::Shutdown => "closed by us".into(),
+        SessionEnd::PeerClosed { code, reason } if reason.is_empty() => {
+            format!("peer closed the connection with code {code}")
+        }
+        SessionEnd::PeerClosed { code, reason } => {
+            format!("peer closed the connection with code {code}: {reason}")
+        }
+        SessionEnd::Failed(reason) => reason.clone(),
+    }
+}
+
+fn read_error(error: &WsError, max_message_size: usize) -> String {
+    use tokio_tungstenite::tungstenite::error::CapacityError;
+    match error {
+        WsError::Capacity(CapacityError::MessageTooLong { size, .. }) => format!(
+            "the peer sent a message of {size} bytes, larger than max_message_size ({max_message_size} bytes); raise max_message_size if such messages are expected"
+        ),
+        WsError::Io(e) => format!("connection error: {e}"),
+        other => format!("WebSocket error: {other}"),
+    }
+}
