@@ -338,7 +338,8 @@ impl Config {
             Ok(raw) => raw,
             Err(e) => {
                 let message = e.message().trim_end().to_string();
-                v.error(e.span(), None, message);
+                let table = e.span().and_then(|span| table_at(text, span.start));
+                v.error(e.span(), table, message);
                 return Err(ConfigErrors(v.errors));
             }
         };
@@ -402,21 +403,23 @@ impl Validator<'_> {
         });
 
         let defaults = self.settings(&RawConnectionSettings::default(), &raw.defaults, "defaults");
-        let mut upstreams = Vec::new();
+        // Names first, from every table, so sinks can be checked against all of them even
+        // when an upstream has other errors.
         let mut names = HashSet::new();
+        for (i, u) in raw.upstream.iter().enumerate() {
+            let name = u.name.get_ref();
+            if !names.insert(name.clone()) {
+                self.error(
+                    Some(u.name.span()),
+                    Some(format!("upstream[{i}].name")),
+                    format!("upstream name {name:?} is used twice; names must be unique"),
+                );
+            }
+        }
+        let mut upstreams = Vec::new();
         for (i, u) in raw.upstream.iter().enumerate() {
             let key = format!("upstream[{i}]");
             if let Some(upstream) = self.upstream(u, &raw.defaults, &key, defaults.is_some()) {
-                if !names.insert(upstream.name.clone()) {
-                    self.error(
-                        Some(u.name.span()),
-                        Some(format!("{key}.name")),
-                        format!(
-                            "upstream name {:?} is used twice; names must be unique",
-                            upstream.name
-                        ),
-                    );
-                }
                 upstreams.push(upstream);
             }
         }
@@ -772,28 +775,17 @@ impl Validator<'_> {
         let before = self.errors.len();
         let kind = *s.kind.get_ref();
         // Keys that only some types use: name the ones that do not belong.
-        let misplaced: [(&str, bool, &[SinkType]); 6] = [
-            ("path", s.path.is_some(), &[SinkType::Unix]),
-            ("mode", s.mode.is_some(), &[SinkType::Unix]),
-            ("listen", s.listen.is_some(), &[SinkType::Tcp]),
-            ("max_clients", s.max_clients.is_some(), &[SinkType::Tcp]),
-            ("allow_remote", s.allow_remote.is_some(), &[SinkType::Tcp]),
-            (
-                "on_slow",
-                s.on_slow.is_some(),
-                &[SinkType::Unix, SinkType::Tcp],
-            ),
+        let misplaced: [(&str, Option<Range<usize>>, &[SinkType]); 6] = [
+            ("path", s.path.as_ref().map(Spanned::span), &[SinkType::Unix]),
+            ("mode", s.mode.as_ref().map(Spanned::span), &[SinkType::Unix]),
+            ("listen", s.listen.as_ref().map(Spanned::span), &[SinkType::Tcp]),
+            ("max_clients", s.max_clients.as_ref().map(Spanned::span), &[SinkType::Tcp]),
+            ("allow_remote", s.allow_remote.as_ref().map(Spanned::span), &[SinkType::Tcp]),
+            ("on_slow", s.on_slow.as_ref().map(Spanned::span), &[SinkType::Unix, SinkType::Tcp]),
         ];
-        for (name, present, types) in misplaced {
-            if present && !types.contains(&kind) {
-                self.error(
-                    Some(s.kind.span()),
-                    Some(format!("{key}.{name}")),
-                    format!(
-                        "a {} sink has no `{name}` key; remove it or change `type`",
-                        type_name(kind)
-                    ),
-                );
+        for (name, span, types) in misplaced {
+            if span.is_some() && !types.contains(&kind) {
+                self.error(span, Some(format!("{key}.{name}")), format!("a {} sink has no `{name}` key; remove it or change `type`", type_name(kind)));
             }
         }
         if kind == SinkType::Stdout {
@@ -1041,6 +1033,29 @@ pub fn expand_env(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<S
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// The table that holds a byte offset, as `upstream[1]` or `daemon`, from the headers before it.
+fn table_at(text: &str, offset: usize) -> Option<String> {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut current = None;
+    let mut position = 0;
+    for line in text.split_inclusive('\n') {
+        if position > offset {
+            break;
+        }
+        position += line.len();
+        let header = line.trim();
+        if let Some(name) = header.strip_prefix("[[").and_then(|h| h.split("]]").next()) {
+            let name = name.trim();
+            let n = counts.entry(name).or_insert(0);
+            current = Some(format!("{name}[{n}]"));
+            *n += 1;
+        } else if let Some(name) = header.strip_prefix('[').and_then(|h| h.split(']').next()) {
+            current = Some(name.trim().to_string());
+        }
+    }
+    current
 }
 
 /// 1-based line and column (in characters) of a byte offset.
