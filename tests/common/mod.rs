@@ -213,6 +213,11 @@ impl Daemon {
 
     /// Like [`Daemon::start`] in a given directory (whose paths the config may name).
     pub async fn start_in(dir: tempfile::TempDir, config: &str) -> Daemon {
+        Self::start_with_env(dir, config, &[]).await
+    }
+
+    /// Like [`Daemon::start_in`] with extra environment variables.
+    pub async fn start_with_env(dir: tempfile::TempDir, config: &str, env: &[(&str, &str)]) -> Daemon {
         let config_path = dir.path().join("wsbridge.toml");
         std::fs::write(&config_path, config).unwrap();
         let stderr_path = dir.path().join("stderr.log");
@@ -222,6 +227,7 @@ impl Daemon {
             .arg(&config_path)
             .env("RUST_LOG", "wsbridge=debug")
             .env_remove("NOTIFY_SOCKET")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
