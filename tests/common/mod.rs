@@ -360,6 +360,11 @@ impl<R: tokio::io::AsyncRead + Unpin> RecordReader<R> {
         timeout(SOON, self.lines.next_line()).await.expect("a line in time").expect("read")
     }
 
+    /// The next raw line, or `None` at EOF or on a reset connection.
+    pub async fn next_line_or_end(&mut self) -> Option<String> {
+        self.lines.next_line().await.ok().flatten()
+    }
+
     /// Skips records until one matches.
     pub async fn record_where(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
         loop {

@@ -21,7 +21,7 @@ Routes:
 - ``/protocols``: ``WebSocketResponse(protocols=("chat", "superchat"))``; logs the chosen one.
 - ``/heartbeat``: ``WebSocketResponse(heartbeat=0.5)``; sends ``tick 1`` … ``tick N``
   (``?count=6``, one every ``?every=0.5`` s), logs ``heartbeat_report`` (closed?, exception,
-  pings sent), then stays open. aiohttp closes the connection (code 1006,
+  pings sent), sends ``done`` and stays open. aiohttp closes the connection (code 1006,
   ``ServerTimeoutError``/``TimeoutError``) when a Pong is late.
 - ``/close``: sends ``bye soon`` then closes with ``?code=4001`` and ``?reason=custom bye``.
 - ``/big?size=N&kind=text|binary``: sends one message of N bytes (``x`` repeated for text,
@@ -148,6 +148,8 @@ async def heartbeat(request: web.Request) -> web.WebSocketResponse:
         exception=None if ws.exception() is None else repr(ws.exception()),
         pings_sent=ws.pings_sent,
     )
+    if not ws.closed:
+        await ws.send_str("done")
     await reader
     return ws
 
