@@ -7,6 +7,8 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
@@ -88,21 +90,30 @@ fn config(addr: SocketAddr) -> Config {
     }
 }
 
+/// Accepts the `demo.v1` subprotocol when offered. The `Err` type is tungstenite's callback
+/// signature, not ours to shrink.
+#[allow(clippy::result_large_err)]
+fn choose_protocol(request: &Request, mut response: Response) -> Result<Response, ErrorResponse> {
+    let offered = request
+        .headers()
+        .get("sec-websocket-protocol")
+        .and_then(|p| p.to_str().ok())
+        .is_some_and(|p| p.split(',').any(|p| p.trim() == "demo.v1"));
+    if offered {
+        response.headers_mut().insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_static("demo.v1"),
+        );
+    }
+    Ok(response)
+}
+
 /// The embedded upstream: answers the subscribe message, then sends ticks.
 async fn serve(listener: TcpListener, options: DemoOptions, finished: mpsc::Sender<()>) {
     while let Ok((stream, _)) = listener.accept().await {
         let options = options.clone();
         let finished = finished.clone();
         tokio::spawn(async move {
-            let choose_protocol = |request: &tokio_tungstenite::tungstenite::handshake::server::Request,
-                                   mut response: tokio_tungstenite::tungstenite::handshake::server::Response| {
-                if let Some(p) = request.headers().get("sec-websocket-protocol") {
-                    if p.to_str().is_ok_and(|p| p.split(',').any(|p| p.trim() == "demo.v1")) {
-                        response.headers_mut().insert("sec-websocket-protocol", "demo.v1".parse().expect("static header"));
-                    }
-                }
-                Ok(response)
-            };
             let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, choose_protocol).await
             else {
                 return;

@@ -14,7 +14,10 @@ use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Reads records from a sink client until `n` data records arrived.
-async fn data_records<R: tokio::io::AsyncRead + Unpin>(reader: &mut RecordReader<R>, n: usize) -> Vec<Value> {
+async fn data_records<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut RecordReader<R>,
+    n: usize,
+) -> Vec<Value> {
     let mut out = Vec::new();
     while out.len() < n {
         let r = reader.next().await;
@@ -98,7 +101,9 @@ format = "raw"
                 }
                 Message::Binary(b) => {
                     assert_eq!(record["type"], "binary");
-                    let decoded = base64::engine::general_purpose::STANDARD.decode(record["data"].as_str().unwrap()).unwrap();
+                    let decoded = base64::engine::general_purpose::STANDARD
+                        .decode(record["data"].as_str().unwrap())
+                        .unwrap();
                     assert_eq!(decoded, b.to_vec());
                 }
                 _ => unreachable!(),
@@ -123,8 +128,14 @@ format = "raw"
         raw_lines.push(raw.next_line().await.unwrap());
     }
     assert_eq!(raw_lines[0], "plain");
-    assert_eq!(raw_lines[1], base64::engine::general_purpose::STANDARD.encode(&binary));
-    assert_eq!(raw_lines[2], serde_json::to_string("two\nlines \"quoted\" é ✓").unwrap());
+    assert_eq!(
+        raw_lines[1],
+        base64::engine::general_purpose::STANDARD.encode(&binary)
+    );
+    assert_eq!(
+        raw_lines[2],
+        serde_json::to_string("two\nlines \"quoted\" é ✓").unwrap()
+    );
     assert_eq!(raw_lines[3], "");
     assert_eq!(raw_lines[4], "");
     assert_eq!(raw_lines[5], "{\"i\":0}");
@@ -207,18 +218,24 @@ on_slow = "disconnect"
         }
     }
     let _conn = sender.await.unwrap();
-    daemon.wait_for_log("disconnecting a client that is too slow").await;
+    daemon
+        .wait_for_log("disconnecting a client that is too slow")
+        .await;
 
     // The stalled client was cut off: reading it now ends (EOF or reset) before the total.
     let mut stalled = RecordReader::new(stalled);
     let mut received = 0u64;
-    loop {
-        match tokio::time::timeout(SOON, stalled.next_line_or_end()).await.expect("the stalled client must be closed") {
-            Some(_) => received += 1,
-            None => break,
-        }
+    while tokio::time::timeout(SOON, stalled.next_line_or_end())
+        .await
+        .expect("the stalled client must be closed")
+        .is_some()
+    {
+        received += 1;
     }
-    assert!(received < total, "the stalled client got all {received} records");
+    assert!(
+        received < total,
+        "the stalled client got all {received} records"
+    );
 }
 
 #[tokio::test]
@@ -238,20 +255,41 @@ async fn inbound_lines_reach_the_server_and_bad_lines_get_an_error_on_that_clien
     let mut bystander = RecordReader::new(connect_unix(&sock).await);
     daemon.wait_for_log("id=2").await;
 
-    writer.write_all(b"{\"type\":\"text\",\"data\":\"hello\"}\n").await.unwrap();
+    writer
+        .write_all(b"{\"type\":\"text\",\"data\":\"hello\"}\n")
+        .await
+        .unwrap();
     assert_eq!(conn.recv_text().await, "hello");
 
     writer.write_all(b"this is not json\n").await.unwrap();
     let error = reader.record_where(|r| r["type"] == "error").await;
-    assert!(error["error"].as_str().unwrap().contains("not an inbound record"), "{error}");
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("not an inbound record"),
+        "{error}"
+    );
 
-    writer.write_all(b"{\"upstream\":\"feed\",\"type\":\"binary\",\"data\":\"AAEC/w==\"}\n").await.unwrap();
+    writer
+        .write_all(b"{\"upstream\":\"feed\",\"type\":\"binary\",\"data\":\"AAEC/w==\"}\n")
+        .await
+        .unwrap();
     assert_eq!(conn.recv().await, Message::binary(vec![0u8, 1, 2, 255]));
-    writer.write_all(b"{\"type\":\"json\",\"data\":{\"op\":\"ping\",\"n\":[1,2]}}\n").await.unwrap();
+    writer
+        .write_all(b"{\"type\":\"json\",\"data\":{\"op\":\"ping\",\"n\":[1,2]}}\n")
+        .await
+        .unwrap();
     assert_eq!(conn.recv_text().await, r#"{"op":"ping","n":[1,2]}"#);
-    writer.write_all(b"{\"upstream\":\"other\",\"type\":\"text\",\"data\":\"x\"}\n").await.unwrap();
+    writer
+        .write_all(b"{\"upstream\":\"other\",\"type\":\"text\",\"data\":\"x\"}\n")
+        .await
+        .unwrap();
     let error = reader.record_where(|r| r["type"] == "error").await;
-    assert!(error["error"].as_str().unwrap().contains("\"other\""), "{error}");
+    assert!(
+        error["error"].as_str().unwrap().contains("\"other\""),
+        "{error}"
+    );
 
     // The bystander saw data only, none of the other client's errors.
     conn.send_text("after").await;

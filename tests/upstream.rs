@@ -29,7 +29,11 @@ type = "stdout"
 
 #[tokio::test]
 async fn handshake_carries_headers_cookies_subprotocol_and_origin() {
-    let mut server = TestServer::start(ServerOptions { protocol: Some("superchat".into()), ..Default::default() }).await;
+    let mut server = TestServer::start(ServerOptions {
+        protocol: Some("superchat".into()),
+        ..Default::default()
+    })
+    .await;
     let extra = r#"
 headers = { X-Api-Key = "${WSB_TEST_KEY}", X-Client = "wsbridge-test" }
 cookies = { session = "abc123", theme = "dark" }
@@ -44,7 +48,10 @@ origin = "https://example.test"
     assert_eq!(conn.header("x-api-key"), Some("k-s3cret-42"));
     assert_eq!(conn.header("x-client"), Some("wsbridge-test"));
     assert_eq!(conn.header("cookie"), Some("session=abc123; theme=dark"));
-    assert_eq!(conn.header("sec-websocket-protocol"), Some("chat, superchat"));
+    assert_eq!(
+        conn.header("sec-websocket-protocol"),
+        Some("chat, superchat")
+    );
     assert_eq!(conn.header("origin"), Some("https://example.test"));
 
     let open = daemon.next_record().await;
@@ -55,7 +62,10 @@ origin = "https://example.test"
 
     daemon.signal(15);
     assert!(daemon.wait().await.success());
-    assert!(!daemon.stderr().contains("k-s3cret-42"), "a header value reached the log");
+    assert!(
+        !daemon.stderr().contains("k-s3cret-42"),
+        "a header value reached the log"
+    );
 }
 
 #[tokio::test]
@@ -65,7 +75,11 @@ async fn on_connect_messages_are_sent_in_order_after_every_reconnect() {
     let mut daemon = Daemon::start(&upstream_config(&server.url("/"), extra)).await;
     for round in 0..3 {
         let mut conn = server.accept().await;
-        assert_eq!(conn.recv_text().await, r#"{"op":"subscribe","args":["a"]}"#, "round {round}");
+        assert_eq!(
+            conn.recv_text().await,
+            r#"{"op":"subscribe","args":["a"]}"#,
+            "round {round}"
+        );
         assert_eq!(conn.recv_text().await, "second", "round {round}");
         drop(conn); // the server hangs up: the bridge must reconnect and subscribe again
     }
@@ -83,7 +97,10 @@ async fn server_restart_gives_error_then_open_and_seq_keeps_counting() {
     }
     for i in 1..=3 {
         let r = daemon.next_record().await;
-        assert_eq!((r["seq"].as_u64(), r["data"].as_str()), (Some(i), Some(format!("before-{i}").as_str())));
+        assert_eq!(
+            (r["seq"].as_u64(), r["data"].as_str()),
+            (Some(i), Some(format!("before-{i}").as_str()))
+        );
     }
 
     // Kill: stop listening and drop the connection without a Close frame.
@@ -95,11 +112,16 @@ async fn server_restart_gives_error_then_open_and_seq_keeps_counting() {
 
     let mut server = TestServer::start_on(addr, ServerOptions::default()).await;
     let mut conn = server.accept().await;
-    let open = daemon.record_where("open after restart", |r| r["type"] == "open").await;
+    let open = daemon
+        .record_where("open after restart", |r| r["type"] == "open")
+        .await;
     assert_eq!(open["upstream"], "feed");
     conn.send_text("after").await;
     let r = daemon.record_where("data after restart", is_data).await;
-    assert_eq!((r["seq"].as_u64(), r["data"].as_str()), (Some(4), Some("after")));
+    assert_eq!(
+        (r["seq"].as_u64(), r["data"].as_str()),
+        (Some(4), Some("after"))
+    );
 }
 
 #[tokio::test]
@@ -121,17 +143,29 @@ type = "stdout"
     let _daemon = Daemon::start(&config).await;
     let mut accepts = Vec::new();
     while accepts.len() < 7 {
-        let (stream, _) = tokio::time::timeout(SOON, listener.accept()).await.expect("an attempt in time").unwrap();
+        let (stream, _) = tokio::time::timeout(SOON, listener.accept())
+            .await
+            .expect("an attempt in time")
+            .unwrap();
         accepts.push(Instant::now());
         drop(stream);
     }
-    let gaps: Vec<u128> = accepts.windows(2).map(|w| (w[1] - w[0]).as_millis()).collect();
+    let gaps: Vec<u128> = accepts
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_millis())
+        .collect();
     // Sleeps never end early, so the lower bounds are exact; the upper bounds allow a slow
     // machine ~500 ms of slack yet stay below the next uncapped step (800 ms, 1600 ms).
     let nominal = [100, 200, 400, 400, 400, 400];
     for (gap, want) in gaps.iter().zip(nominal) {
-        assert!(*gap >= want - 5, "gaps {gaps:?}: {gap} ms is shorter than the nominal {want} ms");
-        assert!(*gap < want + 500, "gaps {gaps:?}: {gap} ms is far above the nominal {want} ms");
+        assert!(
+            *gap >= want - 5,
+            "gaps {gaps:?}: {gap} ms is shorter than the nominal {want} ms"
+        );
+        assert!(
+            *gap < want + 500,
+            "gaps {gaps:?}: {gap} ms is far above the nominal {want} ms"
+        );
     }
 }
 
@@ -147,9 +181,18 @@ ping_timeout = "300ms""#;
     assert_eq!(daemon.next_record().await["type"], "open");
     let error = daemon.record_where("error", |r| r["type"] == "error").await;
     let detected = opened.elapsed();
-    assert!(error["error"].as_str().unwrap().contains("ping_timeout"), "{error}");
-    assert!(detected >= Duration::from_millis(550), "detected after only {detected:?}");
-    assert!(detected < Duration::from_millis(600 + 2000), "detected after {detected:?}");
+    assert!(
+        error["error"].as_str().unwrap().contains("ping_timeout"),
+        "{error}"
+    );
+    assert!(
+        detected >= Duration::from_millis(550),
+        "detected after only {detected:?}"
+    );
+    assert!(
+        detected < Duration::from_millis(600 + 2000),
+        "detected after {detected:?}"
+    );
     // And it reconnects.
     let _again = server.accept().await;
     daemon.record_where("open", |r| r["type"] == "open").await;
@@ -180,7 +223,10 @@ ping_timeout = "2s""#;
         }
     }
     assert!(got_pong, "our Ping was not answered");
-    assert!(got_ping, "the bridge never sent its own Ping after 200 ms of silence");
+    assert!(
+        got_ping,
+        "the bridge never sent its own Ping after 200 ms of silence"
+    );
 }
 
 #[tokio::test]
@@ -191,23 +237,36 @@ async fn sigterm_sends_close_1001_and_exits_0() {
     assert_eq!(daemon.next_record().await["type"], "open");
     daemon.signal(15);
     match conn.recv().await {
-        tokio_tungstenite::tungstenite::Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 1001),
+        tokio_tungstenite::tungstenite::Message::Close(Some(frame)) => {
+            assert_eq!(u16::from(frame.code), 1001)
+        }
         other => panic!("expected Close 1001, got {other:?}"),
     }
     let status = daemon.wait().await;
     assert_eq!(status.code(), Some(0), "stderr:\n{}", daemon.stderr());
     let rest = daemon.rest_of_stdout().await;
-    assert!(rest.iter().any(|r| r["type"] == "close" && r["code"] == 1001), "{rest:?}");
+    assert!(
+        rest.iter()
+            .any(|r| r["type"] == "close" && r["code"] == 1001),
+        "{rest:?}"
+    );
 }
 
 #[tokio::test]
 async fn rejected_handshake_names_the_status() {
-    let mut server = TestServer::start(ServerOptions { reject: Some(403), ..Default::default() }).await;
+    let mut server = TestServer::start(ServerOptions {
+        reject: Some(403),
+        ..Default::default()
+    })
+    .await;
     let mut daemon = Daemon::start(&upstream_config(&server.url("/"), "")).await;
     let _ = server.next_accept_time(SOON).await;
     let error = daemon.next_record().await;
     assert_eq!(error["type"], "error");
     let text = error["error"].as_str().unwrap();
     assert!(text.contains("HTTP 403 Forbidden"), "{text}");
-    assert!(text.contains(&server.addr.to_string()), "the error should name the URL: {text}");
+    assert!(
+        text.contains(&server.addr.to_string()),
+        "the error should name the URL: {text}"
+    );
 }

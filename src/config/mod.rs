@@ -775,17 +775,48 @@ impl Validator<'_> {
         let before = self.errors.len();
         let kind = *s.kind.get_ref();
         // Keys that only some types use: name the ones that do not belong.
-        let misplaced: [(&str, Option<Range<usize>>, &[SinkType]); 6] = [
-            ("path", s.path.as_ref().map(Spanned::span), &[SinkType::Unix]),
-            ("mode", s.mode.as_ref().map(Spanned::span), &[SinkType::Unix]),
-            ("listen", s.listen.as_ref().map(Spanned::span), &[SinkType::Tcp]),
-            ("max_clients", s.max_clients.as_ref().map(Spanned::span), &[SinkType::Tcp]),
-            ("allow_remote", s.allow_remote.as_ref().map(Spanned::span), &[SinkType::Tcp]),
-            ("on_slow", s.on_slow.as_ref().map(Spanned::span), &[SinkType::Unix, SinkType::Tcp]),
+        let misplaced: [KeyRule<'_>; 6] = [
+            (
+                "path",
+                s.path.as_ref().map(Spanned::span),
+                &[SinkType::Unix],
+            ),
+            (
+                "mode",
+                s.mode.as_ref().map(Spanned::span),
+                &[SinkType::Unix],
+            ),
+            (
+                "listen",
+                s.listen.as_ref().map(Spanned::span),
+                &[SinkType::Tcp],
+            ),
+            (
+                "max_clients",
+                s.max_clients.as_ref().map(Spanned::span),
+                &[SinkType::Tcp],
+            ),
+            (
+                "allow_remote",
+                s.allow_remote.as_ref().map(Spanned::span),
+                &[SinkType::Tcp],
+            ),
+            (
+                "on_slow",
+                s.on_slow.as_ref().map(Spanned::span),
+                &[SinkType::Unix, SinkType::Tcp],
+            ),
         ];
         for (name, span, types) in misplaced {
             if span.is_some() && !types.contains(&kind) {
-                self.error(span, Some(format!("{key}.{name}")), format!("a {} sink has no `{name}` key; remove it or change `type`", type_name(kind)));
+                self.error(
+                    span,
+                    Some(format!("{key}.{name}")),
+                    format!(
+                        "a {} sink has no `{name}` key; remove it or change `type`",
+                        type_name(kind)
+                    ),
+                );
             }
         }
         if kind == SinkType::Stdout {
@@ -976,6 +1007,9 @@ impl Validator<'_> {
         }
     }
 }
+
+/// A type-specific sink key: its name, where it was written (if it was) and the types that use it.
+type KeyRule<'a> = (&'a str, Option<Range<usize>>, &'a [SinkType]);
 
 /// The connection settings after layering.
 struct ResolvedSettings {

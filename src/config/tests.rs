@@ -9,7 +9,12 @@ fn parse(text: &str) -> Result<Config, ConfigErrors> {
 }
 
 fn errors(text: &str) -> Vec<String> {
-    parse(text).expect_err("config should be invalid").0.iter().map(|e| e.to_string()).collect()
+    parse(text)
+        .expect_err("config should be invalid")
+        .0
+        .iter()
+        .map(|e| e.to_string())
+        .collect()
 }
 
 const MINIMAL: &str = r#"
@@ -33,7 +38,10 @@ fn minimal_config_gets_every_default() {
     assert_eq!(u.max_message_size, 16 * 1024 * 1024);
     let s = &config.sinks[0];
     assert_eq!(s.kind, SinkKind::Stdout);
-    assert_eq!((s.format, s.events, s.parse_json, s.upstreams.clone()), (Format::Ndjson, true, false, None));
+    assert_eq!(
+        (s.format, s.events, s.parse_json, s.upstreams.clone()),
+        (Format::Ndjson, true, false, None)
+    );
     assert_eq!(config.daemon.shutdown_timeout, Duration::from_secs(5));
 }
 
@@ -54,7 +62,10 @@ fn misspelt_key_is_located() {
     let text = "[[upstream]]\nname = \"a\"\nurl = \"ws://h/\"\nping_intervall = \"1s\"\n";
     let errs = errors(text);
     assert_eq!(errs.len(), 1);
-    assert!(errs[0].starts_with("test.toml:4:1: upstream[0]: "), "{errs:?}");
+    assert!(
+        errs[0].starts_with("test.toml:4:1: upstream[0]: "),
+        "{errs:?}"
+    );
     assert!(errs[0].contains("ping_intervall"), "{errs:?}");
 }
 
@@ -145,8 +156,14 @@ type = "stdout"
 type = "stdout"
 "#;
     let errs = errors(text).join("\n");
-    assert!(errs.contains("address 127.0.0.1:7001 is already used by sink[0]"), "{errs}");
-    assert!(errs.contains("socket path /run/a.sock is already used by sink[2]"), "{errs}");
+    assert!(
+        errs.contains("address 127.0.0.1:7001 is already used by sink[0]"),
+        "{errs}"
+    );
+    assert!(
+        errs.contains("socket path /run/a.sock is already used by sink[2]"),
+        "{errs}"
+    );
     assert!(errs.contains("stdout is already used by sink[4]"), "{errs}");
 }
 
@@ -162,14 +179,20 @@ cookies = { session = "x$${TOKEN}y" }
     let u = &parse(text).unwrap().upstreams[0];
     assert_eq!(u.headers[0].1.expose(), "Bearer s3cret");
     assert_eq!(u.cookies[0].1.expose(), "x${TOKEN}y");
-    assert!(!format!("{u:?}").contains("s3cret"), "Debug must redact secrets");
+    assert!(
+        !format!("{u:?}").contains("s3cret"),
+        "Debug must redact secrets"
+    );
 }
 
 #[test]
 fn unset_env_var_is_an_error_that_names_it() {
     let text = "[[upstream]]\nname = \"a\"\nurl = \"ws://h/\"\nheaders = { X = \"${MISSING}\" }\n";
     let errs = errors(text).join("\n");
-    assert!(errs.contains("upstream[0].headers.X") && errs.contains("MISSING is not set"), "{errs}");
+    assert!(
+        errs.contains("upstream[0].headers.X") && errs.contains("MISSING is not set"),
+        "{errs}"
+    );
 }
 
 #[test]
@@ -184,15 +207,25 @@ fn defaults_error_is_reported_once() {
 fn keys_of_another_sink_type_are_rejected() {
     let text = "[[sink]]\ntype = \"stdout\"\nlisten = \"127.0.0.1:1\"\n";
     let errs = errors(text).join("\n");
-    assert!(errs.contains("sink[0].listen") && errs.contains("stdout sink has no `listen`"), "{errs}");
+    assert!(
+        errs.contains("sink[0].listen") && errs.contains("stdout sink has no `listen`"),
+        "{errs}"
+    );
 }
 
 #[test]
 fn unix_mode_is_octal() {
     let text = "[[sink]]\ntype = \"unix\"\npath = \"/run/x.sock\"\nmode = \"0640\"\n";
     let config = parse(text).unwrap();
-    assert_eq!(config.sinks[0].kind, SinkKind::Unix { path: "/run/x.sock".into(), mode: 0o640 });
-    let errs = errors("[[sink]]\ntype = \"unix\"\npath = \"/run/x.sock\"\nmode = \"rw\"\n").join("\n");
+    assert_eq!(
+        config.sinks[0].kind,
+        SinkKind::Unix {
+            path: "/run/x.sock".into(),
+            mode: 0o640
+        }
+    );
+    let errs =
+        errors("[[sink]]\ntype = \"unix\"\npath = \"/run/x.sock\"\nmode = \"rw\"\n").join("\n");
     assert!(errs.contains("sink[0].mode"), "{errs}");
 }
 
@@ -214,5 +247,8 @@ fn line_column_counts_characters() {
 fn parse_errors_name_their_table() {
     let text = "[daemon]\nlog_level = \"info\"\n[[sink]]\ntype = \"stdout\"\n[[sink]]\ntype = \"tcp\"\nlisten = \"127.0.0.1:1\"\nbufer = 3\n";
     let errs = errors(text);
-    assert!(errs[0].starts_with("test.toml:8:1: sink[1]: unknown field `bufer`"), "{errs:?}");
+    assert!(
+        errs[0].starts_with("test.toml:8:1: sink[1]: unknown field `bufer`"),
+        "{errs:?}"
+    );
 }

@@ -1,18 +1,29 @@
 use super::*;
 
 fn event(kind: EventKind) -> Event {
-    Event { upstream: Arc::from("trades"), ts: 1_764_000_000_123, kind }
+    Event {
+        upstream: Arc::from("trades"),
+        ts: 1_764_000_000_123,
+        kind,
+    }
 }
 
 fn ndjson(kind: EventKind, parse_json: bool) -> String {
     let mut out = Vec::new();
-    let encoding = Encoding { format: Format::Ndjson, events: true, parse_json };
+    let encoding = Encoding {
+        format: Format::Ndjson,
+        events: true,
+        parse_json,
+    };
     assert!(encoding.encode(&event(kind), &mut out));
     String::from_utf8(out).unwrap()
 }
 
 fn text(seq: u64, data: &str) -> EventKind {
-    EventKind::Text { seq, data: Utf8Bytes::from(data.to_string()) }
+    EventKind::Text {
+        seq,
+        data: Utf8Bytes::from(data.to_string()),
+    }
 }
 
 #[test]
@@ -25,18 +36,40 @@ fn text_record_matches_the_spec_example() {
 
 #[test]
 fn binary_is_standard_base64() {
-    let line = ndjson(EventKind::Binary { seq: 43, data: Bytes::from_static(&[0, 1, 2, 255]) }, false);
-    assert!(line.ends_with(",\"type\":\"binary\",\"data\":\"AAEC/w==\"}\n"), "{line}");
+    let line = ndjson(
+        EventKind::Binary {
+            seq: 43,
+            data: Bytes::from_static(&[0, 1, 2, 255]),
+        },
+        false,
+    );
+    assert!(
+        line.ends_with(",\"type\":\"binary\",\"data\":\"AAEC/w==\"}\n"),
+        "{line}"
+    );
 }
 
 #[test]
 fn every_record_is_one_valid_json_line() {
     let kinds = vec![
         text(1, "multi\nline\r\n\"quoted\" \u{2028} é"),
-        EventKind::Open { url: "wss://h/ws".into(), protocol: Some("chat".into()) },
-        EventKind::Open { url: "ws://h/".into(), protocol: None },
-        EventKind::Close { code: 1001, reason: "going\naway".into(), retry_in_ms: Some(5) },
-        EventKind::Error { error: "reset".into(), retry_in_ms: None },
+        EventKind::Open {
+            url: "wss://h/ws".into(),
+            protocol: Some("chat".into()),
+        },
+        EventKind::Open {
+            url: "ws://h/".into(),
+            protocol: None,
+        },
+        EventKind::Close {
+            code: 1001,
+            reason: "going\naway".into(),
+            retry_in_ms: Some(5),
+        },
+        EventKind::Error {
+            error: "reset".into(),
+            retry_in_ms: None,
+        },
     ];
     for kind in kinds {
         let line = ndjson(kind, true);
@@ -55,33 +88,71 @@ fn parse_json_embeds_valid_json_and_keeps_other_text() {
     assert_eq!(value["data"]["p"], 1.5);
     let line = ndjson(text(2, "not json"), true);
     let value: serde_json::Value = serde_json::from_str(&line).unwrap();
-    assert_eq!((value["type"].as_str(), value["data"].as_str()), (Some("text"), Some("not json")));
+    assert_eq!(
+        (value["type"].as_str(), value["data"].as_str()),
+        (Some("text"), Some("not json"))
+    );
 }
 
 #[test]
 fn events_can_be_left_out() {
-    let encoding = Encoding { format: Format::Ndjson, events: false, parse_json: false };
+    let encoding = Encoding {
+        format: Format::Ndjson,
+        events: false,
+        parse_json: false,
+    };
     let mut out = Vec::new();
-    assert!(!encoding.encode(&event(EventKind::Error { error: "x".into(), retry_in_ms: None }), &mut out));
+    assert!(!encoding.encode(
+        &event(EventKind::Error {
+            error: "x".into(),
+            retry_in_ms: None
+        }),
+        &mut out
+    ));
     assert!(out.is_empty());
     assert!(encoding.encode(&event(text(1, "x")), &mut out));
 }
 
 #[test]
 fn raw_format_writes_payload_lines() {
-    let encoding = Encoding { format: Format::Raw, events: true, parse_json: false };
+    let encoding = Encoding {
+        format: Format::Raw,
+        events: true,
+        parse_json: false,
+    };
     let mut out = Vec::new();
     encoding.encode(&event(text(1, "plain")), &mut out);
     encoding.encode(&event(text(2, "two\nlines")), &mut out);
-    encoding.encode(&event(EventKind::Binary { seq: 3, data: Bytes::from_static(b"\x00\xff") }), &mut out);
-    assert!(!encoding.encode(&event(EventKind::Open { url: "ws://h/".into(), protocol: None }), &mut out));
-    assert_eq!(String::from_utf8(out).unwrap(), "plain\n\"two\\nlines\"\nAP8=\n");
+    encoding.encode(
+        &event(EventKind::Binary {
+            seq: 3,
+            data: Bytes::from_static(b"\x00\xff"),
+        }),
+        &mut out,
+    );
+    assert!(!encoding.encode(
+        &event(EventKind::Open {
+            url: "ws://h/".into(),
+            protocol: None
+        }),
+        &mut out
+    ));
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "plain\n\"two\\nlines\"\nAP8=\n"
+    );
 }
 
 #[test]
 fn inbound_lines_of_each_type() {
     let t = parse_inbound(r#"{"upstream":"a","type":"text","data":"hi","seq":3,"ts":1}"#).unwrap();
-    assert_eq!(t, Inbound { upstream: Some("a".into()), message: Message::text("hi") });
+    assert_eq!(
+        t,
+        Inbound {
+            upstream: Some("a".into()),
+            message: Message::text("hi")
+        }
+    );
     let b = parse_inbound("{\"type\":\"binary\",\"data\":\"AAEC/w==\"}\r").unwrap();
     assert_eq!(b.message, Message::binary(vec![0u8, 1, 2, 255]));
     let j = parse_inbound(r#"{"type":"json","data":{"op":"sub", "args":[1, 2]}}"#).unwrap();
@@ -109,7 +180,10 @@ fn bad_inbound_lines_get_clear_errors() {
 fn client_error_line_is_one_json_record() {
     let line = client_error_line(Some("a"), "bad \"line\"");
     let value: serde_json::Value = serde_json::from_slice(&line).unwrap();
-    assert_eq!((value["type"].as_str(), value["upstream"].as_str()), (Some("error"), Some("a")));
+    assert_eq!(
+        (value["type"].as_str(), value["upstream"].as_str()),
+        (Some("error"), Some("a"))
+    );
     assert_eq!(value["error"], "bad \"line\"");
     assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
 }

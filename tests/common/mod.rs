@@ -2,7 +2,10 @@
 //! (tokio-tungstenite) whose connections the test drives by hand, and the real `wsbridge`
 //! binary run as a child process with its stdout read line by line.
 
-#![allow(dead_code)] // each test binary uses a different part of this module
+#![allow(dead_code)]
+// each test binary uses a different part of this module
+// tungstenite's handshake callback returns a large `Err` by design.
+#![allow(clippy::result_large_err)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -46,13 +49,19 @@ impl Conn {
 
     /// Sends a text message.
     pub async fn send_text(&mut self, text: &str) {
-        self.ws.send(Message::text(text)).await.expect("server send");
+        self.ws
+            .send(Message::text(text))
+            .await
+            .expect("server send");
     }
 
     /// The next text message from the client, skipping control frames.
     pub async fn recv_text(&mut self) -> String {
         loop {
-            match timeout(SOON, self.ws.next()).await.expect("client message in time") {
+            match timeout(SOON, self.ws.next())
+                .await
+                .expect("client message in time")
+            {
                 Some(Ok(Message::Text(t))) => return t.to_string(),
                 Some(Ok(Message::Binary(b))) => panic!("expected text, got binary {b:?}"),
                 Some(Ok(_)) => continue,
@@ -64,8 +73,13 @@ impl Conn {
     /// The next data message from the client.
     pub async fn recv(&mut self) -> Message {
         loop {
-            match timeout(SOON, self.ws.next()).await.expect("client message in time") {
-                Some(Ok(m @ (Message::Text(_) | Message::Binary(_) | Message::Close(_)))) => return m,
+            match timeout(SOON, self.ws.next())
+                .await
+                .expect("client message in time")
+            {
+                Some(Ok(m @ (Message::Text(_) | Message::Binary(_) | Message::Close(_)))) => {
+                    return m
+                }
                 Some(Ok(_)) => continue,
                 other => panic!("connection ended while waiting for a message: {other:?}"),
             }
@@ -115,27 +129,53 @@ impl TestServer {
                     let callback = |req: &Request, mut resp: Response| {
                         path = req.uri().to_string();
                         for (k, v) in req.headers() {
-                            headers.push((k.as_str().to_string(), v.to_str().unwrap_or("").to_string()));
+                            headers.push((
+                                k.as_str().to_string(),
+                                v.to_str().unwrap_or("").to_string(),
+                            ));
                         }
                         if let Some(status) = options.reject {
-                            let mut err = tokio_tungstenite::tungstenite::http::Response::new(Some("go away: test rejection".to_string()));
-                            *err.status_mut() = tokio_tungstenite::tungstenite::http::StatusCode::from_u16(status).unwrap();
+                            let mut err = tokio_tungstenite::tungstenite::http::Response::new(
+                                Some("go away: test rejection".to_string()),
+                            );
+                            *err.status_mut() =
+                                tokio_tungstenite::tungstenite::http::StatusCode::from_u16(status)
+                                    .unwrap();
                             return Err(err);
                         }
-                        if let (Some(want), Some(offered)) = (&options.protocol, req.headers().get("sec-websocket-protocol")) {
-                            if offered.to_str().unwrap_or("").split(',').any(|p| p.trim() == want) {
-                                resp.headers_mut().insert("sec-websocket-protocol", want.parse().unwrap());
+                        if let (Some(want), Some(offered)) = (
+                            &options.protocol,
+                            req.headers().get("sec-websocket-protocol"),
+                        ) {
+                            if offered
+                                .to_str()
+                                .unwrap_or("")
+                                .split(',')
+                                .any(|p| p.trim() == want)
+                            {
+                                resp.headers_mut()
+                                    .insert("sec-websocket-protocol", want.parse().unwrap());
                             }
                         }
                         Ok(resp)
                     };
                     if let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await {
-                        let _ = conn_tx.send(Conn { headers, path, accepted_at, ws });
+                        let _ = conn_tx.send(Conn {
+                            headers,
+                            path,
+                            accepted_at,
+                            ws,
+                        });
                     }
                 });
             }
         });
-        TestServer { addr, conns, accepts, task }
+        TestServer {
+            addr,
+            conns,
+            accepts,
+            task,
+        }
     }
 
     /// `ws://addr/path`.
@@ -217,7 +257,11 @@ impl Daemon {
     }
 
     /// Like [`Daemon::start_in`] with extra environment variables.
-    pub async fn start_with_env(dir: tempfile::TempDir, config: &str, env: &[(&str, &str)]) -> Daemon {
+    pub async fn start_with_env(
+        dir: tempfile::TempDir,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let config_path = dir.path().join("wsbridge.toml");
         std::fs::write(&config_path, config).unwrap();
         let stderr_path = dir.path().join("stderr.log");
@@ -235,7 +279,13 @@ impl Daemon {
             .spawn()
             .expect("start wsbridge");
         let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        Daemon { child, stdout, dir, config_path, stderr_path }
+        Daemon {
+            child,
+            stdout,
+            dir,
+            config_path,
+            stderr_path,
+        }
     }
 
     /// The next stdout record.
@@ -252,7 +302,11 @@ impl Daemon {
     pub async fn record_where(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + SOON * 2;
         loop {
-            assert!(Instant::now() < deadline, "no record {what} in time; stderr:\n{}", self.stderr());
+            assert!(
+                Instant::now() < deadline,
+                "no record {what} in time; stderr:\n{}",
+                self.stderr()
+            );
             let record = self.next_record().await;
             if pred(&record) {
                 return record;
@@ -264,7 +318,9 @@ impl Daemon {
     pub async fn rest_of_stdout(&mut self) -> Vec<Value> {
         let mut out = Vec::new();
         while let Ok(Ok(Some(line))) = timeout(SOON, self.stdout.next_line()).await {
-            out.push(serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")));
+            out.push(
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")),
+            );
         }
         out
     }
@@ -288,7 +344,10 @@ impl Daemon {
 
     /// Waits for exit.
     pub async fn wait(&mut self) -> std::process::ExitStatus {
-        timeout(SOON * 2, self.child.wait()).await.expect("exit in time").unwrap()
+        timeout(SOON * 2, self.child.wait())
+            .await
+            .expect("exit in time")
+            .unwrap()
     }
 
     /// Everything logged so far.
@@ -300,7 +359,11 @@ impl Daemon {
     pub async fn wait_for_log(&self, needle: &str) {
         let deadline = Instant::now() + SOON * 2;
         while !self.stderr().contains(needle) {
-            assert!(Instant::now() < deadline, "log never said {needle:?}; stderr:\n{}", self.stderr());
+            assert!(
+                Instant::now() < deadline,
+                "log never said {needle:?}; stderr:\n{}",
+                self.stderr()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -317,7 +380,9 @@ pub async fn connect_tcp(addr: SocketAddr) -> TcpStream {
     loop {
         match TcpStream::connect(addr).await {
             Ok(s) => return s,
-            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
             Err(e) => panic!("cannot connect to the tcp sink {addr}: {e}"),
         }
     }
@@ -329,7 +394,9 @@ pub async fn connect_unix(path: &Path) -> tokio::net::UnixStream {
     loop {
         match tokio::net::UnixStream::connect(path).await {
             Ok(s) => return s,
-            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
             Err(e) => panic!("cannot connect to the unix sink {}: {e}", path.display()),
         }
     }
@@ -342,7 +409,9 @@ pub struct RecordReader<R> {
 
 impl<R: tokio::io::AsyncRead + Unpin> RecordReader<R> {
     pub fn new(r: R) -> Self {
-        RecordReader { lines: BufReader::new(r).lines() }
+        RecordReader {
+            lines: BufReader::new(r).lines(),
+        }
     }
 
     /// The next line as JSON.
@@ -357,7 +426,10 @@ impl<R: tokio::io::AsyncRead + Unpin> RecordReader<R> {
 
     /// The next raw line.
     pub async fn next_line(&mut self) -> Option<String> {
-        timeout(SOON, self.lines.next_line()).await.expect("a line in time").expect("read")
+        timeout(SOON, self.lines.next_line())
+            .await
+            .expect("a line in time")
+            .expect("read")
     }
 
     /// The next raw line, or `None` at EOF or on a reset connection.
