@@ -30,6 +30,9 @@ enum Command {
     Run(ConfigArg),
     /// Validate a config and print what it would run (exit 0 valid, 1 invalid).
     Check(ConfigArg),
+    /// Pipe: stdin lines become messages, messages become stdout lines (like websocat).
+    #[command(after_help = CONNECT_EXAMPLES)]
+    Connect(Box<ConnectArgs>),
     /// Start an embedded WebSocket server with sample ticks and bridge it to stdout.
     #[command(
         after_help = "Example:\n  wsbridge demo | jq -c 'select(.type==\"text\") | .data | fromjson'"
@@ -42,6 +45,145 @@ struct ConfigArg {
     /// The config file.
     #[arg(short, long, env = "WSBRIDGE_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
     config: PathBuf,
+}
+
+const CONNECT_EXAMPLES: &str = "Examples:
+  wsbridge connect wss://stream.example.com/ws -U | jq -c .        # receive only, pretty-print
+  echo '{\"op\":\"subscribe\"}' | wsbridge connect ws://127.0.0.1:8765/   # send one line, print replies until the peer closes
+  wsbridge connect ws://h/ws --on-connect '{\"op\":\"sub\"}' --reconnect -U >> feed.log
+  wsbridge connect ws://h/ws --ndjson -U | jq 'select(.type==\"text\") | .seq'
+  wsbridge connect ws://h/bin --binary < frame.bin > reply.bin
+
+Stdin EOF sends Close (1000) and exits 0 after the peer's Close. A peer Close with 1000/1001
+exits 0, any other code exits 1; connection failures exit 1 with a one-line reason.";
+
+#[derive(Debug, Args)]
+struct ConnectArgs {
+    /// The ws:// or wss:// URL.
+    #[arg(value_parser = parse_ws_url)]
+    url: url::Url,
+    /// Extra handshake header "Name: value" (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// Cookie name=value, sent in one Cookie header (repeatable).
+    #[arg(long = "cookie", value_name = "NAME=VALUE")]
+    cookies: Vec<String>,
+    /// Offer this subprotocol (repeatable, in order of preference).
+    #[arg(long = "protocol", value_name = "PROTOCOL")]
+    protocols: Vec<String>,
+    /// The Origin header.
+    #[arg(long)]
+    origin: Option<String>,
+    /// Send a Ping after this long without any frame; 0s turns autoping off.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    ping_interval: Duration,
+    /// After our Ping, no frame for this long means the connection is dead.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    ping_timeout: Duration,
+    /// TCP + TLS + WebSocket handshake must finish within this.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    connect_timeout: Duration,
+    /// Largest message accepted (and stdin line sent), like 64KiB or 16MiB.
+    #[arg(long, default_value = "16MiB", value_parser = parse_size_arg)]
+    max_message_size: usize,
+    /// Keep reconnecting with backoff instead of exiting when the connection ends.
+    #[arg(long)]
+    reconnect: bool,
+    /// A text message sent after every (re)connect, before stdin (repeatable).
+    #[arg(long = "on-connect", value_name = "MESSAGE")]
+    on_connect: Vec<String>,
+    /// Send stdin as binary messages (one per read chunk); write binary messages to stdout
+    /// as raw bytes, without newlines.
+    #[arg(long)]
+    binary: bool,
+    /// Write NDJSON records (with seq, ts, open/close/error events) instead of payload lines;
+    /// read stdin lines as inbound records ({"type":"text"|"binary"|"json","data":…}).
+    #[arg(long)]
+    ndjson: bool,
+    /// Exit after this many messages were received.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    max_messages: Option<u64>,
+    /// An extra root certificate (PEM) for wss://.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// Ignore stdin; stay connected until the peer closes (for cron, systemd, `< /dev/null`).
+    #[arg(short = 'U', long, conflicts_with = "send_only")]
+    recv_only: bool,
+    /// Send stdin; print nothing.
+    #[arg(long)]
+    send_only: bool,
+    /// How long to wait for the peer's Close after ours.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    shutdown_timeout: Duration,
+    /// Only errors on stderr.
+    #[arg(short, long, conflicts_with = "verbose")]
+    quiet: bool,
+    /// More log on stderr (-v connection events, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+fn parse_ws_url(s: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(s).map_err(|e| format!("not a URL ({e})"))?;
+    match url.scheme() {
+        "ws" | "wss" if url.host().is_some() => Ok(url),
+        _ => Err("use a ws:// or wss:// URL with a host".into()),
+    }
+}
+
+fn parse_size_arg(s: &str) -> Result<usize, String> {
+    parse_size::parse_size(s)
+        .ok()
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{s:?} is not a size; write it like 64KiB or 16MiB"))
+}
+
+impl ConnectArgs {
+    /// Turns the flags into the upstream settings the daemon would use.
+    fn resolve(self) -> Result<wsbridge::connect::ConnectOptions, String> {
+        use wsbridge::config::{Secret, UpstreamConfig};
+        let mut upstream = UpstreamConfig::new("connect", self.url);
+        for header in &self.headers {
+            let (name, value) = header
+                .split_once(':')
+                .ok_or_else(|| format!("header {header:?} must be written \"Name: value\""))?;
+            upstream
+                .headers
+                .push((name.trim().to_string(), Secret::new(value.trim())));
+        }
+        for cookie in &self.cookies {
+            let (name, value) = cookie
+                .split_once('=')
+                .ok_or_else(|| format!("cookie {cookie:?} must be written name=value"))?;
+            upstream
+                .cookies
+                .push((name.trim().to_string(), Secret::new(value)));
+        }
+        upstream.subprotocols = self.protocols;
+        upstream.origin = self.origin;
+        upstream.on_connect = self.on_connect;
+        upstream.ping_interval = Some(self.ping_interval).filter(|d| !d.is_zero());
+        upstream.ping_timeout = self.ping_timeout;
+        upstream.connect_timeout = self.connect_timeout;
+        upstream.max_message_size = self.max_message_size;
+        if let Some(ca) = &self.ca_file {
+            wsbridge::upstream::tls::read_ca_file(ca).map_err(|e| e.to_string())?;
+        }
+        upstream.ca_file = self.ca_file;
+        // Catch a bad header name or value now, as a usage error, not at connect time.
+        wsbridge::upstream::connect::request(&upstream).map_err(|e| e.to_string())?;
+        Ok(wsbridge::connect::ConnectOptions {
+            upstream,
+            reconnect: self.reconnect,
+            binary: self.binary,
+            ndjson: self.ndjson,
+            max_messages: self.max_messages,
+            recv_only: self.recv_only,
+            send_only: self.send_only,
+            close_timeout: self.shutdown_timeout,
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -61,6 +203,7 @@ impl Cli {
             Command::Check(args) => Ok(check(&args.config)),
             Command::Run(args) => run(&args.config),
             Command::Demo(args) => demo(args),
+            Command::Connect(args) => connect(*args),
         }
     }
 }
@@ -116,6 +259,47 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         wsbridge::demo::run(options, controls).await?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+fn connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
+    let level = match (args.quiet, args.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
+    };
+    init_logging(level, LogFormat::Text);
+    let options = match args.resolve() {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("wsbridge: {message}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let runtime = runtime()?;
+    let code = runtime.block_on(async move {
+        let interrupt = tokio_util::sync::CancellationToken::new();
+        let mut controls = signals()?;
+        let on_signal = interrupt.clone();
+        tokio::spawn(async move {
+            // Ctrl-C or SIGTERM closes the connection (1000) and exits; SIGHUP is ignored.
+            while let Some(control) = controls.recv().await {
+                if control == Control::Shutdown {
+                    on_signal.cancel();
+                }
+            }
+        });
+        anyhow::Ok(match wsbridge::connect::run(options, interrupt).await {
+            wsbridge::connect::Outcome::Clean => ExitCode::SUCCESS,
+            wsbridge::connect::Outcome::Failed(reason) => {
+                eprintln!("wsbridge: {reason}");
+                ExitCode::from(1)
+            }
+        })
+    })?;
+    // A read of stdin may still be blocked in the runtime's thread pool: do not wait for it.
+    runtime.shutdown_background();
+    Ok(code)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

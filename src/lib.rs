@@ -21,6 +21,7 @@
 //! - [`demo`] is the embedded demo server.
 
 pub mod config;
+pub mod connect;
 pub mod demo;
 pub mod hub;
 pub mod lines;

@@ -118,6 +118,8 @@ pub struct Encoding {
     pub events: bool,
     /// Whether text holding valid JSON becomes a `json` record.
     pub parse_json: bool,
+    /// `connect --binary`: raw format writes binary payloads as their bytes, no newline.
+    pub binary_bytes: bool,
 }
 
 impl Encoding {
@@ -125,7 +127,13 @@ impl Encoding {
     /// encoding does not write such events.
     pub fn encode(&self, event: &Event, out: &mut Vec<u8>) -> bool {
         match self.format {
-            Format::Raw => encode_raw(event, out),
+            Format::Raw => match &event.kind {
+                EventKind::Binary { data, .. } if self.binary_bytes => {
+                    out.extend_from_slice(data);
+                    true
+                }
+                _ => encode_raw(event, out),
+            },
             Format::Ndjson => {
                 if !self.events && !event.is_data() {
                     return false;

@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
@@ -358,6 +359,7 @@ impl Supervisor {
             outlet: self.hub.outlet(&config.name),
             queue: receiver,
             shutdown: cancel.clone(),
+            goodbye: CloseCode::Away,
             mode: RunMode::Reconnect,
             close_timeout: self.config.daemon.shutdown_timeout / 2,
         };

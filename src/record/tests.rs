@@ -14,6 +14,7 @@ fn ndjson(kind: EventKind, parse_json: bool) -> String {
         format: Format::Ndjson,
         events: true,
         parse_json,
+        binary_bytes: false,
     };
     assert!(encoding.encode(&event(kind), &mut out));
     String::from_utf8(out).unwrap()
@@ -100,6 +101,7 @@ fn events_can_be_left_out() {
         format: Format::Ndjson,
         events: false,
         parse_json: false,
+        binary_bytes: false,
     };
     let mut out = Vec::new();
     assert!(!encoding.encode(
@@ -119,6 +121,7 @@ fn raw_format_writes_payload_lines() {
         format: Format::Raw,
         events: true,
         parse_json: false,
+        binary_bytes: false,
     };
     let mut out = Vec::new();
     encoding.encode(&event(text(1, "plain")), &mut out);
@@ -186,4 +189,24 @@ fn client_error_line_is_one_json_record() {
     );
     assert_eq!(value["error"], "bad \"line\"");
     assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+}
+
+#[test]
+fn binary_bytes_are_written_as_they_came() {
+    let encoding = Encoding {
+        format: Format::Raw,
+        events: false,
+        parse_json: false,
+        binary_bytes: true,
+    };
+    let mut out = Vec::new();
+    encoding.encode(
+        &event(EventKind::Binary {
+            seq: 1,
+            data: Bytes::from_static(b"\x00\n\xff"),
+        }),
+        &mut out,
+    );
+    encoding.encode(&event(text(2, "t")), &mut out);
+    assert_eq!(out, b"\x00\n\xfft\n");
 }

@@ -84,6 +84,7 @@ impl SinkContext {
             format: self.config.format,
             events: self.config.events,
             parse_json: self.config.parse_json,
+            binary_bytes: false,
         }
     }
 }
@@ -119,7 +120,12 @@ impl BoundSink {
     /// Runs the sink until its input closes or it is cancelled.
     pub async fn run(self, ctx: SinkContext) -> Result<(), SinkError> {
         match self {
-            BoundSink::Stdout => StdoutSink::new(tokio::io::stdout()).run(ctx).await,
+            BoundSink::Stdout => {
+                let encoding = ctx.encoding();
+                StdoutSink::new(tokio::io::stdout(), encoding)
+                    .run(ctx.input, ctx.shutdown, ctx.stats)
+                    .await
+            }
             BoundSink::Unix(binding) => {
                 let result = clients::run(clients::Listener::Unix(&binding.listener), ctx).await;
                 drop(binding); // removes the socket file

@@ -3,45 +3,87 @@
 
 use std::io;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use super::{SinkContext, SinkError};
+use super::{SinkError, SinkStats};
+use crate::record::{Encoding, Event};
 
-/// Writes records to any writer; `run` uses the process's stdout.
+/// Stop after this many data messages (`connect --max-messages`).
+struct Limit {
+    remaining: u64,
+    /// Cancelled when the limit is reached, to close the connection.
+    reached: CancellationToken,
+}
+
+/// Writes records to any writer; the daemon and `connect` use the process's stdout.
 pub struct StdoutSink<W> {
     out: BufWriter<W>,
+    encoding: Encoding,
+    limit: Option<Limit>,
 }
 
 impl<W: AsyncWrite + Unpin> StdoutSink<W> {
     /// A sink writing to `out`.
-    pub fn new(out: W) -> Self {
+    pub fn new(out: W, encoding: Encoding) -> Self {
         StdoutSink {
             out: BufWriter::with_capacity(64 * 1024, out),
+            encoding,
+            limit: None,
         }
     }
 
+    /// Writes at most `max` data messages, then cancels `reached` and writes no more data.
+    pub fn with_limit(mut self, max: u64, reached: CancellationToken) -> Self {
+        self.limit = Some(Limit {
+            remaining: max,
+            reached,
+        });
+        self
+    }
+
     /// Writes until the input closes, or until cancelled and what was queued is written.
-    pub async fn run(mut self, mut ctx: SinkContext) -> Result<(), SinkError> {
-        let encoding = ctx.encoding();
+    pub async fn run(
+        mut self,
+        mut input: mpsc::Receiver<Arc<Event>>,
+        shutdown: CancellationToken,
+        stats: Arc<SinkStats>,
+    ) -> Result<(), SinkError> {
         let mut line = Vec::with_capacity(1024);
         loop {
             let event = tokio::select! {
                 biased;
-                event = ctx.input.recv() => event,
-                _ = ctx.shutdown.cancelled() => {
+                event = input.recv() => event,
+                _ = shutdown.cancelled() => {
                     // Removed on reload: write what is already queued, then stop.
-                    ctx.input.close();
-                    ctx.input.recv().await
+                    input.close();
+                    input.recv().await
                 }
             };
             let Some(event) = event else { break };
-            line.clear();
-            if encoding.encode(&event, &mut line) {
-                self.out.write_all(&line).await.map_err(classify)?;
-                ctx.stats.records_written.fetch_add(1, Ordering::Relaxed);
+            if event.is_data() {
+                if let Some(limit) = &mut self.limit {
+                    if limit.remaining == 0 {
+                        continue;
+                    }
+                    limit.remaining -= 1;
+                }
             }
-            if ctx.input.is_empty() {
+            line.clear();
+            if self.encoding.encode(&event, &mut line) {
+                self.out.write_all(&line).await.map_err(classify)?;
+                stats.records_written.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(limit) = &self.limit {
+                if limit.remaining == 0 && !limit.reached.is_cancelled() {
+                    self.out.flush().await.map_err(classify)?;
+                    limit.reached.cancel();
+                }
+            }
+            if input.is_empty() {
                 self.out.flush().await.map_err(classify)?;
             }
         }

@@ -96,8 +96,14 @@ impl UpstreamStats {
 /// How a connection ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SessionEnd {
-    /// We were asked to stop and sent Close 1001 (or 1000 from `connect`'s stdin EOF).
-    Shutdown,
+    /// We closed: cancelled (Close with [`Upstream::goodbye`]) or a Close frame from the
+    /// send queue (`connect` at stdin EOF). Never followed by a reconnect.
+    Closed {
+        /// The code we sent.
+        code: u16,
+        /// The reason we sent.
+        reason: String,
+    },
     /// The peer sent Close.
     PeerClosed {
         /// Its code (1005 if none).
@@ -132,8 +138,10 @@ pub struct Upstream {
     pub outlet: Outlet,
     /// Messages to send (from sink clients or stdin), bounded by `send_queue`.
     pub queue: mpsc::Receiver<Message>,
-    /// Cancelled to stop: Close 1001 is sent and the task returns.
+    /// Cancelled to stop: Close with `goodbye` is sent and the task returns.
     pub shutdown: CancellationToken,
+    /// The Close code sent when cancelled: 1001 for the daemon, 1000 for `connect`.
+    pub goodbye: CloseCode,
     /// Reconnect forever, or once.
     pub mode: RunMode,
     /// How long to wait for the peer's Close after ours.
@@ -202,18 +210,14 @@ impl Upstream {
                     end
                 }
             };
-            if end == SessionEnd::Shutdown {
+            if let SessionEnd::Closed { code, reason } = &end {
                 // A Close we sent, still worth a record so readers see the end.
-                self.outlet
-                    .deliver(Event::now(
-                        name.clone(),
-                        EventKind::Close {
-                            code: 1001,
-                            reason: "going away".into(),
-                            retry_in_ms: None,
-                        },
-                    ))
-                    .await;
+                let kind = EventKind::Close {
+                    code: *code,
+                    reason: reason.clone(),
+                    retry_in_ms: None,
+                };
+                self.outlet.deliver(Event::now(name.clone(), kind)).await;
                 break;
             }
             if self.mode == RunMode::Once {
@@ -275,8 +279,9 @@ impl Upstream {
             tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => {
-                    self.close(&mut ws, CloseCode::Away, "going away", name).await;
-                    break SessionEnd::Shutdown;
+                    let reason = if self.goodbye == CloseCode::Away { "going away" } else { "" };
+                    self.close(&mut ws, Some(CloseFrame { code: self.goodbye, reason: reason.into() }), name).await;
+                    break SessionEnd::Closed { code: self.goodbye.into(), reason: reason.into() };
                 }
                 frame = ws.next() => {
                     let now = Instant::now();
@@ -301,9 +306,10 @@ impl Upstream {
                             }
                         }
                         Some(Ok(Message::Close(frame))) => {
-                            // tungstenite answers the Close; we read on until the socket ends.
-                            keepalive.frame_received(now);
+                            // tungstenite answers the Close; the server should now end the TCP
+                            // connection. Wait for that, but not past close_timeout.
                             peer_close = Some(frame.map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.to_string())));
+                            timer.as_mut().reset(now + self.close_timeout);
                         }
                         Some(Err(WsError::ConnectionClosed)) | None => {
                             break match peer_close.take() {
@@ -320,24 +326,25 @@ impl Upstream {
                     }
                 }
                 message = self.queue.recv(), if queue_open && peer_close.is_none() => match message {
+                    Some(Message::Close(frame)) => {
+                        // `connect` at stdin EOF: everything queued before it has been sent.
+                        let (code, reason) = frame.as_ref().map_or((1005, String::new()), |f| (f.code.into(), f.reason.to_string()));
+                        self.close(&mut ws, frame, name).await;
+                        break SessionEnd::Closed { code, reason };
+                    }
                     Some(message) => {
-                        let closing = matches!(message, Message::Close(_));
                         if let Err(e) = ws.send(message).await {
                             break SessionEnd::Failed(format!("sending a message: {e}"));
                         }
                         self.stats.messages_sent.fetch_add(1, Ordering::Relaxed);
-                        if closing {
-                            // `connect` sent Close on stdin EOF: wait for the peer's Close.
-                            let waited = tokio::time::timeout(self.close_timeout, drain_until_closed(&mut ws)).await;
-                            break match waited {
-                                Ok(Some((code, reason))) => SessionEnd::PeerClosed { code, reason },
-                                _ => SessionEnd::Shutdown,
-                            };
-                        }
                     }
                     None => queue_open = false,
                 },
                 _ = &mut timer => {
+                    if let Some((code, reason)) = peer_close.take() {
+                        debug!("the peer did not end the connection after its Close; dropping it");
+                        break SessionEnd::PeerClosed { code, reason };
+                    }
                     let now = Instant::now();
                     match keepalive.check(now) {
                         Due::Ping => {
@@ -368,12 +375,8 @@ impl Upstream {
     }
 
     /// Sends Close and waits (bounded) for the peer's, delivering any data still arriving.
-    async fn close(&mut self, ws: &mut WsStream, code: CloseCode, reason: &str, name: &Arc<str>) {
-        let frame = CloseFrame {
-            code,
-            reason: reason.into(),
-        };
-        if ws.send(Message::Close(Some(frame))).await.is_err() {
+    async fn close(&mut self, ws: &mut WsStream, frame: Option<CloseFrame>, name: &Arc<str>) {
+        if ws.send(Message::Close(frame)).await.is_err() {
             return;
         }
         let deadline = Instant::now() + self.close_timeout;
@@ -460,27 +463,10 @@ impl Upstream {
     }
 }
 
-/// Reads until the socket ends; returns the peer's Close code and reason if one came.
-async fn drain_until_closed(ws: &mut WsStream) -> Option<(u16, String)> {
-    let mut close = None;
-    while let Some(frame) = ws.next().await {
-        match frame {
-            Ok(Message::Close(frame)) => {
-                close = Some(frame.map_or((1005, String::new()), |f| {
-                    (u16::from(f.code), f.reason.to_string())
-                }))
-            }
-            Ok(_) => {}
-            Err(_) => break,
-        }
-    }
-    close
-}
-
 /// A one-line description of how a connection ended.
 pub fn describe(end: &SessionEnd) -> String {
     match end {
-        SessionEnd::Shutdown => "closed by us".into(),
+        SessionEnd::Closed { code, .. } => format!("closed by us with code {code}"),
         SessionEnd::PeerClosed { code, reason } if reason.is_empty() => {
             format!("peer closed the connection with code {code}")
         }

@@ -191,6 +191,26 @@ impl TestServer {
             .expect("server running")
     }
 
+    /// Echoes every data message of every connection until the client closes; returns the
+    /// address. Each connection's handshake headers are sent to the returned channel.
+    pub fn echo(mut self) -> (SocketAddr, mpsc::UnboundedReceiver<Vec<(String, String)>>) {
+        let addr = self.addr;
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(mut conn) = self.conns.recv().await {
+                let _ = tx.send(conn.headers.clone());
+                tokio::spawn(async move {
+                    while let Some(Ok(m)) = conn.ws.next().await {
+                        if (m.is_text() || m.is_binary()) && conn.ws.send(m).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, rx)
+    }
+
     /// The time of the next accepted TCP connection (handshake or not).
     pub async fn next_accept_time(&mut self, within: Duration) -> Instant {
         timeout(within, self.accepts.recv())

@@ -1,0 +1,390 @@
+//! `wsbridge connect` as a shell user runs it: the real binary, real pipes, a real
+//! tokio-tungstenite server on loopback.
+
+mod common;
+
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+
+fn connect_cmd(args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.arg("connect").args(args).kill_on_drop(true);
+    cmd
+}
+
+/// Runs `wsbridge connect ARGS` with `stdin` as input, to completion.
+async fn run_with_stdin(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = connect_cmd(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin).await.unwrap();
+    drop(input);
+    tokio::time::timeout(SOON * 2, child.wait_with_output())
+        .await
+        .expect("connect exits in time")
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test]
+async fn echo_round_trip_of_text_lines() {
+    let (addr, _) = TestServer::start(ServerOptions::default()).await.echo();
+    let url = format!("ws://{addr}/");
+    let out = run_with_stdin(
+        &[&url],
+        b"first\nsecond line\n{\"json\":true}\n\nlast without newline",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "first\nsecond line\n{\"json\":true}\n\nlast without newline\n"
+    );
+    assert!(out.stderr.is_empty(), "stderr: {}", text(&out.stderr));
+}
+
+#[tokio::test]
+async fn binary_round_trip_is_byte_for_byte() {
+    let (addr, _) = TestServer::start(ServerOptions::default()).await.echo();
+    let url = format!("ws://{addr}/");
+    // Deterministic pseudo-random bytes, every value, newlines and NULs included.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let data: Vec<u8> = (0..300_000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let out = run_with_stdin(&["--binary", &url], &data).await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(out.stdout.len(), data.len());
+    assert!(out.stdout == data, "the echoed bytes differ");
+}
+
+#[tokio::test]
+async fn headers_cookies_and_subprotocol_reach_the_server() {
+    let mut server = TestServer::start(ServerOptions {
+        protocol: Some("v2".into()),
+        ..Default::default()
+    })
+    .await;
+    let url = server.url("/h");
+    let mut child = connect_cmd(&[
+        &url,
+        "-H",
+        "X-Token: abc",
+        "-H",
+        "X-Other:  spaced ",
+        "--cookie",
+        "a=1",
+        "--cookie",
+        "b=2",
+        "--protocol",
+        "v1",
+        "--protocol",
+        "v2",
+        "--origin",
+        "https://o.test",
+        "--ndjson",
+        "-U",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut conn = server.accept().await;
+    assert_eq!(conn.header("x-token"), Some("abc"));
+    assert_eq!(conn.header("x-other"), Some("spaced"));
+    assert_eq!(conn.header("cookie"), Some("a=1; b=2"));
+    assert_eq!(conn.header("sec-websocket-protocol"), Some("v1, v2"));
+    assert_eq!(conn.header("origin"), Some("https://o.test"));
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let open: serde_json::Value =
+        serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    assert_eq!(
+        (open["type"].as_str(), open["protocol"].as_str()),
+        (Some("open"), Some("v2"))
+    );
+    use futures_util::SinkExt;
+    conn.ws
+        .send(Message::Close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "bye".into(),
+        })))
+        .await
+        .unwrap();
+    drop(conn); // a server ends the TCP connection after its Close
+    let status = tokio::time::timeout(SOON, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn max_messages_exits_after_that_many() {
+    let mut server = TestServer::start(ServerOptions::default()).await;
+    let url = server.url("/");
+    let child = connect_cmd(&[&url, "-U", "--max-messages", "3"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut conn = server.accept().await;
+    for i in 1..=10 {
+        conn.send_text(&format!("m{i}")).await;
+    }
+    // The bridge closes with 1000 after the third message.
+    match conn.recv().await {
+        Message::Close(Some(f)) => assert_eq!(f.code, CloseCode::Normal),
+        other => panic!("expected Close, got {other:?}"),
+    }
+    drop(conn);
+    let out = tokio::time::timeout(SOON, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "m1\nm2\nm3\n");
+}
+
+#[tokio::test]
+async fn recv_only_with_stdin_at_eof_receives_until_the_server_closes() {
+    let mut server = TestServer::start(ServerOptions::default()).await;
+    let url = server.url("/");
+    let child = connect_cmd(&[&url, "-U"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut conn = server.accept().await;
+    // Stdin is already at EOF; the connection must stay up anyway.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 1..=5 {
+        conn.send_text(&format!("late {i}")).await;
+    }
+    use futures_util::SinkExt;
+    conn.ws
+        .send(Message::Close(Some(CloseFrame {
+            code: CloseCode::Away,
+            reason: "done".into(),
+        })))
+        .await
+        .unwrap();
+    drop(conn);
+    let out = tokio::time::timeout(SOON, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "1001 is a clean close; stderr: {}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "late 1\nlate 2\nlate 3\nlate 4\nlate 5\n"
+    );
+}
+
+#[tokio::test]
+async fn peer_close_with_an_error_code_exits_1_naming_it() {
+    let mut server = TestServer::start(ServerOptions::default()).await;
+    let url = server.url("/");
+    let child = connect_cmd(&[&url, "-U"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut conn = server.accept().await;
+    use futures_util::SinkExt;
+    conn.ws
+        .send(Message::Close(Some(CloseFrame {
+            code: CloseCode::from(4001),
+            reason: "not subscribed".into(),
+        })))
+        .await
+        .unwrap();
+    drop(conn);
+    let out = tokio::time::timeout(SOON, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("4001") && stderr.contains("not subscribed"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_closed_stdout_pipe_exits_0_without_an_error() {
+    let (addr, _) = TestServer::start(ServerOptions::default()).await.echo();
+    // `yes` keeps the echo going; head takes one line and closes the pipe.
+    let script = format!(
+        "yes hello | '{}' connect ws://{addr}/ | head -n 1; echo \"status=${{PIPESTATUS[1]}}\"",
+        bin()
+    );
+    let out = tokio::time::timeout(
+        SOON * 2,
+        Command::new("bash").arg("-c").arg(script).output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(text(&out.stdout), "hello\nstatus=0\n");
+    assert!(
+        !text(&out.stderr).contains("wsbridge"),
+        "stderr: {}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn rejected_handshake_exits_1_naming_the_status() {
+    let server = TestServer::start(ServerOptions {
+        reject: Some(403),
+        ..Default::default()
+    })
+    .await;
+    let out = run_with_stdin(&[&server.url("/private")], b"").await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("HTTP 403 Forbidden") && stderr.contains("go away: test rejection"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn refused_connection_exits_1_and_bad_usage_exits_2() {
+    let port = free_port();
+    let out = run_with_stdin(&[&format!("ws://127.0.0.1:{port}/")], b"").await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains(&format!("cannot connect to ws://127.0.0.1:{port}/")),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run_with_stdin(&["http://example.com/"], b"").await;
+    assert_eq!(out.status.code(), Some(2));
+    let out = run_with_stdin(&["ws://h/", "-H", "no colon"], b"").await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("Name: value"));
+}
+
+#[tokio::test]
+async fn reconnect_survives_a_server_restart_and_keeps_delivering_stdin() {
+    let mut server = TestServer::start(ServerOptions::default()).await;
+    let url = server.url("/");
+    let mut child = connect_cmd(&[&url, "--reconnect", "--on-connect", "hello"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut conn = server.accept().await;
+    assert_eq!(conn.recv_text().await, "hello");
+    stdin.write_all(b"line 1\n").await.unwrap();
+    assert_eq!(conn.recv_text().await, "line 1");
+
+    let addr = server.stop();
+    drop(conn);
+    // Typed while the server is down: queued, sent after the reconnect and on_connect.
+    stdin.write_all(b"line 2\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut server = TestServer::start_on(addr, ServerOptions::default()).await;
+    let mut conn = server.accept().await;
+    assert_eq!(conn.recv_text().await, "hello");
+    assert_eq!(conn.recv_text().await, "line 2");
+    stdin.write_all(b"line 3\n").await.unwrap();
+    assert_eq!(conn.recv_text().await, "line 3");
+
+    // EOF: Close 1000 and exit 0.
+    drop(stdin);
+    match conn.recv().await {
+        Message::Close(Some(f)) => assert_eq!(f.code, CloseCode::Normal),
+        other => panic!("expected Close, got {other:?}"),
+    }
+    drop(conn);
+    let status = tokio::time::timeout(SOON, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn ndjson_mode_writes_records_and_reads_inbound_lines() {
+    let (addr, _) = TestServer::start(ServerOptions::default()).await.echo();
+    let input = b"{\"type\":\"text\",\"data\":\"t\"}\n{\"type\":\"binary\",\"data\":\"AAEC\"}\nnot json\n{\"type\":\"json\",\"data\":{\"a\":1}}\n";
+    let out = run_with_stdin(&["--ndjson", &format!("ws://{addr}/")], input).await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let records: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<_> = records
+        .iter()
+        .map(|r| r["type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(kinds, ["open", "text", "binary", "text", "close"]);
+    assert_eq!(records[1]["data"], "t");
+    assert_eq!(records[2]["data"], "AAEC");
+    assert_eq!(records[3]["data"], "{\"a\":1}");
+    assert_eq!(records[3]["seq"], 3);
+    assert!(
+        text(&out.stderr).contains("stdin line 3 skipped"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn a_peer_that_keeps_the_socket_open_after_its_close_does_not_hang_us() {
+    let mut server = TestServer::start(ServerOptions::default()).await;
+    let url = server.url("/");
+    let child = connect_cmd(&[&url, "-U", "--shutdown-timeout", "500ms"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut conn = server.accept().await;
+    use futures_util::SinkExt;
+    conn.ws
+        .send(Message::Close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        })))
+        .await
+        .unwrap();
+    // `conn` is kept and never read again: the TCP connection stays open.
+    let out = tokio::time::timeout(SOON, child.wait_with_output())
+        .await
+        .expect("exit despite the open socket")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    drop(conn);
+}

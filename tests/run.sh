@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: sets up what the tests need (a Python venv with
+# aiohttp for the peer tests, the Autobahn environment), then runs cargo's tests and the
+# Autobahn conformance run. Everything it installs goes under .cache/ (or $WSBRIDGE_CACHE).
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+cache="${WSBRIDGE_CACHE:-$root/.cache}"
+mkdir -p "$cache"
+
+# Python peers (aiohttp): a venv, rebuilt when the requirements change.
+venv="$cache/venv"
+stamp="$venv/.requirements.sha256"
+want="$(sha256sum tests/peers/requirements.txt | cut -d' ' -f1)"
+if [[ ! -x "$venv/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
+    echo "tests/run.sh: creating the Python venv for the peer tests in $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/peers/requirements.txt
+    echo "$want" > "$stamp"
+fi
+export WSBRIDGE_TEST_PYTHON="$venv/bin/python"
+
+cargo test --locked --all-targets
+
+bash tests/autobahn/run.sh
