@@ -11,6 +11,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -58,9 +59,15 @@ fn checked_python() -> &'static (PathBuf, String) {
                 "{} cannot import aiohttp ({}): {}; {HOW_TO_FIX}",
                 python.display(),
                 out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
             )),
-            Ok(out) => Ok((python, String::from_utf8_lossy(&out.stdout).trim().to_string())),
+            Ok(out) => Ok((
+                python,
+                String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            )),
         }
     });
     match checked {
@@ -123,7 +130,13 @@ impl AiohttpServer {
                 sink.lock().unwrap().push(value);
             }
         });
-        AiohttpServer { port, events, stderr_path, _dir: dir, _child: child }
+        AiohttpServer {
+            port,
+            events,
+            stderr_path,
+            _dir: dir,
+            _child: child,
+        }
     }
 
     /// `ws://127.0.0.1:<port><path>`.
@@ -138,7 +151,10 @@ impl AiohttpServer {
 
     /// Logged events of one kind (`"handshake"`, `"received"`, …).
     fn events_of(&self, event: &str) -> Vec<Value> {
-        self.events().into_iter().filter(|e| e["event"] == event).collect()
+        self.events()
+            .into_iter()
+            .filter(|e| e["event"] == event)
+            .collect()
     }
 
     /// Waits until the handlers have logged an event matching `pred`; returns it.
@@ -213,6 +229,32 @@ async fn record_of(daemon: &mut Daemon, name: &str, kind: &str) -> Value {
         .await
 }
 
+/// Reads records until one of each `(upstream, type)` in `wants` has come; returns the first
+/// of each. Upstreams connect concurrently, so their records interleave in any order.
+async fn first_of_each(
+    daemon: &mut Daemon,
+    wants: &[(&str, &str)],
+) -> HashMap<(String, String), Value> {
+    let mut seen: HashMap<(String, String), Value> = HashMap::new();
+    while wants
+        .iter()
+        .any(|(u, t)| !seen.contains_key(&(u.to_string(), t.to_string())))
+    {
+        let r = daemon.next_record().await;
+        let key = (
+            r["upstream"].as_str().unwrap_or_default().to_string(),
+            r["type"].as_str().unwrap_or_default().to_string(),
+        );
+        seen.entry(key).or_insert(r);
+    }
+    seen
+}
+
+/// The entry for `(upstream, type)` of a [`first_of_each`] result.
+fn got<'a>(seen: &'a HashMap<(String, String), Value>, upstream: &str, kind: &str) -> &'a Value {
+    &seen[&(upstream.to_string(), kind.to_string())]
+}
+
 /// A record, shortened for messages.
 fn short(record: &Value) -> String {
     let s = record.to_string();
@@ -238,12 +280,17 @@ on_connect = ["hello from wsbridge"]"#,
 
     let open = record_of(&mut daemon, "echo", "open").await;
     assert_eq!(open["url"], server.url("/echo"), "{open}");
-    assert!(open.get("protocol").is_none(), "no subprotocol offered, none chosen: {open}");
+    assert!(
+        open.get("protocol").is_none(),
+        "no subprotocol offered, none chosen: {open}"
+    );
     let echoed = record_of(&mut daemon, "echo", "text").await;
     assert_eq!(echoed["data"], "hello from wsbridge", "{echoed}");
     assert_eq!(echoed["seq"], 1, "{echoed}");
 
-    let hs = server.wait_event("a handshake", |e| e["event"] == "handshake").await;
+    let hs = server
+        .wait_event("a handshake", |e| e["event"] == "handshake")
+        .await;
     let headers = &hs["headers"];
     assert_eq!(headers["x-api-key"], serde_json::json!(["k-123"]), "{hs}");
     assert_eq!(headers["x-trace"], serde_json::json!(["t1"]), "{hs}");
@@ -252,22 +299,33 @@ on_connect = ["hello from wsbridge"]"#,
         Some(1),
         "the cookies go in exactly one Cookie header: {hs}"
     );
-    assert_eq!(hs["cookies"], serde_json::json!({"session": "abc", "theme": "dark"}), "{hs}");
+    assert_eq!(
+        hs["cookies"],
+        serde_json::json!({"session": "abc", "theme": "dark"}),
+        "{hs}"
+    );
     assert_eq!(hs["origin"], "https://example.com", "{hs}");
     assert_eq!(hs["path"], "/echo", "{hs}");
     assert!(hs["protocol"].is_null(), "{hs}");
     assert_eq!(headers["upgrade"], serde_json::json!(["websocket"]), "{hs}");
-    assert_eq!(headers["sec-websocket-version"], serde_json::json!(["13"]), "{hs}");
+    assert_eq!(
+        headers["sec-websocket-version"],
+        serde_json::json!(["13"]),
+        "{hs}"
+    );
 
-    let got = server
+    let received = server
         .wait_event("the on_connect message", |e| e["event"] == "received")
         .await;
-    assert_eq!(got["type"], "text", "{got}");
-    assert_eq!(got["data"], "hello from wsbridge", "{got}");
-    assert_eq!(got["conn"], hs["conn"], "{got}");
+    assert_eq!(received["type"], "text", "{received}");
+    assert_eq!(received["data"], "hello from wsbridge", "{received}");
+    assert_eq!(received["conn"], hs["conn"], "{received}");
 
     let stderr = daemon.stderr();
-    assert!(!stderr.contains("k-123"), "a header value reached the log:\n{stderr}");
+    assert!(
+        !stderr.contains("k-123"),
+        "a header value reached the log:\n{stderr}"
+    );
 }
 
 #[tokio::test]
@@ -276,22 +334,52 @@ async fn subprotocol_is_the_one_aiohttp_picks() {
     // aiohttp walks the *client's* offer in order and takes the first protocol it knows, so
     // the client's preference wins over the order of `protocols=("chat", "superchat")`.
     let upstreams = [
-        upstream("super_first", &server.url("/protocols"), r#"subprotocols = ["superchat", "chat"]"#),
-        upstream("chat_first", &server.url("/protocols"), r#"subprotocols = ["chat", "superchat"]"#),
-        upstream("unknown_first", &server.url("/protocols"), r#"subprotocols = ["v9.example", "superchat"]"#),
+        upstream(
+            "super_first",
+            &server.url("/protocols"),
+            r#"subprotocols = ["superchat", "chat"]"#,
+        ),
+        upstream(
+            "chat_first",
+            &server.url("/protocols"),
+            r#"subprotocols = ["chat", "superchat"]"#,
+        ),
+        upstream(
+            "unknown_first",
+            &server.url("/protocols"),
+            r#"subprotocols = ["v9.example", "superchat"]"#,
+        ),
     ]
     .concat();
     let mut daemon = Daemon::start(&config(&upstreams)).await;
 
-    for (name, offered, picked) in [
+    let cases = [
         ("super_first", "superchat, chat", "superchat"),
         ("chat_first", "chat, superchat", "chat"),
         ("unknown_first", "v9.example, superchat", "superchat"),
-    ] {
-        let open = record_of(&mut daemon, name, "open").await;
+    ];
+    let seen = first_of_each(
+        &mut daemon,
+        &cases
+            .iter()
+            .flat_map(|(name, _, _)| [(*name, "open"), (*name, "text")])
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    assert!(
+        seen.keys()
+            .all(|(_, kind)| kind == "open" || kind == "text"),
+        "only open and text records: {seen:?}"
+    );
+    for (name, offered, picked) in cases {
+        let open = got(&seen, name, "open");
         assert_eq!(open["protocol"], picked, "{name}: {open}");
-        let hello = record_of(&mut daemon, name, "text").await;
-        assert_eq!(hello["data"], format!("protocol={picked}"), "{name}: {hello}");
+        let hello = got(&seen, name, "text");
+        assert_eq!(
+            hello["data"],
+            format!("protocol={picked}"),
+            "{name}: {hello}"
+        );
         let hs = server
             .wait_event(&format!("the handshake offering {offered}"), |e| {
                 e["event"] == "handshake" && e["offered_protocols"] == offered
@@ -305,7 +393,6 @@ async fn subprotocol_is_the_one_aiohttp_picks() {
 /// allows that), and aiohttp's *client* then connects with `ws.protocol == None`. wsbridge
 /// follows aiohttp's client model, so it should open with no `protocol` too.
 #[tokio::test]
-#[ignore = "wsbridge bug: tungstenite fails the handshake (NoSubProtocol) when the server picks no subprotocol; see report"]
 async fn no_common_subprotocol_opens_without_one_like_aiohttp() {
     let server = AiohttpServer::start().await;
     let mut daemon = Daemon::start(&config(&upstream(
@@ -315,7 +402,9 @@ async fn no_common_subprotocol_opens_without_one_like_aiohttp() {
     )))
     .await;
     let first = daemon
-        .record_where("open or error", |r| r["type"] == "open" || r["type"] == "error")
+        .record_where("open or error", |r| {
+            r["type"] == "open" || r["type"] == "error"
+        })
         .await;
     assert_eq!(first["type"], "open", "{first}");
     assert!(first.get("protocol").is_none(), "{first}");
@@ -337,21 +426,42 @@ async fn aiohttp_heartbeat_pings_are_answered_in_time() {
     .await;
     let open = daemon.next_record().await;
     assert_eq!(open["type"], "open", "{open}");
-    let opened = Instant::now();
     // Every record in order: any close/error in between would show up here.
+    let mut last_tick = Value::Null;
     for n in 1..=6 {
         let r = daemon.next_record().await;
-        assert_eq!(r["type"], "text", "expected tick {n}, got {r}; aiohttp log:\n{}", server.log_text());
+        assert_eq!(
+            r["type"],
+            "text",
+            "expected tick {n}, got {r}; aiohttp log:\n{}",
+            server.log_text()
+        );
         assert_eq!(r["data"], format!("tick {n}"), "{r}");
         assert_eq!(r["seq"], n, "{r}");
+        last_tick = r;
     }
-    assert!(opened.elapsed() >= Duration::from_millis(2500), "ticks came too fast: {:?}", opened.elapsed());
+    let span = last_tick["ts"].as_u64().unwrap() - open["ts"].as_u64().unwrap();
+    assert!(
+        span >= 2500,
+        "the ticks should span ~3 s of heartbeats, took {span} ms"
+    );
 
-    let report = server.wait_event("the heartbeat report", |e| e["event"] == "heartbeat_report").await;
-    assert_eq!(report["closed"], false, "aiohttp closed the connection: {report}");
-    assert!(report["exception"].is_null(), "aiohttp saw an error (late Pong?): {report}");
+    let report = server
+        .wait_event("the heartbeat report", |e| e["event"] == "heartbeat_report")
+        .await;
+    assert_eq!(
+        report["closed"], false,
+        "aiohttp closed the connection: {report}"
+    );
+    assert!(
+        report["exception"].is_null(),
+        "aiohttp saw an error (late Pong?): {report}"
+    );
     let pings = report["pings_sent"].as_u64().unwrap_or(0);
-    assert!(pings >= 3, "aiohttp should have pinged every 0.5 s for ~3 s: {report}");
+    assert!(
+        pings >= 3,
+        "aiohttp should have pinged every 0.5 s for ~3 s: {report}"
+    );
     let done = daemon.next_record().await;
     assert_eq!(done["type"], "text", "{done}");
     assert_eq!(done["data"], "done", "{done}");
@@ -361,7 +471,12 @@ async fn aiohttp_heartbeat_pings_are_answered_in_time() {
         "the connection ended early; aiohttp log:\n{}",
         server.log_text()
     );
-    assert_eq!(server.events_of("handshake").len(), 1, "no reconnect: {}", server.log_text());
+    assert_eq!(
+        server.events_of("handshake").len(),
+        1,
+        "no reconnect: {}",
+        server.log_text()
+    );
 }
 
 #[tokio::test]
@@ -382,9 +497,15 @@ async fn aiohttp_close_code_and_reason_reach_the_close_record() {
     assert_eq!(close["type"], "close", "{close}");
     assert_eq!(close["code"], 4001, "{close}");
     assert_eq!(close["reason"], "custom bye", "{close}");
-    assert!(close["retry_in_ms"].as_u64().is_some(), "a reconnect is scheduled: {close}");
+    assert!(
+        close["retry_in_ms"].as_u64().is_some(),
+        "a reconnect is scheduled: {close}"
+    );
     let again = daemon.next_record().await;
-    assert_eq!(again["type"], "open", "reconnected after the Close: {again}");
+    assert_eq!(
+        again["type"], "open",
+        "reconnected after the Close: {again}"
+    );
 
     // aiohttp's close() waited for our answering Close, which echoes its code.
     let closed = server
@@ -418,23 +539,55 @@ async fn max_message_size_lets_the_limit_through_and_refuses_more() {
     .concat();
     let mut daemon = Daemon::start(&config(&upstreams)).await;
 
-    let text = record_of(&mut daemon, "big_text", "text").await;
+    let seen = first_of_each(
+        &mut daemon,
+        &[
+            ("big_text", "text"),
+            ("big_binary", "binary"),
+            ("too_big", "error"),
+        ],
+    )
+    .await;
+    for name in ["big_text", "big_binary"] {
+        let key = (name.to_string(), "error".to_string());
+        assert!(
+            !seen.contains_key(&key),
+            "{name} failed: {}",
+            short(&seen[&key])
+        );
+    }
+    let text = got(&seen, "big_text", "text");
     let data = text["data"].as_str().expect("text data");
-    assert_eq!(data.len(), LIMIT - 1, "a message just under the limit arrives whole");
+    assert_eq!(
+        data.len(),
+        LIMIT - 1,
+        "a message just under the limit arrives whole"
+    );
     assert!(data.bytes().all(|b| b == b'x'), "payload intact");
 
-    let binary = record_of(&mut daemon, "big_binary", "binary").await;
+    let binary = got(&seen, "big_binary", "binary");
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(binary["data"].as_str().expect("base64 data"))
         .expect("standard base64");
-    assert_eq!(bytes.len(), LIMIT, "a message exactly at the limit arrives whole");
-    assert!(bytes.iter().enumerate().all(|(i, &b)| b == (i % 256) as u8), "payload intact");
+    assert_eq!(
+        bytes.len(),
+        LIMIT,
+        "a message exactly at the limit arrives whole"
+    );
+    assert!(
+        bytes.iter().enumerate().all(|(i, &b)| b == (i % 256) as u8),
+        "payload intact"
+    );
 
-    let error = record_of(&mut daemon, "too_big", "error").await;
+    let error = got(&seen, "too_big", "error");
     let text = error["error"].as_str().unwrap_or_default();
-    assert!(text.contains("max_message_size"), "{}", short(&error));
-    assert!(text.contains(&(LIMIT + 1).to_string()), "names the size: {}", short(&error));
-    assert!(error["retry_in_ms"].as_u64().is_some(), "{}", short(&error));
+    assert!(text.contains("max_message_size"), "{}", short(error));
+    assert!(
+        text.contains(&(LIMIT + 1).to_string()),
+        "names the size: {}",
+        short(error)
+    );
+    assert!(error["retry_in_ms"].as_u64().is_some(), "{}", short(error));
     let reopened = record_of(&mut daemon, "too_big", "open").await;
     assert_eq!(reopened["upstream"], "too_big");
     // Nothing of an oversized message is ever written: the next too_big record is an error.
@@ -442,17 +595,66 @@ async fn max_message_size_lets_the_limit_through_and_refuses_more() {
         .record_where("the next too_big record", |r| r["upstream"] == "too_big")
         .await;
     assert_eq!(next["type"], "error", "{}", short(&next));
-    assert!(next["error"].as_str().unwrap_or_default().contains("max_message_size"));
+    assert!(next["error"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("max_message_size"));
 
-    // The connections that got their message stay open.
-    let handshakes = server.events_of("handshake");
-    let count = |size: usize| {
-        let size = size.to_string();
-        handshakes.iter().filter(|e| e["query"]["size"] == size.as_str()).count()
+    // aiohttp saw the reconnects; the connections that got their message stayed open.
+    let size_is = |size: usize| {
+        move |e: &Value| {
+            e["event"] == "handshake" && e["query"]["size"] == size.to_string().as_str()
+        }
     };
-    assert_eq!(count(LIMIT - 1), 1, "{}", server.log_text());
-    assert_eq!(count(LIMIT), 1, "{}", server.log_text());
-    assert!(count(LIMIT + 1) >= 2, "{}", server.log_text());
+    let deadline = Instant::now() + SOON;
+    while server
+        .events()
+        .iter()
+        .filter(|e| size_is(LIMIT + 1)(e))
+        .count()
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "aiohttp never saw a reconnect: {}",
+            server.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for size in [LIMIT - 1, LIMIT] {
+        let n = server.events().iter().filter(|e| size_is(size)(e)).count();
+        assert_eq!(
+            n,
+            1,
+            "one connection for size {size}: {}",
+            server.log_text()
+        );
+    }
+}
+
+/// aiohttp's client answers a message over `max_msg_size` with Close 1009 (Message Too Big,
+/// RFC 6455 7.4.1) before it drops the connection, so the server learns why.
+#[tokio::test]
+async fn oversized_message_is_refused_with_close_1009_like_aiohttp() {
+    let server = AiohttpServer::start().await;
+    let mut daemon = Daemon::start(&config(&upstream(
+        "too_big",
+        &server.url("/big?size=2048&kind=text"),
+        r#"max_message_size = "1KiB""#,
+    )))
+    .await;
+    let error = record_of(&mut daemon, "too_big", "error").await;
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("max_message_size"),
+        "{error}"
+    );
+    let closed = server
+        .wait_event("the handler's close", |e| e["event"] == "closed")
+        .await;
+    assert_eq!(closed["close_code"], 1009, "{closed}");
 }
 
 #[tokio::test]
@@ -468,10 +670,16 @@ async fn rejected_handshakes_name_the_status_and_retry() {
         let error = record_of(&mut daemon, name, "error").await;
         let text = error["error"].as_str().unwrap_or_default();
         assert!(text.contains(status), "{name}: {error}");
-        assert!(text.contains("go away"), "the body's first line is shown: {error}");
+        assert!(
+            text.contains("go away"),
+            "the body's first line is shown: {error}"
+        );
         assert!(error["retry_in_ms"].as_u64().is_some(), "{name}: {error}");
         let again = record_of(&mut daemon, name, "error").await;
-        assert!(again["error"].as_str().unwrap_or_default().contains(status), "{again}");
+        assert!(
+            again["error"].as_str().unwrap_or_default().contains(status),
+            "{again}"
+        );
     }
     for status in [401, 403] {
         server

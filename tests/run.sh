@@ -9,6 +9,17 @@ cd "$root"
 cache="${WSBRIDGE_CACHE:-$root/.cache}"
 mkdir -p "$cache"
 
+# The README's recipes run through jq.
+if ! command -v jq >/dev/null 2>&1; then
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        echo "tests/run.sh: installing jq for the README recipe tests"
+        apt-get update -qq && apt-get install -y -qq jq >/dev/null
+    else
+        echo "tests/run.sh: the README recipe tests need jq; install it (apt-get install jq) and run again" >&2
+        exit 1
+    fi
+fi
+
 # Python peers (aiohttp): a venv, rebuilt when the requirements change.
 venv="$cache/venv"
 stamp="$venv/.requirements.sha256"

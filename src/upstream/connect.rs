@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::{header, HeaderName, HeaderValue, Request};
+use tokio_tungstenite::tungstenite::error::{ProtocolError, SubProtocolError};
+use tokio_tungstenite::tungstenite::http::{header, HeaderName, HeaderValue, Request, Response};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
@@ -102,26 +103,38 @@ pub fn websocket_config(max_message_size: usize) -> WebSocketConfig {
 }
 
 /// Connects, within `connect_timeout`.
+///
+/// A server that accepts none of the offered subprotocols may answer without one (RFC 6455
+/// allows it, and aiohttp's client then connects with no protocol). tungstenite refuses such
+/// an answer, so we ask again without offering any, which gets the same answer the server
+/// meant, and log that no subprotocol was agreed.
 pub async fn open(
     config: &UpstreamConfig,
     tls: Option<Arc<rustls::ClientConfig>>,
 ) -> Result<Connected, ConnectError> {
-    let request = request(config)?;
-    let connector = tls.map(Connector::Rustls);
-    let attempt = tokio_tungstenite::connect_async_tls_with_config(
-        request,
-        Some(websocket_config(config.max_message_size)),
-        true, // no Nagle: records are small and latency matters
-        connector,
-    );
+    let attempt = async {
+        match handshake(config, request(config)?, tls.clone()).await {
+            Err(WsError::Protocol(ProtocolError::SecWebSocketSubProtocolError(
+                SubProtocolError::NoSubProtocol,
+            ))) => {
+                tracing::warn!(
+                    offered = %config.subprotocols.join(", "),
+                    "the server accepted none of the offered subprotocols; connecting without one"
+                );
+                let mut request = request(config)?;
+                request.headers_mut().remove(header::SEC_WEBSOCKET_PROTOCOL);
+                handshake(config, request, tls).await.map_err(classify)
+            }
+            other => other.map_err(classify),
+        }
+    };
     let (ws, response) = match tokio::time::timeout(config.connect_timeout, attempt).await {
         Err(_) => {
             return Err(ConnectError::Timeout(
                 humantime::format_duration(config.connect_timeout).to_string(),
             ))
         }
-        Ok(Err(e)) => return Err(classify(e)),
-        Ok(Ok(pair)) => pair,
+        Ok(result) => result?,
     };
     let protocol = response
         .headers()
@@ -129,6 +142,20 @@ pub async fn open(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     Ok(Connected { ws, protocol })
+}
+
+async fn handshake(
+    config: &UpstreamConfig,
+    request: Request<()>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<(WsStream, Response<Option<Vec<u8>>>), WsError> {
+    tokio_tungstenite::connect_async_tls_with_config(
+        request,
+        Some(websocket_config(config.max_message_size)),
+        true, // no Nagle: records are small and latency matters
+        tls.map(Connector::Rustls),
+    )
+    .await
 }
 
 fn classify(error: WsError) -> ConnectError {

@@ -321,6 +321,11 @@ impl Upstream {
                             if let Some((code, reason)) = peer_close.take() {
                                 break SessionEnd::PeerClosed { code, reason };
                             }
+                            if matches!(e, WsError::Capacity(_)) {
+                                // Tell the peer why, as aiohttp does: 1009 Message Too Big.
+                                let frame = CloseFrame { code: CloseCode::Size, reason: "message too big".into() };
+                                self.close(&mut ws, Some(frame), name).await;
+                            }
                             break SessionEnd::Failed(read_error(&e, self.config.max_message_size));
                         }
                     }

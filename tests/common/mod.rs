@@ -211,6 +211,11 @@ impl TestServer {
         (addr, rx)
     }
 
+    /// The next connection, however long it takes (for servers running in the background).
+    pub async fn accept_any(&mut self) -> Conn {
+        self.conns.recv().await.expect("server running")
+    }
+
     /// The time of the next accepted TCP connection (handshake or not).
     pub async fn next_accept_time(&mut self, within: Duration) -> Instant {
         timeout(within, self.accepts.recv())

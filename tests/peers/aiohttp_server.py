@@ -38,9 +38,9 @@ import asyncio
 import itertools
 import json
 import socket
+import os
 import sys
 import threading
-import os
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -175,11 +175,15 @@ async def big(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse()
     await ws.prepare(request)
     log_handshake(conn, "big", request, ws)
-    if kind == "binary":
-        await ws.send_bytes(bytes(i % 256 for i in range(size)))
-    else:
-        await ws.send_str("x" * size)
-    log("sent", conn=conn, kind=kind, size=size)
+    try:
+        if kind == "binary":
+            await ws.send_bytes(bytes(i % 256 for i in range(size)))
+        else:
+            await ws.send_str("x" * size)
+        log("sent", conn=conn, kind=kind, size=size)
+    except ConnectionError as e:
+        # A client that refuses the message may drop the connection while it is being sent.
+        log("send_failed", conn=conn, kind=kind, size=size, error=repr(e))
     await receive_loop(conn, ws, echo=False)
     return ws
 

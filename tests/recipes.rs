@@ -1,0 +1,140 @@
+//! Runs the README's pipeline recipes verbatim (the `<!-- recipe: NAME -->` blocks) with
+//! bash, against a local server standing in for `ws://127.0.0.1:8765/`: `/feed` streams JSON
+//! ticks, `/echo` echoes. The README cannot drift from what works.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Sizes of the ticks `/feed` sends, in order.
+const SIZES: [f64; 6] = [0.5, 2.0, 3.0, 0.7, 5.0, 1.5];
+
+async fn recipe_server() -> String {
+    let mut server = TestServer::start(ServerOptions::default()).await;
+    let url = format!("ws://{}", server.addr);
+    tokio::spawn(async move {
+        loop {
+            let mut conn = server.accept_any().await;
+            tokio::spawn(async move {
+                if conn.path.starts_with("/feed") {
+                    for (i, size) in SIZES.iter().enumerate() {
+                        let symbol = ["BTC", "ETH", "SOL"][i % 3];
+                        let tick = format!(r#"{{"symbol":"{symbol}","size":{size},"i":{i}}}"#);
+                        if conn.ws.send(Message::text(tick)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                // Echo until the client closes (the feed ignores what it receives).
+                let echo = !conn.path.starts_with("/feed");
+                while let Some(Ok(m)) = conn.ws.next().await {
+                    if echo && (m.is_text() || m.is_binary()) && conn.ws.send(m).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+fn recipe(name: &str) -> String {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let marker = format!("<!-- recipe: {name} -->");
+    let after = readme
+        .split(&marker)
+        .nth(1)
+        .unwrap_or_else(|| panic!("README has no recipe {name}"));
+    let block = after
+        .split("```sh\n")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    block.to_string()
+}
+
+/// Runs a recipe in a temp dir with `wsbridge` on PATH and the stand-in server's URL.
+async fn run_recipe(name: &str) -> String {
+    let status = std::process::Command::new("jq").arg("--version").output();
+    assert!(
+        status.is_ok_and(|o| o.status.success()),
+        "the recipes need jq: run tests/run.sh, which installs it, or apt-get install jq"
+    );
+    let url = recipe_server().await;
+    let script = recipe(name).replace("ws://127.0.0.1:8765", &url);
+    let dir = tempfile::tempdir().unwrap();
+    let bin_dir = Path::new(bin()).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = tokio::process::Command::new("bash")
+        .arg("-o")
+        .arg("pipefail")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(dir.path())
+        .env("PATH", path)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(SOON * 2, run)
+        .await
+        .expect("the recipe finishes")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "recipe {name} failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "recipe {name} wrote to stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[tokio::test]
+async fn jq_filter() {
+    let out = run_recipe("jq-filter").await;
+    assert_eq!(
+        out,
+        "{\"symbol\":\"ETH\",\"size\":2}\n{\"symbol\":\"SOL\",\"size\":3}\n"
+    );
+}
+
+#[tokio::test]
+async fn send_file() {
+    let out = run_recipe("send-file").await;
+    assert_eq!(out, "{\"op\":\"add\",\"n\":1}\n{\"op\":\"add\",\"n\":2}\n");
+}
+
+#[tokio::test]
+async fn ws_to_ws() {
+    let out = run_recipe("ws-to-ws").await;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    for (i, line) in lines.iter().enumerate() {
+        let tick: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(tick["i"], i, "{out}");
+    }
+}
+
+#[tokio::test]
+async fn legacy_tool() {
+    let out = run_recipe("legacy-tool").await;
+    let total: f64 = SIZES[..4].iter().sum();
+    assert_eq!(out.trim(), format!("total size {total}"));
+    let _ = Duration::ZERO;
+}
