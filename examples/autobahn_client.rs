@@ -61,7 +61,9 @@ async fn session(url: Url, echo: bool) -> Result<Vec<String>, String> {
 #[tokio::main]
 async fn main() -> Result<(), String> {
     let mut args = std::env::args().skip(1);
-    let base = args.next().ok_or("usage: autobahn_client ws://HOST:PORT [AGENT]")?;
+    let base = args
+        .next()
+        .ok_or("usage: autobahn_client ws://HOST:PORT [AGENT]")?;
     let agent = args.next().unwrap_or_else(|| "wsbridge".into());
     let url = |path: &str| Url::parse(&format!("{base}{path}")).map_err(|e| e.to_string());
 

@@ -30,6 +30,8 @@ enum Command {
     Run(ConfigArg),
     /// Validate a config and print what it would run (exit 0 valid, 1 invalid).
     Check(ConfigArg),
+    /// Ask the running daemon (the config's [metrics] address) for one row per upstream and sink.
+    Status(ConfigArg),
     /// Pipe: stdin lines become messages, messages become stdout lines (like websocat).
     #[command(after_help = CONNECT_EXAMPLES)]
     Connect(Box<ConnectArgs>),
@@ -204,6 +206,7 @@ impl Cli {
             Command::Run(args) => run(&args.config),
             Command::Demo(args) => demo(args),
             Command::Connect(args) => connect(*args),
+            Command::Status(args) => status(&args.config),
         }
     }
 }
@@ -261,6 +264,26 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+fn status(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let Some(metrics) = config.metrics else {
+        eprintln!(
+            "wsbridge: {} has no [metrics] section, so the daemon has no status endpoint; add [metrics] listen = \"127.0.0.1:9187\" and restart it",
+            path.display()
+        );
+        return Ok(ExitCode::from(1));
+    };
+    let status = runtime()?.block_on(wsbridge::metrics::fetch_status(metrics.listen))?;
+    print!("{}", wsbridge::metrics::render_table(&status));
+    Ok(ExitCode::SUCCESS)
+}
+
 fn connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     let level = match (args.quiet, args.verbose) {
         (true, _) => "error",
@@ -310,18 +333,19 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// SIGTERM/SIGINT → Shutdown, SIGHUP → Reload, as a channel the supervisor selects on.
+/// SIGTERM/SIGINT → Shutdown, SIGHUP → Reload, SIGUSR1 → Report, as a channel the
+/// supervisor selects on.
 fn signals() -> anyhow::Result<mpsc::Receiver<Control>> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook_tokio::Signals::new([SIGTERM, SIGINT, SIGHUP])
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+    let mut signals = signal_hook_tokio::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
         .context("cannot install signal handlers")?;
     let (tx, rx) = mpsc::channel(8);
     tokio::spawn(async move {
         while let Some(signal) = signals.next().await {
-            let control = if signal == SIGHUP {
-                Control::Reload
-            } else {
-                Control::Shutdown
+            let control = match signal {
+                SIGHUP => Control::Reload,
+                SIGUSR1 => Control::Report,
+                _ => Control::Shutdown,
             };
             if tx.send(control).await.is_err() {
                 break;

@@ -32,6 +32,9 @@ pub enum DemoError {
     /// The embedded server cannot listen.
     #[error("cannot start the demo server on 127.0.0.1: {0}")]
     Listen(std::io::Error),
+    /// The bridge could not start.
+    #[error(transparent)]
+    Start(#[from] crate::supervisor::StartError),
     /// The bridge failed.
     #[error(transparent)]
     Sink(#[from] crate::sink::SinkError),

@@ -25,6 +25,7 @@ pub mod connect;
 pub mod demo;
 pub mod hub;
 pub mod lines;
+pub mod metrics;
 pub mod notify;
 pub mod record;
 pub mod sink;

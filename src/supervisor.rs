@@ -20,6 +20,7 @@ use tracing::{error, info, warn, Instrument};
 
 use crate::config::{Config, ConfigErrors, SinkConfig, SinkKind, UpstreamConfig};
 use crate::hub::{Hub, SendQueue, SinkInput};
+use crate::metrics::Metrics;
 use crate::notify;
 use crate::sink::{self, BoundSink, SinkContext, SinkError, SinkStats};
 use crate::upstream::{RunMode, State, Upstream, UpstreamExit, UpstreamStats};
@@ -31,6 +32,19 @@ pub enum Control {
     Reload,
     /// Close everything and return (SIGTERM, SIGINT).
     Shutdown,
+    /// Log a one-line summary (SIGUSR1).
+    Report,
+}
+
+/// Why the supervisor could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A sink could not bind.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// The metrics endpoint could not bind.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsBindError),
 }
 
 /// Records queued between the hub and each sink task.
@@ -62,12 +76,27 @@ pub struct Supervisor {
     upstream_stats: HashMap<String, Arc<UpstreamStats>>,
     failures_tx: mpsc::Sender<(String, SinkError)>,
     failures: mpsc::Receiver<(String, SinkError)>,
+    /// What `/metrics` and `/status` read.
+    metrics: Arc<Metrics>,
+    /// Stops the metrics endpoint.
+    metrics_stop: CancellationToken,
 }
 
 impl Supervisor {
     /// Binds every sink and starts every upstream. Fails, starting nothing, if a sink cannot bind.
-    pub async fn start(config: Config) -> Result<Supervisor, SinkError> {
+    pub async fn start(config: Config) -> Result<Supervisor, StartError> {
         let (failures_tx, failures) = mpsc::channel(16);
+        let metrics = Arc::new(Metrics::default());
+        let metrics_stop = CancellationToken::new();
+        if let Some(m) = &config.metrics {
+            let listener = crate::metrics::bind(m.listen).await?;
+            info!(listen = %m.listen, "metrics at /metrics, /status, /healthz");
+            tokio::spawn(crate::metrics::serve(
+                listener,
+                metrics.clone(),
+                metrics_stop.clone(),
+            ));
+        }
         let mut supervisor = Supervisor {
             config: config.clone(),
             hub: Hub::default(),
@@ -76,6 +105,8 @@ impl Supervisor {
             upstream_stats: HashMap::new(),
             failures_tx,
             failures,
+            metrics,
+            metrics_stop,
         };
         let bound = config
             .sinks
@@ -90,12 +121,18 @@ impl Supervisor {
             supervisor.spawn_upstream(Arc::new(upstream.clone()));
         }
         supervisor.publish_directory();
+        supervisor.publish_metrics();
         info!(
             upstreams = config.upstreams.len(),
             sinks = config.sinks.len(),
             "started"
         );
         Ok(supervisor)
+    }
+
+    /// What the metrics endpoint reads (also for tests and embedding).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     /// The bound address of each tcp sink, in config order (for tests and `port = 0`).
@@ -147,6 +184,7 @@ impl Supervisor {
                         }
                         notify::ready(&self.summary());
                     }
+                    Some(Control::Report) => info!("{}", self.summary()),
                     Some(Control::Shutdown) | None => break Ok(()),
                 },
                 Some((sink, failure)) = self.failures.recv() => match failure {
@@ -164,6 +202,7 @@ impl Supervisor {
             }
         };
         notify::stopping();
+        self.metrics_stop.cancel();
         self.shutdown().await;
         outcome
     }
@@ -307,7 +346,11 @@ impl Supervisor {
         if new.daemon != self.config.daemon {
             warn!("[daemon] changes (log level and format) take effect at the next restart");
         }
+        if new.metrics != self.config.metrics {
+            warn!("[metrics] changes take effect at the next restart");
+        }
         self.config = new;
+        self.publish_metrics();
         info!("{}", self.summary());
     }
 
@@ -374,6 +417,24 @@ impl Supervisor {
                 task,
             },
         );
+    }
+
+    fn publish_metrics(&self) {
+        let upstreams = self
+            .config
+            .upstreams
+            .iter()
+            .filter_map(|u| {
+                let stats = self.upstream_stats.get(&u.name)?;
+                Some((u.name.clone(), u.required, stats.clone()))
+            })
+            .collect();
+        let sinks = self
+            .sinks
+            .iter()
+            .map(|s| (s.config.name(), s.stats.clone()))
+            .collect();
+        self.metrics.publish(upstreams, sinks);
     }
 
     fn route_sinks(&mut self) {

@@ -19,7 +19,7 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::codec::FramedRead;
 use tracing::{debug, info, warn};
 
-use super::{SinkContext, SinkError};
+use super::{SinkContext, SinkError, SinkStats};
 use crate::config::{OnSlow, SinkConfig};
 use crate::hub::Directory;
 use crate::lines::{BoundedLines, Line};
@@ -76,6 +76,7 @@ pub async fn run(listener: Listener<'_>, mut ctx: SinkContext) -> Result<(), Sin
                         config: ctx.config.clone(),
                         directory: ctx.directory.clone(),
                         max_line: ctx.max_line,
+                        stats: ctx.stats.clone(),
                     };
                     let task = tasks.spawn(client.run(stream, records));
                     debug!(sink = %name, %peer, id = next_id, "client connected");
@@ -116,24 +117,32 @@ async fn hand_out(
     sink: &str,
     ctx: &SinkContext,
 ) {
+    use mpsc::error::TrySendError;
     let stats = &ctx.stats;
     let mut i = 0;
     while i < clients.len() {
         let slot = &mut clients[i];
         let outcome = match on_slow {
-            OnSlow::Block => slot.queue.send(record.clone()).await.map_err(|_| Gone),
+            OnSlow::Block => {
+                let len = record.len() as u64;
+                stats.bytes_buffered.fetch_add(len, Ordering::Relaxed);
+                slot.queue.send(record.clone()).await.map_err(|_| {
+                    stats.bytes_buffered.fetch_sub(len, Ordering::Relaxed);
+                    Gone
+                })
+            }
             OnSlow::Disconnect => {
-                match slot.queue.try_send(record.clone()) {
+                match offer(slot, record.clone(), stats) {
                     Ok(()) => Ok(()),
-                    Err(mpsc::error::TrySendError::Full(_)) => {
+                    Err(TrySendError::Full(_)) => {
                         warn!(sink, id = slot.id, buffer = ctx.config.buffer, "disconnecting a client that is too slow: its buffer of records is full");
                         slot.task.abort();
                         Err(Gone)
                     }
-                    Err(mpsc::error::TrySendError::Closed(_)) => Err(Gone),
+                    Err(TrySendError::Closed(_)) => Err(Gone),
                 }
             }
-            OnSlow::Drop => try_send_or_drop(slot, &record, sink, ctx),
+            OnSlow::Drop => try_send_or_drop(slot, &record, sink, stats),
         };
         match outcome {
             Ok(()) => {
@@ -150,15 +159,30 @@ async fn hand_out(
 /// The client is gone (closed, or disconnected for being slow).
 struct Gone;
 
+/// Offers a record to a client's queue, counting its bytes as buffered while it waits there
+/// (counted before sending, so the client never subtracts more than was added).
+fn offer(
+    slot: &ClientSlot,
+    record: Bytes,
+    stats: &SinkStats,
+) -> Result<(), mpsc::error::TrySendError<Bytes>> {
+    let len = record.len() as u64;
+    stats.bytes_buffered.fetch_add(len, Ordering::Relaxed);
+    slot.queue.try_send(record).inspect_err(|_| {
+        stats.bytes_buffered.fetch_sub(len, Ordering::Relaxed);
+    })
+}
+
+/// `on_slow = "drop"`: a full queue drops the record and counts it; once the client has room
+/// again it first gets an error record saying how many it missed.
 fn try_send_or_drop(
     slot: &mut ClientSlot,
     record: &Bytes,
     sink: &str,
-    ctx: &SinkContext,
+    stats: &SinkStats,
 ) -> Result<(), Gone> {
     use mpsc::error::TrySendError;
     if slot.dropped > 0 {
-        // First tell the client what it missed, then resume.
         let notice = client_error_line(
             None,
             &format!(
@@ -166,7 +190,7 @@ fn try_send_or_drop(
                 slot.dropped
             ),
         );
-        match slot.queue.try_send(Bytes::from(notice)) {
+        match offer(slot, Bytes::from(notice), stats) {
             Ok(()) => {
                 info!(
                     sink,
@@ -178,13 +202,13 @@ fn try_send_or_drop(
             }
             Err(TrySendError::Full(_)) => {
                 slot.dropped += 1;
-                ctx.stats.records_dropped.fetch_add(1, Ordering::Relaxed);
+                stats.records_dropped.fetch_add(1, Ordering::Relaxed);
                 return Ok(());
             }
             Err(TrySendError::Closed(_)) => return Err(Gone),
         }
     }
-    match slot.queue.try_send(record.clone()) {
+    match offer(slot, record.clone(), stats) {
         Ok(()) => Ok(()),
         Err(TrySendError::Full(_)) => {
             if slot.dropped == 0 {
@@ -195,7 +219,7 @@ fn try_send_or_drop(
                 );
             }
             slot.dropped += 1;
-            ctx.stats.records_dropped.fetch_add(1, Ordering::Relaxed);
+            stats.records_dropped.fetch_add(1, Ordering::Relaxed);
             Ok(())
         }
         Err(TrySendError::Closed(_)) => Err(Gone),
@@ -247,6 +271,43 @@ struct Client {
     config: Arc<SinkConfig>,
     directory: watch::Receiver<Arc<Directory>>,
     max_line: usize,
+    stats: Arc<SinkStats>,
+}
+
+/// A client's queue of records, keeping `bytes_buffered` right: what it takes is subtracted
+/// once written, and whatever is left when the client goes (even aborted) is subtracted too.
+struct ClientQueue {
+    records: mpsc::Receiver<Bytes>,
+    stats: Arc<SinkStats>,
+    taken: u64,
+}
+
+impl ClientQueue {
+    async fn recv(&mut self) -> Option<Bytes> {
+        let record = self.records.recv().await?;
+        self.taken += record.len() as u64;
+        Some(record)
+    }
+
+    fn try_recv(&mut self) -> Option<Bytes> {
+        let record = self.records.try_recv().ok()?;
+        self.taken += record.len() as u64;
+        Some(record)
+    }
+
+    fn written(&mut self) {
+        self.stats
+            .bytes_buffered
+            .fetch_sub(std::mem::take(&mut self.taken), Ordering::Relaxed);
+    }
+}
+
+impl Drop for ClientQueue {
+    fn drop(&mut self) {
+        self.records.close();
+        while self.try_recv().is_some() {}
+        self.written();
+    }
 }
 
 impl Client {
@@ -266,8 +327,13 @@ impl Client {
     async fn serve<S: AsyncRead + AsyncWrite>(
         &self,
         stream: S,
-        mut records: mpsc::Receiver<Bytes>,
+        records: mpsc::Receiver<Bytes>,
     ) -> io::Result<()> {
+        let mut records = ClientQueue {
+            records,
+            stats: self.stats.clone(),
+            taken: 0,
+        };
         let (reader, writer) = tokio::io::split(stream);
         let mut out = BufWriter::with_capacity(64 * 1024, writer);
         let mut lines = FramedRead::new(reader, BoundedLines::new(self.max_line));
@@ -280,11 +346,12 @@ impl Client {
                         // Batch what is already queued into few writes.
                         while out.buffer().len() < 48 * 1024 {
                             match records.try_recv() {
-                                Ok(more) => out.write_all(&more).await?,
-                                Err(_) => break,
+                                Some(more) => out.write_all(&more).await?,
+                                None => break,
                             }
                         }
                         out.flush().await?;
+                        records.written();
                     }
                     None => break,
                 },

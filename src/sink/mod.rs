@@ -60,6 +60,8 @@ pub struct SinkStats {
     pub records_written: AtomicU64,
     /// Records dropped for slow clients.
     pub records_dropped: AtomicU64,
+    /// Bytes queued for clients and not yet written.
+    pub bytes_buffered: AtomicU64,
 }
 
 /// What a running sink task needs from the supervisor.

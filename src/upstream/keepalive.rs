@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::Cause;
+
 /// What the connection loop should do when the keepalive deadline passes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Due {
@@ -17,7 +19,7 @@ pub enum Due {
     /// Send a Ping now.
     Ping,
     /// The connection is dead or stale: reconnect, giving this reason.
-    Dead(String),
+    Dead(Cause, String),
 }
 
 /// The keepalive state of one connection.
@@ -95,18 +97,24 @@ impl Keepalive {
     pub fn check(&self, now: Instant) -> Due {
         if let Some(t) = self.receive_timeout {
             if now >= self.last_data + t {
-                return Due::Dead(format!(
-                    "no data message for {} (receive_timeout): stale feed",
-                    humantime::format_duration(t)
-                ));
+                return Due::Dead(
+                    Cause::ReceiveTimeout,
+                    format!(
+                        "no data message for {} (receive_timeout): stale feed",
+                        humantime::format_duration(t)
+                    ),
+                );
             }
         }
         if let Some(sent) = self.ping_sent {
             if now >= sent + self.ping_timeout {
-                return Due::Dead(format!(
-                    "no answer to our Ping within {} (ping_timeout): connection dead",
-                    humantime::format_duration(self.ping_timeout)
-                ));
+                return Due::Dead(
+                    Cause::PingTimeout,
+                    format!(
+                        "no answer to our Ping within {} (ping_timeout): connection dead",
+                        humantime::format_duration(self.ping_timeout)
+                    ),
+                );
             }
         } else if let Some(interval) = self.ping_interval {
             if now >= self.last_frame + interval {
@@ -135,7 +143,7 @@ mod tests {
         assert_eq!(k.deadline(), t0 + ms(150));
         assert_eq!(k.check(t0 + ms(149)), Due::Wait(t0 + ms(150)));
         assert!(
-            matches!(k.check(t0 + ms(150)), Due::Dead(reason) if reason.contains("ping_timeout"))
+            matches!(k.check(t0 + ms(150)), Due::Dead(Cause::PingTimeout, reason) if reason.contains("ping_timeout"))
         );
     }
 
@@ -169,7 +177,7 @@ mod tests {
             k.pong_received(t0 + ms(step * 50));
         }
         assert!(
-            matches!(k.check(t0 + ms(300)), Due::Dead(reason) if reason.contains("receive_timeout"))
+            matches!(k.check(t0 + ms(300)), Due::Dead(Cause::ReceiveTimeout, reason) if reason.contains("receive_timeout"))
         );
         k.data_received(t0 + ms(300));
         assert!(matches!(k.check(t0 + ms(301)), Due::Wait(_)));

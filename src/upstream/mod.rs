@@ -63,8 +63,8 @@ pub struct UpstreamStats {
     pub state: AtomicU8,
     /// Completed handshakes.
     pub connects: AtomicU64,
-    /// Connections that ended or attempts that failed.
-    pub disconnects: AtomicU64,
+    /// Connections that ended or attempts that failed, by [`Cause`].
+    pub disconnects: [AtomicU64; Cause::ALL.len()],
     /// Data messages received.
     pub messages_received: AtomicU64,
     /// Payload bytes received.
@@ -77,7 +77,67 @@ pub struct UpstreamStats {
     pub ping_rtt_us: AtomicU64,
 }
 
+/// Why a connection ended or an attempt failed, as the metrics count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// TCP, DNS, TLS or the handshake failed, or connect_timeout passed.
+    ConnectFailed,
+    /// The peer sent Close.
+    PeerClosed,
+    /// Our Ping went unanswered for ping_timeout.
+    PingTimeout,
+    /// No data message for receive_timeout.
+    ReceiveTimeout,
+    /// The peer sent a message larger than max_message_size.
+    MessageTooBig,
+    /// Reset, EOF without Close, protocol error, failed write.
+    ConnectionLost,
+    /// We closed (shutdown, reload, `connect` at stdin EOF).
+    Closed,
+}
+
+impl Cause {
+    /// Every cause, in the order of [`UpstreamStats::disconnects`].
+    pub const ALL: [Cause; 7] = [
+        Cause::ConnectFailed,
+        Cause::PeerClosed,
+        Cause::PingTimeout,
+        Cause::ReceiveTimeout,
+        Cause::MessageTooBig,
+        Cause::ConnectionLost,
+        Cause::Closed,
+    ];
+
+    /// The `cause` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::ConnectFailed => "connect_failed",
+            Cause::PeerClosed => "peer_closed",
+            Cause::PingTimeout => "ping_timeout",
+            Cause::ReceiveTimeout => "receive_timeout",
+            Cause::MessageTooBig => "message_too_big",
+            Cause::ConnectionLost => "connection_lost",
+            Cause::Closed => "closed",
+        }
+    }
+}
+
+impl SessionEnd {
+    /// The cause to count.
+    pub fn cause(&self) -> Cause {
+        match self {
+            SessionEnd::Closed { .. } => Cause::Closed,
+            SessionEnd::PeerClosed { .. } => Cause::PeerClosed,
+            SessionEnd::Failed(cause, _) => *cause,
+        }
+    }
+}
+
 impl UpstreamStats {
+    fn count_disconnect(&self, cause: Cause) {
+        self.disconnects[cause as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
     fn set_state(&self, state: State) {
         self.state.store(state as u8, Ordering::Relaxed);
     }
@@ -112,7 +172,7 @@ pub enum SessionEnd {
         reason: String,
     },
     /// The connection failed: reset, dead, protocol error, oversized message, ….
-    Failed(String),
+    Failed(Cause, String),
 }
 
 /// Why the task returned.
@@ -171,7 +231,7 @@ impl Upstream {
             };
             let end = match attempt {
                 Err(error) => {
-                    self.stats.disconnects.fetch_add(1, Ordering::Relaxed);
+                    self.stats.count_disconnect(Cause::ConnectFailed);
                     if self.mode == RunMode::Once {
                         self.stats.set_state(State::Stopped);
                         return UpstreamExit::ConnectFailed(error);
@@ -203,7 +263,7 @@ impl Upstream {
                         ))
                         .await;
                     let (end, stable) = self.session(connected.ws, &name).await;
-                    self.stats.disconnects.fetch_add(1, Ordering::Relaxed);
+                    self.stats.count_disconnect(end.cause());
                     if stable {
                         backoff.reset();
                     }
@@ -259,7 +319,10 @@ impl Upstream {
         for text in &self.config.on_connect {
             if let Err(e) = ws.send(Message::text(text.as_str())).await {
                 return (
-                    SessionEnd::Failed(format!("sending on_connect message: {e}")),
+                    SessionEnd::Failed(
+                        Cause::ConnectionLost,
+                        format!("sending on_connect message: {e}"),
+                    ),
                     false,
                 );
             }
@@ -314,19 +377,21 @@ impl Upstream {
                         Some(Err(WsError::ConnectionClosed)) | None => {
                             break match peer_close.take() {
                                 Some((code, reason)) => SessionEnd::PeerClosed { code, reason },
-                                None => SessionEnd::Failed("the connection ended without a Close frame".into()),
+                                None => SessionEnd::Failed(Cause::ConnectionLost, "the connection ended without a Close frame".into()),
                             };
                         }
                         Some(Err(e)) => {
                             if let Some((code, reason)) = peer_close.take() {
                                 break SessionEnd::PeerClosed { code, reason };
                             }
+                            let reason = read_error(&e, self.config.max_message_size);
                             if matches!(e, WsError::Capacity(_)) {
                                 // Tell the peer why, as aiohttp does: 1009 Message Too Big.
                                 let frame = CloseFrame { code: CloseCode::Size, reason: "message too big".into() };
                                 self.close(&mut ws, Some(frame), name).await;
+                                break SessionEnd::Failed(Cause::MessageTooBig, reason);
                             }
-                            break SessionEnd::Failed(read_error(&e, self.config.max_message_size));
+                            break SessionEnd::Failed(Cause::ConnectionLost, reason);
                         }
                     }
                 }
@@ -339,7 +404,7 @@ impl Upstream {
                     }
                     Some(message) => {
                         if let Err(e) = ws.send(message).await {
-                            break SessionEnd::Failed(format!("sending a message: {e}"));
+                            break SessionEnd::Failed(Cause::ConnectionLost, format!("sending a message: {e}"));
                         }
                         self.stats.messages_sent.fetch_add(1, Ordering::Relaxed);
                     }
@@ -355,10 +420,10 @@ impl Upstream {
                         Due::Ping => {
                             keepalive.ping_sent(now);
                             if let Err(e) = ws.send(Message::Ping(Default::default())).await {
-                                break SessionEnd::Failed(format!("sending a Ping: {e}"));
+                                break SessionEnd::Failed(Cause::ConnectionLost, format!("sending a Ping: {e}"));
                             }
                         }
-                        Due::Dead(reason) => break SessionEnd::Failed(reason),
+                        Due::Dead(cause, reason) => break SessionEnd::Failed(cause, reason),
                         Due::Wait(_) => {}
                     }
                     timer.as_mut().reset(keepalive.deadline());
@@ -478,7 +543,7 @@ pub fn describe(end: &SessionEnd) -> String {
         SessionEnd::PeerClosed { code, reason } => {
             format!("peer closed the connection with code {code}: {reason}")
         }
-        SessionEnd::Failed(reason) => reason.clone(),
+        SessionEnd::Failed(_, reason) => reason.clone(),
     }
 }
 

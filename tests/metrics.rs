@@ -1,0 +1,247 @@
+//! `[metrics]`: Prometheus text at /metrics, JSON at /status, /healthz, and `wsbridge status`,
+//! scraped from a real daemon while a real server sends traffic.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+/// A plain HTTP GET: (status code, body).
+async fn get(port: u16, path: &str) -> (u16, String) {
+    let mut stream = connect_tcp(([127, 0, 0, 1], port).into()).await;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(SOON, stream.read_to_string(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, body.to_string())
+}
+
+/// The value of one sample line of the Prometheus text, e.g.
+/// `wsbridge_upstream_messages_received_total{upstream="feed"}`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        line.strip_prefix(series)
+            .and_then(|rest| rest.trim().parse().ok())
+    })
+}
+
+/// Polls `/metrics` until `series` has `want` (counters are read while traffic flows).
+async fn wait_for_sample(port: u16, series: &str, want: f64) -> String {
+    let deadline = Instant::now() + SOON;
+    loop {
+        let (code, text) = get(port, "/metrics").await;
+        assert_eq!(code, 200);
+        if sample(&text, series) == Some(want) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} never became {want}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn config(url: &str, metrics_port: u16, sink_port: u16) -> String {
+    format!(
+        r#"
+[metrics]
+listen = "127.0.0.1:{metrics_port}"
+
+[[upstream]]
+name = "feed"
+url = "{url}"
+required = true
+reconnect = {{ initial = "200ms", max = "1s" }}
+
+[[sink]]
+type = "tcp"
+listen = "127.0.0.1:{sink_port}"
+"#
+    )
+}
+
+#[tokio::test]
+async fn counters_match_the_traffic_and_state_and_health_follow_the_upstream() {
+    let mut server = TestServer::start(ServerOptions::default()).await;
+    let (metrics_port, sink_port) = (free_port(), free_port());
+    let daemon = Daemon::start(&config(&server.url("/"), metrics_port, sink_port)).await;
+    let mut conn = server.accept().await;
+    let mut reader = RecordReader::new(connect_tcp(([127, 0, 0, 1], sink_port).into()).await);
+    daemon.wait_for_log("client connected").await;
+
+    let (code, body) = get(metrics_port, "/healthz").await;
+    assert_eq!((code, body.as_str()), (200, "ok\n"));
+
+    let mut bytes = 0;
+    for i in 0..250 {
+        let message = format!("message number {i}");
+        bytes += message.len();
+        conn.send_text(&message).await;
+    }
+    conn.send_text("from the client, please").await;
+    bytes += "from the client, please".len();
+    let text = wait_for_sample(
+        metrics_port,
+        "wsbridge_upstream_messages_received_total{upstream=\"feed\"}",
+        251.0,
+    )
+    .await;
+    assert_eq!(
+        sample(
+            &text,
+            "wsbridge_upstream_bytes_received_total{upstream=\"feed\"}"
+        ),
+        Some(bytes as f64)
+    );
+    assert_eq!(
+        sample(&text, "wsbridge_upstream_state{upstream=\"feed\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "wsbridge_upstream_connects_total{upstream=\"feed\"}"),
+        Some(1.0)
+    );
+    let clients = format!("wsbridge_sink_clients{{sink=\"tcp:127.0.0.1:{sink_port}\"}}");
+    assert_eq!(sample(&text, &clients), Some(1.0), "{text}");
+    assert!(
+        sample(
+            &text,
+            "wsbridge_upstream_last_message_age_seconds{upstream=\"feed\"}"
+        )
+        .is_some(),
+        "{text}"
+    );
+
+    // The sink counts exactly the records its client read (the 251 messages, plus the open
+    // record if the client connected before the upstream did).
+    let written =
+        format!("wsbridge_sink_records_written_total{{sink=\"tcp:127.0.0.1:{sink_port}\"}}");
+    let (mut data, mut records) = (0, 0);
+    while data < 251 {
+        let record = reader.next().await;
+        records += 1;
+        data += usize::from(is_data(&record));
+    }
+    wait_for_sample(metrics_port, &written, records as f64).await;
+
+    // Inbound: sent messages are counted.
+    let status = wsbridge::metrics::fetch_status(([127, 0, 0, 1], metrics_port).into())
+        .await
+        .unwrap();
+    assert_eq!(status.upstreams[0].messages_received, 251);
+    assert!(status.healthy);
+
+    // Kill the server: state goes to backoff (2), /healthz to 503, disconnects are counted.
+    let addr = server.stop();
+    drop(conn);
+    wait_for_sample(
+        metrics_port,
+        "wsbridge_upstream_state{upstream=\"feed\"}",
+        2.0,
+    )
+    .await;
+    let (code, body) = get(metrics_port, "/healthz").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("feed"), "{body}");
+    let text = get(metrics_port, "/metrics").await.1;
+    let lost = sample(
+        &text,
+        "wsbridge_upstream_disconnects_total{upstream=\"feed\",cause=\"connection_lost\"}",
+    )
+    .unwrap();
+    assert!(lost >= 1.0, "{text}");
+
+    // Back up: open again, healthy again.
+    let mut server = TestServer::start_on(addr, ServerOptions::default()).await;
+    let _conn = server.accept().await;
+    wait_for_sample(
+        metrics_port,
+        "wsbridge_upstream_state{upstream=\"feed\"}",
+        1.0,
+    )
+    .await;
+    let (code, _) = get(metrics_port, "/healthz").await;
+    assert_eq!(code, 200);
+}
+
+#[tokio::test]
+async fn wsbridge_status_prints_a_row_per_upstream_and_sink() {
+    let mut server = TestServer::start(ServerOptions::default()).await;
+    let (metrics_port, sink_port) = (free_port(), free_port());
+    let daemon = Daemon::start(&config(&server.url("/"), metrics_port, sink_port)).await;
+    let mut conn = server.accept().await;
+    for i in 0..7 {
+        conn.send_text(&format!("m{i}")).await;
+    }
+    wait_for_sample(
+        metrics_port,
+        "wsbridge_upstream_messages_received_total{upstream=\"feed\"}",
+        7.0,
+    )
+    .await;
+    let out = std::process::Command::new(bin())
+        .args(["status", "-c"])
+        .arg(&daemon.config_path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    let feed = table
+        .lines()
+        .find(|l| l.starts_with("feed*"))
+        .unwrap_or_else(|| panic!("no feed row:\n{table}"));
+    let cells: Vec<&str> = feed.split_whitespace().collect();
+    assert_eq!(cells[1], "open", "{table}");
+    assert_eq!(cells[4], "7", "received column: {table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&format!("tcp:127.0.0.1:{sink_port}"))),
+        "{table}"
+    );
+    assert!(table.contains("health: ok"), "{table}");
+
+    // Without [metrics], status says what to add.
+    let dir = tempfile::tempdir().unwrap();
+    let bare = dir.path().join("bare.toml");
+    std::fs::write(&bare, "[[sink]]\ntype = \"stdout\"\n").unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["status", "-c"])
+        .arg(&bare)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[metrics]"));
+}
+
+#[tokio::test]
+async fn sigusr1_logs_the_summary() {
+    let mut server = TestServer::start(ServerOptions::default()).await;
+    let (metrics_port, sink_port) = (free_port(), free_port());
+    let daemon = Daemon::start(&config(&server.url("/"), metrics_port, sink_port)).await;
+    let _conn = server.accept().await;
+    wait_for_sample(
+        metrics_port,
+        "wsbridge_upstream_state{upstream=\"feed\"}",
+        1.0,
+    )
+    .await;
+    daemon.signal(10);
+    daemon.wait_for_log("1/1 upstreams open").await;
+}
