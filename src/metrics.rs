@@ -51,6 +51,8 @@ pub struct Status {
     pub upstreams: Vec<UpstreamStatus>,
     /// The sinks, in config order.
     pub sinks: Vec<SinkStatus>,
+    /// Tasks alive in the runtime (upstreams, sinks, clients, …): a leak shows here.
+    pub tasks: u64,
 }
 
 /// One upstream in [`Status`].
@@ -165,10 +167,13 @@ impl Metrics {
             })
             .collect();
         let healthy = upstreams.iter().all(|u| !u.required || u.state == "open");
+        let tasks = tokio::runtime::Handle::try_current()
+            .map_or(0, |h| h.metrics().num_alive_tasks() as u64);
         Status {
             healthy,
             upstreams,
             sinks,
+            tasks,
         }
     }
 

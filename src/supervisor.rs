@@ -218,6 +218,10 @@ impl Supervisor {
         }
         for (name, upstream) in self.upstreams.drain() {
             finish(upstream.task, deadline, &format!("upstream {name}")).await;
+            if let Some(stats) = self.upstream_stats.get(&name) {
+                let received = stats.messages_received.load(Ordering::Relaxed);
+                info!(upstream = %name, messages_received = received, "upstream closed");
+            }
         }
         // With the upstream tasks gone and the routes cleared, each sink's input closes once
         // it has been read to the end.
