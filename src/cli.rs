@@ -361,6 +361,13 @@ fn init_logging(level: &str, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // tungstenite traces the whole handshake request, Authorization and Cookie included:
+    // whatever the user asked for, those crates log at debug at most, so secrets never reach
+    // a log line.
+    let filter = ["tungstenite=debug", "tokio_tungstenite=debug"]
+        .iter()
+        .filter_map(|d| d.parse().ok())
+        .fold(filter, |f, d| f.add_directive(d));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         // Colour only for a person at a terminal, never into the journal or a file.

@@ -75,6 +75,12 @@ impl Keepalive {
         rtt
     }
 
+    /// Whether a Ping of ours is unanswered. Any frame then moves the deadline earlier (from
+    /// the Ping's timeout to the next interval), so the caller must re-arm its timer.
+    pub fn awaiting_pong(&self) -> bool {
+        self.ping_sent.is_some()
+    }
+
     /// Records that we sent a Ping at `now`.
     pub fn ping_sent(&mut self, now: Instant) {
         self.ping_sent = Some(now);

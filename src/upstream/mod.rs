@@ -348,6 +348,12 @@ impl Upstream {
                 }
                 frame = ws.next() => {
                     let now = Instant::now();
+                    if keepalive.awaiting_pong() {
+                        // Whatever this frame is, it answers for the peer: the next Ping is
+                        // due an interval from now, which may be before the Ping's timeout.
+                        keepalive.frame_received(now);
+                        timer.as_mut().reset(keepalive.deadline());
+                    }
                     match frame {
                         Some(Ok(Message::Text(data))) => {
                             keepalive.data_received(now);
