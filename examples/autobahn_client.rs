@@ -38,18 +38,20 @@ async fn session(url: Url, echo: bool) -> Result<Vec<String>, String> {
     };
     let task = tokio::spawn(upstream.run());
     let mut texts = Vec::new();
-    while let Some(event) = events.recv().await {
-        let reply = match &event.kind {
-            EventKind::Text { data, .. } => {
-                texts.push(data.to_string());
-                Message::Text(data.clone())
+    while let Some(batch) = events.recv().await {
+        for event in batch.iter() {
+            let reply = match &event.kind {
+                EventKind::Text { data, .. } => {
+                    texts.push(data.to_string());
+                    Message::Text(data.clone())
+                }
+                EventKind::Binary { data, .. } => Message::Binary(data.clone()),
+                _ => continue,
+            };
+            if echo {
+                // The task may already have ended (a case that fails the connection).
+                let _ = queue.send(reply).await;
             }
-            EventKind::Binary { data, .. } => Message::Binary(data.clone()),
-            _ => continue,
-        };
-        if echo {
-            // The task may already have ended (a case that fails the connection).
-            let _ = queue.send(reply).await;
         }
     }
     match task.await.map_err(|e| e.to_string())? {

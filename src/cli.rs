@@ -299,7 +299,8 @@ fn connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let runtime = runtime()?;
+    // One connection: a single-threaded runtime avoids cross-thread wakeups per batch.
+    let runtime = current_thread_runtime()?;
     let code = runtime.block_on(async move {
         let interrupt = tokio_util::sync::CancellationToken::new();
         let mut controls = signals()?;
@@ -323,6 +324,13 @@ fn connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     // A read of stdin may still be blocked in the runtime's thread pool: do not wait for it.
     runtime.shutdown_background();
     Ok(code)
+}
+
+fn current_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -364,10 +372,14 @@ fn init_logging(level: &str, format: LogFormat) {
     // tungstenite traces the whole handshake request, Authorization and Cookie included:
     // whatever the user asked for, those crates log at debug at most, so secrets never reach
     // a log line.
-    let filter = ["tungstenite=debug", "tokio_tungstenite=debug"]
-        .iter()
-        .filter_map(|d| d.parse().ok())
-        .fold(filter, |f, d| f.add_directive(d));
+    let filter = if filter.max_level_hint() == Some(tracing::level_filters::LevelFilter::TRACE) {
+        ["tungstenite=debug", "tokio_tungstenite=debug"]
+            .iter()
+            .filter_map(|d| d.parse().ok())
+            .fold(filter, |f, d| f.add_directive(d))
+    } else {
+        filter
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         // Colour only for a person at a terminal, never into the journal or a file.

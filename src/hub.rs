@@ -17,8 +17,12 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::config::SinkConfig;
 use crate::record::Event;
 
-/// A sink's bounded input.
-pub type SinkInput = mpsc::Sender<Arc<Event>>;
+/// Events of one upstream that arrived together (read without waiting), shared by every sink:
+/// one allocation and one channel send per sink per batch, not per message.
+pub type Batch = Arc<Vec<Event>>;
+
+/// A sink's bounded input, in batches.
+pub type SinkInput = mpsc::Sender<Batch>;
 
 /// An upstream's bounded queue of messages to send.
 pub type SendQueue = mpsc::Sender<Message>;
@@ -47,16 +51,24 @@ impl Outlet {
         Outlet { routes, current }
     }
 
-    /// Sends `event` to every routed sink, waiting where a sink's input is full (that is the
-    /// backpressure of `on_slow = "block"`; other sinks drain their input promptly).
+    /// Sends one event to every routed sink.
     pub async fn deliver(&mut self, event: Event) {
+        self.deliver_batch(vec![event]).await;
+    }
+
+    /// Sends `events` to every routed sink, waiting where a sink's input is full (that is the
+    /// backpressure of `on_slow = "block"`; other sinks drain their input promptly).
+    pub async fn deliver_batch(&mut self, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
         if self.routes.has_changed().unwrap_or(false) {
             self.current = self.routes.borrow_and_update().clone();
         }
-        let event = Arc::new(event);
+        let batch = Arc::new(events);
         for sink in self.current.iter() {
             // A sink that stopped (removed on reload) just no longer receives.
-            let _ = sink.send(event.clone()).await;
+            let _ = sink.send(batch.clone()).await;
         }
     }
 }

@@ -148,7 +148,7 @@ impl Encoding {
 fn encode_raw(event: &Event, out: &mut Vec<u8>) -> bool {
     match &event.kind {
         EventKind::Text { data, .. } => {
-            if data.as_bytes().iter().any(|&b| b == b'\n' || b == b'\r') {
+            if data.as_bytes().contains(&b'\n') || data.as_bytes().contains(&b'\r') {
                 write_json_str(out, data.as_str());
             } else {
                 out.extend_from_slice(data.as_bytes());

@@ -1,10 +1,11 @@
 //! The listener sinks (unix and tcp): one accept loop, one task per client, and the
 //! `on_slow` policy applied where the sink hands a record to a client's bounded queue.
 //!
-//! Each record is encoded once per sink; every client gets a clone of the same [`Bytes`].
-//! A client task owns its socket: it writes queued records (flushing when its queue runs
-//! dry) and reads the client's inbound lines, answering a bad line with an error record on
-//! that connection only.
+//! Each batch of records is encoded once per sink into one [`Chunk`]; every client gets a
+//! clone of the same bytes. A client's queue is bounded in records (`buffer`) by a semaphore
+//! of permits that the client returns once it has written them. A client task owns its
+//! socket: it writes queued chunks (flushing when its queue runs dry) and reads the client's
+//! inbound lines, answering a bad line with an error record on that connection only.
 
 use std::io;
 use std::sync::atomic::Ordering;
@@ -14,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::codec::FramedRead;
 use tracing::{debug, info, warn};
@@ -33,10 +34,34 @@ pub enum Listener<'a> {
     Tcp(&'a tokio::net::TcpListener, usize),
 }
 
+/// Records encoded together (one upstream batch, or one error record), shared by clients.
+#[derive(Debug, Clone)]
+struct Chunk {
+    bytes: Bytes,
+    /// How many records the bytes hold.
+    records: u64,
+    /// How much of a client's `buffer` it takes: its records, but never more than the whole
+    /// buffer (a batch larger than the buffer still fits an empty queue).
+    permits: u32,
+}
+
+impl Chunk {
+    fn new(bytes: Bytes, records: u64, buffer: usize) -> Chunk {
+        let permits = records.min(buffer as u64).min(u64::from(u32::MAX)) as u32;
+        Chunk {
+            bytes,
+            records,
+            permits,
+        }
+    }
+}
+
 /// A sink's handle on one client.
 struct ClientSlot {
     id: u64,
-    queue: mpsc::Sender<Bytes>,
+    queue: mpsc::Sender<Chunk>,
+    /// Free room in the client's queue, in records.
+    room: Arc<Semaphore>,
     task: AbortHandle,
     /// Records dropped since the client last had room (`on_slow = "drop"`).
     dropped: u64,
@@ -53,7 +78,7 @@ pub async fn run(listener: Listener<'_>, mut ctx: SinkContext) -> Result<(), Sin
     let mut clients: Vec<ClientSlot> = Vec::new();
     let mut tasks = JoinSet::new();
     let mut next_id = 0u64;
-    let mut line = Vec::with_capacity(1024);
+    let mut encoded = Vec::with_capacity(64 * 1024);
     loop {
         tokio::select! {
             biased;
@@ -68,7 +93,9 @@ pub async fn run(listener: Listener<'_>, mut ctx: SinkContext) -> Result<(), Sin
                         continue;
                     }
                     next_id += 1;
+                    // Every chunk takes at least one permit, so the channel never fills first.
                     let (queue, records) = mpsc::channel(ctx.config.buffer);
+                    let room = Arc::new(Semaphore::new(ctx.config.buffer));
                     let client = Client {
                         id: next_id,
                         peer: peer.clone(),
@@ -77,10 +104,11 @@ pub async fn run(listener: Listener<'_>, mut ctx: SinkContext) -> Result<(), Sin
                         directory: ctx.directory.clone(),
                         max_line: ctx.max_line,
                         stats: ctx.stats.clone(),
+                        room: room.clone(),
                     };
                     let task = tasks.spawn(client.run(stream, records));
                     debug!(sink = %name, %peer, id = next_id, "client connected");
-                    clients.push(ClientSlot { id: next_id, queue, task, dropped: 0 });
+                    clients.push(ClientSlot { id: next_id, queue, room, task, dropped: 0 });
                     ctx.stats.clients.store(clients.len() as u64, Ordering::Relaxed);
                 }
                 Err(e) => {
@@ -89,14 +117,16 @@ pub async fn run(listener: Listener<'_>, mut ctx: SinkContext) -> Result<(), Sin
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
-            event = ctx.input.recv() => {
-                let Some(event) = event else { break };
-                line.clear();
-                if !encoding.encode(&event, &mut line) {
+            batch = ctx.input.recv() => {
+                let Some(batch) = batch else { break };
+                let records = batch.iter().filter(|event| encoding.encode(event, &mut encoded)).count() as u64;
+                if records == 0 {
                     continue;
                 }
-                let record = Bytes::copy_from_slice(&line);
-                hand_out(&mut clients, record, ctx.config.on_slow, &name, &ctx).await;
+                // Hand the buffer over without copying; the next one starts at a similar size.
+                let next = Vec::with_capacity(encoded.len().max(1024));
+                let chunk = Chunk::new(Bytes::from(std::mem::replace(&mut encoded, next)), records, ctx.config.buffer);
+                hand_out(&mut clients, chunk, ctx.config.on_slow, &name, &ctx).await;
                 ctx.stats.clients.store(clients.len() as u64, Ordering::Relaxed);
             }
         }
@@ -109,46 +139,35 @@ pub async fn run(listener: Listener<'_>, mut ctx: SinkContext) -> Result<(), Sin
     Ok(())
 }
 
-/// Gives `record` to every client according to `on_slow`.
+/// Gives `chunk` to every client according to `on_slow`.
 async fn hand_out(
     clients: &mut Vec<ClientSlot>,
-    record: Bytes,
+    chunk: Chunk,
     on_slow: OnSlow,
     sink: &str,
     ctx: &SinkContext,
 ) {
-    use mpsc::error::TrySendError;
     let stats = &ctx.stats;
     let mut i = 0;
     while i < clients.len() {
         let slot = &mut clients[i];
         let outcome = match on_slow {
-            OnSlow::Block => {
-                let len = record.len() as u64;
-                stats.bytes_buffered.fetch_add(len, Ordering::Relaxed);
-                slot.queue.send(record.clone()).await.map_err(|_| {
-                    stats.bytes_buffered.fetch_sub(len, Ordering::Relaxed);
-                    Gone
-                })
-            }
+            OnSlow::Block => offer_waiting(slot, chunk.clone(), stats).await,
             OnSlow::Disconnect => {
-                match offer(slot, record.clone(), stats) {
-                    Ok(()) => Ok(()),
-                    Err(TrySendError::Full(_)) => {
+                match offer(slot, chunk.clone(), stats) {
+                    Offer::Queued => Ok(()),
+                    Offer::Full => {
                         warn!(sink, id = slot.id, buffer = ctx.config.buffer, "disconnecting a client that is too slow: its buffer of records is full");
                         slot.task.abort();
                         Err(Gone)
                     }
-                    Err(TrySendError::Closed(_)) => Err(Gone),
+                    Offer::Gone => Err(Gone),
                 }
             }
-            OnSlow::Drop => try_send_or_drop(slot, &record, sink, stats),
+            OnSlow::Drop => offer_or_drop(slot, &chunk, sink, ctx),
         };
         match outcome {
-            Ok(()) => {
-                stats.records_written.fetch_add(1, Ordering::Relaxed);
-                i += 1;
-            }
+            Ok(()) => i += 1,
             Err(Gone) => {
                 clients.swap_remove(i);
             }
@@ -159,29 +178,61 @@ async fn hand_out(
 /// The client is gone (closed, or disconnected for being slow).
 struct Gone;
 
-/// Offers a record to a client's queue, counting its bytes as buffered while it waits there
-/// (counted before sending, so the client never subtracts more than was added).
-fn offer(
-    slot: &ClientSlot,
-    record: Bytes,
-    stats: &SinkStats,
-) -> Result<(), mpsc::error::TrySendError<Bytes>> {
-    let len = record.len() as u64;
-    stats.bytes_buffered.fetch_add(len, Ordering::Relaxed);
-    slot.queue.try_send(record).inspect_err(|_| {
-        stats.bytes_buffered.fetch_sub(len, Ordering::Relaxed);
-    })
+/// What became of a chunk offered to a client without waiting.
+enum Offer {
+    Queued,
+    Full,
+    Gone,
 }
 
-/// `on_slow = "drop"`: a full queue drops the record and counts it; once the client has room
-/// again it first gets an error record saying how many it missed.
-fn try_send_or_drop(
+/// Queues a chunk if the client has room for its records. Its bytes count as buffered until
+/// the client has written them.
+fn offer(slot: &ClientSlot, chunk: Chunk, stats: &SinkStats) -> Offer {
+    if slot.queue.is_closed() {
+        return Offer::Gone;
+    }
+    let Ok(permits) = slot.room.try_acquire_many(chunk.permits) else {
+        return Offer::Full;
+    };
+    permits.forget(); // the client gives them back once written
+    enqueue(slot, chunk, stats).map_or(Offer::Gone, |()| Offer::Queued)
+}
+
+/// `on_slow = "block"`: waits for room, which holds up this sink and, behind it, the upstream.
+async fn offer_waiting(slot: &ClientSlot, chunk: Chunk, stats: &SinkStats) -> Result<(), Gone> {
+    let permits = tokio::select! {
+        permits = slot.room.acquire_many(chunk.permits) => permits.map_err(|_| Gone)?,
+        _ = slot.queue.closed() => return Err(Gone),
+    };
+    permits.forget();
+    enqueue(slot, chunk, stats)
+}
+
+fn enqueue(slot: &ClientSlot, chunk: Chunk, stats: &SinkStats) -> Result<(), Gone> {
+    let (len, records) = (chunk.bytes.len() as u64, chunk.records);
+    // Counted before sending, so the client never subtracts more than was added.
+    stats.bytes_buffered.fetch_add(len, Ordering::Relaxed);
+    match slot.queue.try_send(chunk) {
+        Ok(()) => {
+            stats.records_written.fetch_add(records, Ordering::Relaxed);
+            Ok(())
+        }
+        Err(_) => {
+            stats.bytes_buffered.fetch_sub(len, Ordering::Relaxed);
+            Err(Gone)
+        }
+    }
+}
+
+/// `on_slow = "drop"`: a full queue drops the chunk and counts its records; once the client
+/// has room again it first gets an error record saying how many it missed.
+fn offer_or_drop(
     slot: &mut ClientSlot,
-    record: &Bytes,
+    chunk: &Chunk,
     sink: &str,
-    stats: &SinkStats,
+    ctx: &SinkContext,
 ) -> Result<(), Gone> {
-    use mpsc::error::TrySendError;
+    let stats = &ctx.stats;
     if slot.dropped > 0 {
         let notice = client_error_line(
             None,
@@ -190,8 +241,12 @@ fn try_send_or_drop(
                 slot.dropped
             ),
         );
-        match offer(slot, Bytes::from(notice), stats) {
-            Ok(()) => {
+        match offer(
+            slot,
+            Chunk::new(Bytes::from(notice), 1, ctx.config.buffer),
+            stats,
+        ) {
+            Offer::Queued => {
                 info!(
                     sink,
                     id = slot.id,
@@ -200,17 +255,19 @@ fn try_send_or_drop(
                 );
                 slot.dropped = 0;
             }
-            Err(TrySendError::Full(_)) => {
-                slot.dropped += 1;
-                stats.records_dropped.fetch_add(1, Ordering::Relaxed);
+            Offer::Full => {
+                slot.dropped += chunk.records;
+                stats
+                    .records_dropped
+                    .fetch_add(chunk.records, Ordering::Relaxed);
                 return Ok(());
             }
-            Err(TrySendError::Closed(_)) => return Err(Gone),
+            Offer::Gone => return Err(Gone),
         }
     }
-    match offer(slot, record.clone(), stats) {
-        Ok(()) => Ok(()),
-        Err(TrySendError::Full(_)) => {
+    match offer(slot, chunk.clone(), stats) {
+        Offer::Queued => Ok(()),
+        Offer::Full => {
             if slot.dropped == 0 {
                 warn!(
                     sink,
@@ -218,11 +275,13 @@ fn try_send_or_drop(
                     "client too slow: dropping records for it (on_slow = \"drop\")"
                 );
             }
-            slot.dropped += 1;
-            stats.records_dropped.fetch_add(1, Ordering::Relaxed);
+            slot.dropped += chunk.records;
+            stats
+                .records_dropped
+                .fetch_add(chunk.records, Ordering::Relaxed);
             Ok(())
         }
-        Err(TrySendError::Closed(_)) => Err(Gone),
+        Offer::Gone => Err(Gone),
     }
 }
 
@@ -272,46 +331,58 @@ struct Client {
     directory: watch::Receiver<Arc<Directory>>,
     max_line: usize,
     stats: Arc<SinkStats>,
+    /// Free room in this client's queue, in records (given back as chunks are written).
+    room: Arc<Semaphore>,
 }
 
-/// A client's queue of records, keeping `bytes_buffered` right: what it takes is subtracted
-/// once written, and whatever is left when the client goes (even aborted) is subtracted too.
+/// A client's queue of chunks. What it takes is given back once written: the bytes to
+/// `bytes_buffered`, the permits to the client's room. Whatever is left when the client goes
+/// (even aborted) is subtracted from `bytes_buffered` too.
 struct ClientQueue {
-    records: mpsc::Receiver<Bytes>,
+    chunks: mpsc::Receiver<Chunk>,
     stats: Arc<SinkStats>,
-    taken: u64,
+    room: Arc<Semaphore>,
+    taken_bytes: u64,
+    taken_permits: usize,
 }
 
 impl ClientQueue {
+    fn take(&mut self, chunk: Chunk) -> Bytes {
+        self.taken_bytes += chunk.bytes.len() as u64;
+        self.taken_permits += chunk.permits as usize;
+        chunk.bytes
+    }
+
     async fn recv(&mut self) -> Option<Bytes> {
-        let record = self.records.recv().await?;
-        self.taken += record.len() as u64;
-        Some(record)
+        let chunk = self.chunks.recv().await?;
+        Some(self.take(chunk))
     }
 
     fn try_recv(&mut self) -> Option<Bytes> {
-        let record = self.records.try_recv().ok()?;
-        self.taken += record.len() as u64;
-        Some(record)
+        let chunk = self.chunks.try_recv().ok()?;
+        Some(self.take(chunk))
     }
 
     fn written(&mut self) {
+        let bytes = std::mem::take(&mut self.taken_bytes);
         self.stats
             .bytes_buffered
-            .fetch_sub(std::mem::take(&mut self.taken), Ordering::Relaxed);
+            .fetch_sub(bytes, Ordering::Relaxed);
+        self.room
+            .add_permits(std::mem::take(&mut self.taken_permits));
     }
 }
 
 impl Drop for ClientQueue {
     fn drop(&mut self) {
-        self.records.close();
+        self.chunks.close();
         while self.try_recv().is_some() {}
         self.written();
     }
 }
 
 impl Client {
-    async fn run(self, stream: Stream, records: mpsc::Receiver<Bytes>) {
+    async fn run(self, stream: Stream, records: mpsc::Receiver<Chunk>) {
         let result = match stream {
             Stream::Unix(s) => self.serve(s, records).await,
             Stream::Tcp(s) => self.serve(s, records).await,
@@ -327,12 +398,14 @@ impl Client {
     async fn serve<S: AsyncRead + AsyncWrite>(
         &self,
         stream: S,
-        records: mpsc::Receiver<Bytes>,
+        chunks: mpsc::Receiver<Chunk>,
     ) -> io::Result<()> {
         let mut records = ClientQueue {
-            records,
+            chunks,
             stats: self.stats.clone(),
-            taken: 0,
+            room: self.room.clone(),
+            taken_bytes: 0,
+            taken_permits: 0,
         };
         let (reader, writer) = tokio::io::split(stream);
         let mut out = BufWriter::with_capacity(64 * 1024, writer);

@@ -19,8 +19,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{SinkConfig, SinkKind};
-use crate::hub::Directory;
-use crate::record::{Encoding, Event};
+use crate::hub::{Batch, Directory};
+use crate::record::Encoding;
 
 pub use stdout::StdoutSink;
 
@@ -69,7 +69,7 @@ pub struct SinkContext {
     /// The sink's settings.
     pub config: Arc<SinkConfig>,
     /// Events routed to this sink.
-    pub input: mpsc::Receiver<Arc<Event>>,
+    pub input: mpsc::Receiver<Batch>,
     /// Upstream send queues, for inbound lines.
     pub directory: watch::Receiver<Arc<Directory>>,
     /// Cancelled to stop accepting and finish.

@@ -10,7 +10,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{SinkError, SinkStats};
-use crate::record::{Encoding, Event};
+use crate::hub::Batch;
+use crate::record::Encoding;
 
 /// Stop after this many data messages (`connect --max-messages`).
 struct Limit {
@@ -48,35 +49,39 @@ impl<W: AsyncWrite + Unpin> StdoutSink<W> {
     /// Writes until the input closes, or until cancelled and what was queued is written.
     pub async fn run(
         mut self,
-        mut input: mpsc::Receiver<Arc<Event>>,
+        mut input: mpsc::Receiver<Batch>,
         shutdown: CancellationToken,
         stats: Arc<SinkStats>,
     ) -> Result<(), SinkError> {
-        let mut line = Vec::with_capacity(1024);
+        let mut chunk = Vec::with_capacity(64 * 1024);
         loop {
-            let event = tokio::select! {
+            let batch = tokio::select! {
                 biased;
-                event = input.recv() => event,
+                batch = input.recv() => batch,
                 _ = shutdown.cancelled() => {
                     // Removed on reload: write what is already queued, then stop.
                     input.close();
                     input.recv().await
                 }
             };
-            let Some(event) = event else { break };
-            if event.is_data() {
-                if let Some(limit) = &mut self.limit {
-                    if limit.remaining == 0 {
-                        continue;
+            let Some(batch) = batch else { break };
+            chunk.clear();
+            let mut written = 0;
+            for event in batch.iter() {
+                if event.is_data() {
+                    if let Some(limit) = &mut self.limit {
+                        if limit.remaining == 0 {
+                            continue;
+                        }
+                        limit.remaining -= 1;
                     }
-                    limit.remaining -= 1;
+                }
+                if self.encoding.encode(event, &mut chunk) {
+                    written += 1;
                 }
             }
-            line.clear();
-            if self.encoding.encode(&event, &mut line) {
-                self.out.write_all(&line).await.map_err(classify)?;
-                stats.records_written.fetch_add(1, Ordering::Relaxed);
-            }
+            self.out.write_all(&chunk).await.map_err(classify)?;
+            stats.records_written.fetch_add(written, Ordering::Relaxed);
             if let Some(limit) = &self.limit {
                 if limit.remaining == 0 && !limit.reached.is_cancelled() {
                     self.out.flush().await.map_err(classify)?;

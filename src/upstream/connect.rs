@@ -97,7 +97,10 @@ pub fn request(config: &UpstreamConfig) -> Result<Request<()>, ConnectError> {
 
 /// Frame limits for a connection: one frame may be as large as a whole message.
 pub fn websocket_config(max_message_size: usize) -> WebSocketConfig {
+    // tungstenite zero-fills its read buffer up front: 16 KiB instead of the default 128 KiB
+    // keeps 1,000 idle upstreams small and costs no measurable throughput.
     WebSocketConfig::default()
+        .read_buffer_size(16 * 1024)
         .max_message_size(Some(max_message_size))
         .max_frame_size(Some(max_message_size))
 }

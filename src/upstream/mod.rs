@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -314,117 +314,103 @@ impl Upstream {
     /// data or stayed open for `reconnect.max`).
     async fn session(&mut self, mut ws: WsStream, name: &Arc<str>) -> (SessionEnd, bool) {
         let opened = Instant::now();
-        let mut got_data = false;
         let stable_after = self.config.reconnect.max;
         for text in &self.config.on_connect {
             if let Err(e) = ws.send(Message::text(text.as_str())).await {
-                return (
-                    SessionEnd::Failed(
-                        Cause::ConnectionLost,
-                        format!("sending on_connect message: {e}"),
-                    ),
-                    false,
-                );
+                let reason = format!("sending on_connect message: {e}");
+                return (SessionEnd::Failed(Cause::ConnectionLost, reason), false);
             }
             self.stats.messages_sent.fetch_add(1, Ordering::Relaxed);
         }
-        let mut keepalive = Keepalive::new(
-            self.config.ping_interval,
-            self.config.ping_timeout,
-            self.config.receive_timeout,
-            opened,
-        );
-        let timer = tokio::time::sleep_until(keepalive.deadline());
+        let mut frames = Frames {
+            keepalive: Keepalive::new(
+                self.config.ping_interval,
+                self.config.ping_timeout,
+                self.config.receive_timeout,
+                opened,
+            ),
+            peer_close: None,
+            got_data: false,
+            batch: Vec::new(),
+            batch_bytes: 0,
+            seq: self.stats.seq.load(Ordering::Relaxed),
+            rtt: None,
+        };
+        let timer = tokio::time::sleep_until(frames.keepalive.deadline());
         tokio::pin!(timer);
-        let mut peer_close: Option<(u16, String)> = None;
         let mut queue_open = true;
+        // Made once: a new `cancelled()` future on every turn of a hot loop costs.
+        let shutdown = self.shutdown.clone();
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
         let end = loop {
             tokio::select! {
                 biased;
-                _ = self.shutdown.cancelled() => {
+                _ = &mut cancelled => {
                     let reason = if self.goodbye == CloseCode::Away { "going away" } else { "" };
-                    self.close(&mut ws, Some(CloseFrame { code: self.goodbye, reason: reason.into() }), name).await;
+                    let frame = CloseFrame { code: self.goodbye, reason: reason.into() };
+                    self.close(&mut ws, Some(frame), &mut frames, name).await;
                     break SessionEnd::Closed { code: self.goodbye.into(), reason: reason.into() };
                 }
                 frame = ws.next() => {
                     let now = Instant::now();
-                    if keepalive.awaiting_pong() {
-                        // Whatever this frame is, it answers for the peer: the next Ping is
-                        // due an interval from now, which may be before the Ping's timeout.
-                        keepalive.frame_received(now);
-                        timer.as_mut().reset(keepalive.deadline());
+                    let ts = crate::record::unix_millis();
+                    // A frame that answers our Ping moves the deadline earlier (to the next
+                    // interval); a Close starts the wait for the peer to hang up.
+                    let answers_ping = frames.keepalive.awaiting_pong();
+                    let was_closing = frames.peer_close.is_some();
+                    let mut step = frames.on_frame(frame, now, ts, name, self.config.max_message_size);
+                    // Take every frame that is already here before handing the batch on.
+                    while matches!(step, Step::Continue) && !frames.batch_full() {
+                        match ws.next().now_or_never() {
+                            Some(frame) => step = frames.on_frame(frame, now, ts, name, self.config.max_message_size),
+                            None => break,
+                        }
                     }
-                    match frame {
-                        Some(Ok(Message::Text(data))) => {
-                            keepalive.data_received(now);
-                            got_data = true;
-                            let seq = self.count_received(data.len());
-                            self.outlet.deliver(Event::now(name.clone(), EventKind::Text { seq, data })).await;
-                        }
-                        Some(Ok(Message::Binary(data))) => {
-                            keepalive.data_received(now);
-                            got_data = true;
-                            let seq = self.count_received(data.len());
-                            self.outlet.deliver(Event::now(name.clone(), EventKind::Binary { seq, data })).await;
-                        }
-                        // tungstenite queues the Pong itself; it goes out as we keep polling.
-                        Some(Ok(Message::Ping(_))) | Some(Ok(Message::Frame(_))) => keepalive.frame_received(now),
-                        Some(Ok(Message::Pong(_))) => {
-                            if let Some(rtt) = keepalive.pong_received(now) {
-                                self.stats.ping_rtt_us.store(rtt.as_micros() as u64, Ordering::Relaxed);
-                            }
-                        }
-                        Some(Ok(Message::Close(frame))) => {
-                            // tungstenite answers the Close; the server should now end the TCP
-                            // connection. Wait for that, but not past close_timeout.
-                            peer_close = Some(frame.map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.to_string())));
-                            timer.as_mut().reset(now + self.close_timeout);
-                        }
-                        Some(Err(WsError::ConnectionClosed)) | None => {
-                            break match peer_close.take() {
-                                Some((code, reason)) => SessionEnd::PeerClosed { code, reason },
-                                None => SessionEnd::Failed(Cause::ConnectionLost, "the connection ended without a Close frame".into()),
-                            };
-                        }
-                        Some(Err(e)) => {
-                            if let Some((code, reason)) = peer_close.take() {
-                                break SessionEnd::PeerClosed { code, reason };
-                            }
-                            let reason = read_error(&e, self.config.max_message_size);
-                            if matches!(e, WsError::Capacity(_)) {
-                                // Tell the peer why, as aiohttp does: 1009 Message Too Big.
-                                let frame = CloseFrame { code: CloseCode::Size, reason: "message too big".into() };
-                                self.close(&mut ws, Some(frame), name).await;
-                                break SessionEnd::Failed(Cause::MessageTooBig, reason);
-                            }
-                            break SessionEnd::Failed(Cause::ConnectionLost, reason);
+                    self.deliver(&mut frames, ts).await;
+                    if frames.peer_close.is_some() && !was_closing {
+                        timer.as_mut().reset(now + self.close_timeout);
+                    } else if answers_ping && frames.peer_close.is_none() {
+                        timer.as_mut().reset(frames.keepalive.deadline());
+                    }
+                    match step {
+                        Step::Continue => {}
+                        Step::End(end) => break end,
+                        Step::TooBig(reason) => {
+                            // Tell the peer why, as aiohttp does: 1009 Message Too Big.
+                            let frame = CloseFrame { code: CloseCode::Size, reason: "message too big".into() };
+                            self.close(&mut ws, Some(frame), &mut frames, name).await;
+                            break SessionEnd::Failed(Cause::MessageTooBig, reason);
                         }
                     }
                 }
-                message = self.queue.recv(), if queue_open && peer_close.is_none() => match message {
-                    Some(Message::Close(frame)) => {
-                        // `connect` at stdin EOF: everything queued before it has been sent.
-                        let (code, reason) = frame.as_ref().map_or((1005, String::new()), |f| (f.code.into(), f.reason.to_string()));
-                        self.close(&mut ws, frame, name).await;
-                        break SessionEnd::Closed { code, reason };
-                    }
+                message = self.queue.recv(), if queue_open && frames.peer_close.is_none() => match message {
                     Some(message) => {
-                        if let Err(e) = ws.send(message).await {
-                            break SessionEnd::Failed(Cause::ConnectionLost, format!("sending a message: {e}"));
+                        // `connect` at stdin EOF queues a Close behind its last line.
+                        let close = match message {
+                            Message::Close(frame) => Some(frame),
+                            message => match self.send_queued(&mut ws, message).await {
+                                Ok(close) => close,
+                                Err(e) => break SessionEnd::Failed(Cause::ConnectionLost, format!("sending a message: {e}")),
+                            },
+                        };
+                        if let Some(frame) = close {
+                            let (code, reason) = frame.as_ref().map_or((1005, String::new()), |f| (f.code.into(), f.reason.to_string()));
+                            self.close(&mut ws, frame, &mut frames, name).await;
+                            break SessionEnd::Closed { code, reason };
                         }
-                        self.stats.messages_sent.fetch_add(1, Ordering::Relaxed);
                     }
                     None => queue_open = false,
                 },
                 _ = &mut timer => {
-                    if let Some((code, reason)) = peer_close.take() {
+                    if let Some((code, reason)) = frames.peer_close.take() {
                         debug!("the peer did not end the connection after its Close; dropping it");
                         break SessionEnd::PeerClosed { code, reason };
                     }
                     let now = Instant::now();
-                    match keepalive.check(now) {
+                    match frames.keepalive.check(now) {
                         Due::Ping => {
-                            keepalive.ping_sent(now);
+                            frames.keepalive.ping_sent(now);
                             if let Err(e) = ws.send(Message::Ping(Default::default())).await {
                                 break SessionEnd::Failed(Cause::ConnectionLost, format!("sending a Ping: {e}"));
                             }
@@ -432,46 +418,82 @@ impl Upstream {
                         Due::Dead(cause, reason) => break SessionEnd::Failed(cause, reason),
                         Due::Wait(_) => {}
                     }
-                    timer.as_mut().reset(keepalive.deadline());
+                    timer.as_mut().reset(frames.keepalive.deadline());
                 }
             }
         };
-        (end, got_data || opened.elapsed() >= stable_after)
+        (end, frames.got_data || opened.elapsed() >= stable_after)
     }
 
-    fn count_received(&self, len: usize) -> u64 {
-        self.stats.messages_received.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .bytes_received
-            .fetch_add(len as u64, Ordering::Relaxed);
-        self.stats
-            .last_message_ms
-            .store(crate::record::unix_millis(), Ordering::Relaxed);
-        self.stats.seq.fetch_add(1, Ordering::Relaxed) + 1
+    /// Sends a queued message and the data messages queued behind it, with one flush.
+    /// Returns the Close frame if a Close (from `connect` at stdin EOF) followed them.
+    async fn send_queued(
+        &mut self,
+        ws: &mut WsStream,
+        first: Message,
+    ) -> Result<Option<Option<CloseFrame>>, WsError> {
+        ws.feed(first).await?;
+        let mut sent = 1u64;
+        let mut closing = None;
+        while sent < MAX_BATCH as u64 {
+            match self.queue.try_recv() {
+                Ok(Message::Close(frame)) => {
+                    closing = Some(frame);
+                    break;
+                }
+                Ok(message) => {
+                    ws.feed(message).await?;
+                    sent += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        ws.flush().await?;
+        self.stats.messages_sent.fetch_add(sent, Ordering::Relaxed);
+        Ok(closing)
+    }
+
+    /// Hands the frames gathered so far to the sinks and publishes the counters.
+    async fn deliver(&mut self, frames: &mut Frames, ts: u64) {
+        if let Some(rtt) = frames.rtt.take() {
+            self.stats
+                .ping_rtt_us
+                .store(rtt.as_micros() as u64, Ordering::Relaxed);
+        }
+        if frames.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut frames.batch);
+        let stats = &self.stats;
+        stats
+            .messages_received
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let bytes = std::mem::take(&mut frames.batch_bytes) as u64;
+        stats.bytes_received.fetch_add(bytes, Ordering::Relaxed);
+        stats.last_message_ms.store(ts, Ordering::Relaxed);
+        stats.seq.store(frames.seq, Ordering::Relaxed);
+        self.outlet.deliver_batch(batch).await;
     }
 
     /// Sends Close and waits (bounded) for the peer's, delivering any data still arriving.
-    async fn close(&mut self, ws: &mut WsStream, frame: Option<CloseFrame>, name: &Arc<str>) {
+    async fn close(
+        &mut self,
+        ws: &mut WsStream,
+        frame: Option<CloseFrame>,
+        frames: &mut Frames,
+        name: &Arc<str>,
+    ) {
         if ws.send(Message::Close(frame)).await.is_err() {
             return;
         }
         let deadline = Instant::now() + self.close_timeout;
-        loop {
-            match tokio::time::timeout_at(deadline, ws.next()).await {
-                Ok(Some(Ok(Message::Text(data)))) => {
-                    let seq = self.count_received(data.len());
-                    self.outlet
-                        .deliver(Event::now(name.clone(), EventKind::Text { seq, data }))
-                        .await;
-                }
-                Ok(Some(Ok(Message::Binary(data)))) => {
-                    let seq = self.count_received(data.len());
-                    self.outlet
-                        .deliver(Event::now(name.clone(), EventKind::Binary { seq, data }))
-                        .await;
-                }
-                Ok(Some(Ok(_))) => {}
-                Ok(Some(Err(_))) | Ok(None) | Err(_) => return,
+        let max = self.config.max_message_size;
+        while let Ok(Some(frame)) = tokio::time::timeout_at(deadline, ws.next()).await {
+            let ts = crate::record::unix_millis();
+            let step = frames.on_frame(Some(frame), Instant::now(), ts, name, max);
+            self.deliver(frames, ts).await;
+            if !matches!(step, Step::Continue) {
+                break;
             }
         }
     }
@@ -536,6 +558,109 @@ impl Upstream {
             _ = self.shutdown.cancelled() => false,
             _ = tokio::time::sleep(delay) => true,
         }
+    }
+}
+
+/// At most this many messages, or [`MAX_BATCH_BYTES`], are gathered before the batch is
+/// handed to the sinks (and at most this many queued messages are sent per flush).
+const MAX_BATCH: usize = 256;
+/// See [`MAX_BATCH`].
+const MAX_BATCH_BYTES: usize = 1 << 20;
+
+/// What one frame means for the session.
+enum Step {
+    /// Keep reading.
+    Continue,
+    /// The connection ended.
+    End(SessionEnd),
+    /// The peer sent more than max_message_size: close with 1009, then end.
+    TooBig(String),
+}
+
+/// The reading side of one session: keepalive, the peer's Close, the batch being gathered.
+struct Frames {
+    keepalive: Keepalive,
+    peer_close: Option<(u16, String)>,
+    got_data: bool,
+    batch: Vec<Event>,
+    batch_bytes: usize,
+    /// The last `seq` given out (this task is the only writer while it runs).
+    seq: u64,
+    /// The round trip of a Pong that answered our Ping, to publish.
+    rtt: Option<Duration>,
+}
+
+impl Frames {
+    fn batch_full(&self) -> bool {
+        self.batch.len() >= MAX_BATCH || self.batch_bytes >= MAX_BATCH_BYTES
+    }
+
+    fn push(&mut self, name: &Arc<str>, ts: u64, len: usize, kind: impl FnOnce(u64) -> EventKind) {
+        self.got_data = true;
+        self.seq += 1;
+        self.batch_bytes += len;
+        self.batch.push(Event {
+            upstream: name.clone(),
+            ts,
+            kind: kind(self.seq),
+        });
+    }
+
+    /// Takes one frame (or the end of the stream) into the session state.
+    fn on_frame(
+        &mut self,
+        frame: Option<Result<Message, WsError>>,
+        now: Instant,
+        ts: u64,
+        name: &Arc<str>,
+        max_message_size: usize,
+    ) -> Step {
+        match frame {
+            Some(Ok(Message::Text(data))) => {
+                self.keepalive.data_received(now);
+                self.push(name, ts, data.len(), |seq| EventKind::Text { seq, data });
+            }
+            Some(Ok(Message::Binary(data))) => {
+                self.keepalive.data_received(now);
+                self.push(name, ts, data.len(), |seq| EventKind::Binary { seq, data });
+            }
+            // tungstenite queues the Pong itself; it goes out as we keep polling.
+            Some(Ok(Message::Ping(_))) | Some(Ok(Message::Frame(_))) => {
+                self.keepalive.frame_received(now)
+            }
+            Some(Ok(Message::Pong(_))) => {
+                if let Some(rtt) = self.keepalive.pong_received(now) {
+                    self.rtt = Some(rtt);
+                }
+            }
+            Some(Ok(Message::Close(frame))) => {
+                // tungstenite answers the Close; the server should now end the TCP connection.
+                self.keepalive.frame_received(now);
+                self.peer_close = Some(frame.map_or((1005, String::new()), |f| {
+                    (u16::from(f.code), f.reason.to_string())
+                }));
+            }
+            Some(Err(WsError::ConnectionClosed)) | None => {
+                return Step::End(match self.peer_close.take() {
+                    Some((code, reason)) => SessionEnd::PeerClosed { code, reason },
+                    None => SessionEnd::Failed(
+                        Cause::ConnectionLost,
+                        "the connection ended without a Close frame".into(),
+                    ),
+                });
+            }
+            Some(Err(e)) => {
+                if let Some((code, reason)) = self.peer_close.take() {
+                    return Step::End(SessionEnd::PeerClosed { code, reason });
+                }
+                let reason = read_error(&e, max_message_size);
+                if matches!(e, WsError::Capacity(_)) {
+                    return Step::TooBig(reason);
+                }
+                return Step::End(SessionEnd::Failed(Cause::ConnectionLost, reason));
+            }
+        }
+        Step::Continue
     }
 }
 
