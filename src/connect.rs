@@ -72,7 +72,7 @@ where
 {
     let url = options.upstream.display_url();
     let (queue_tx, queue_rx) = mpsc::channel(options.upstream.send_queue);
-    let (stdout_tx, stdout_rx) = mpsc::channel(1024);
+    let (stdout_tx, stdout_rx) = mpsc::channel(crate::supervisor::SINK_INPUT);
     let stop = interrupt.child_token();
     let sinks = if options.send_only {
         Vec::new()

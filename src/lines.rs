@@ -75,7 +75,10 @@ impl Decoder for BoundedLines {
                         None => continue, // the tail of an overlong line
                     }
                 }
-                None if buf.len() > self.max => {
+                // One byte over the limit may be the `\r` of a `\r\n` still on its way.
+                None if buf.len() > self.max + 1
+                    || (buf.len() == self.max + 1 && buf.last() != Some(&b'\r')) =>
+                {
                     // No newline within the limit: report once, then drop bytes as they come.
                     buf.advance(buf.len());
                     self.scanned = 0;

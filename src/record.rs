@@ -296,11 +296,22 @@ pub enum InboundError {
 }
 
 #[derive(Deserialize)]
-struct WireInbound {
+struct WireInbound<'a> {
     upstream: Option<String>,
     #[serde(rename = "type")]
     kind: String,
-    data: Option<serde_json::Value>,
+    /// Kept as written: `null` is a value here (not a missing field), and JSON numbers go
+    /// upstream exactly as the client wrote them.
+    #[serde(default, borrow, deserialize_with = "present")]
+    data: Option<&'a serde_json::value::RawValue>,
+}
+
+/// `Some` for any value of a field that is there, `null` included.
+fn present<'de, D>(d: D) -> Result<Option<&'de serde_json::value::RawValue>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    <&serde_json::value::RawValue>::deserialize(d).map(Some)
 }
 
 /// Parses one inbound line (a trailing `\r` is ignored). Fields other than `upstream`,
@@ -309,22 +320,25 @@ pub fn parse_inbound(line: &str) -> Result<Inbound, InboundError> {
     let line = line.strip_suffix('\r').unwrap_or(line);
     let wire: WireInbound =
         serde_json::from_str(line).map_err(|e| InboundError::Shape(e.to_string()))?;
+    let string = |data: Option<&serde_json::value::RawValue>| {
+        data.and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+    };
     let message = match wire.kind.as_str() {
-        "text" => match wire.data {
-            Some(serde_json::Value::String(s)) => Message::text(s),
-            _ => return Err(InboundError::Data("a string for type \"text\"")),
+        "text" => match string(wire.data) {
+            Some(s) => Message::text(s),
+            None => return Err(InboundError::Data("a string for type \"text\"")),
         },
-        "binary" => match wire.data {
-            Some(serde_json::Value::String(s)) => {
+        "binary" => match string(wire.data) {
+            Some(s) => {
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(s.as_bytes())
                     .map_err(|e| InboundError::Base64(e.to_string()))?;
                 Message::binary(bytes)
             }
-            _ => return Err(InboundError::Data("a base64 string for type \"binary\"")),
+            None => return Err(InboundError::Data("a base64 string for type \"binary\"")),
         },
         "json" => match wire.data {
-            Some(value) => Message::text(value.to_string()),
+            Some(raw) => Message::text(compact_json(raw.get())),
             None => return Err(InboundError::Data("present for type \"json\"")),
         },
         other => return Err(InboundError::Type(other.to_string())),
@@ -333,6 +347,30 @@ pub fn parse_inbound(line: &str) -> Result<Inbound, InboundError> {
         upstream: wire.upstream,
         message,
     })
+}
+
+/// Valid JSON without the whitespace between tokens (aiohttp's `send_json` sends compact
+/// text), leaving every token, numbers included, exactly as written.
+fn compact_json(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in json.chars() {
+        if in_string {
+            out.push(c);
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !c.is_ascii_whitespace() {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -47,8 +47,9 @@ pub enum StartError {
     Metrics(#[from] crate::metrics::MetricsBindError),
 }
 
-/// Records queued between the hub and each sink task.
-const SINK_INPUT: usize = 1024;
+/// Batches queued between the hub and each sink task. A batch holds at most 256 messages
+/// or about 1 MiB (see `upstream::MAX_BATCH`), so this bounds a sink's input to ~32 MiB.
+pub const SINK_INPUT: usize = 32;
 
 struct RunningUpstream {
     config: Arc<UpstreamConfig>,
@@ -269,7 +270,7 @@ impl Supervisor {
         for sink in stop {
             info!(sink = %sink.config.name(), "stopping sink (removed or changed)");
             sink.cancel.cancel();
-            finish(
+            finish_reloading(
                 sink.task,
                 Instant::now() + timeout,
                 &format!("sink {}", sink.config.name()),
@@ -321,7 +322,7 @@ impl Supervisor {
                 Some(running) => {
                     info!(upstream = %config.name, "settings changed; reconnecting");
                     running.cancel.cancel();
-                    finish(
+                    finish_reloading(
                         running.task,
                         Instant::now() + timeout,
                         &format!("upstream {}", config.name),
@@ -338,7 +339,7 @@ impl Supervisor {
         for (name, running) in old {
             info!(upstream = %name, "removed; closing");
             running.cancel.cancel();
-            finish(
+            finish_reloading(
                 running.task,
                 Instant::now() + timeout,
                 &format!("upstream {name}"),
@@ -480,6 +481,24 @@ fn same_resource(a: &SinkKind, b: &SinkKind) -> bool {
         (SinkKind::Unix { path: p, .. }, SinkKind::Unix { path: q, .. }) => p == q,
         (SinkKind::Tcp { listen: x, .. }, SinkKind::Tcp { listen: y, .. }) => x == y,
         _ => false,
+    }
+}
+
+/// [`finish`] during a reload, petting systemd's watchdog while it waits: a reload waiting
+/// (within `shutdown_timeout`) for slow peers to close is busy, not hung. Not for shutdown,
+/// which comes after STOPPING=1, when systemd's stop timeout is what applies.
+async fn finish_reloading<T>(task: JoinHandle<T>, deadline: Instant, what: &str) {
+    let Some(period) = notify::watchdog_interval() else {
+        return finish(task, deadline, what).await;
+    };
+    let mut pet = tokio::time::interval(period);
+    let finishing = finish(task, deadline, what);
+    tokio::pin!(finishing);
+    loop {
+        tokio::select! {
+            () = &mut finishing => return,
+            _ = pet.tick() => notify::watchdog(),
+        }
     }
 }
 

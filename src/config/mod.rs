@@ -613,7 +613,14 @@ impl Validator<'_> {
             }
         }
         if ok && policy.max < policy.initial {
-            let span = over.max.as_ref().or(base.max.as_ref()).map(|s| s.span());
+            // Point at `max` if the user wrote it, else at the `initial` that exceeds the default.
+            let span = over
+                .max
+                .as_ref()
+                .or(base.max.as_ref())
+                .or(over.initial.as_ref())
+                .or(base.initial.as_ref())
+                .map(|s| s.span());
             self.error(
                 span,
                 Some(format!("{key}.reconnect.max")),
@@ -673,11 +680,12 @@ impl Validator<'_> {
         let headers = self.header_map(&u.headers, &format!("{key}.headers"), true);
         let cookies = self.header_map(&u.cookies, &format!("{key}.cookies"), false);
         for p in &u.subprotocols {
-            if p.is_empty() || !p.chars().all(|c| c.is_ascii_graphic() && c != ',') {
+            let token = p.get_ref();
+            if token.is_empty() || !token.chars().all(|c| c.is_ascii_graphic() && c != ',') {
                 self.error(
-                    None,
+                    Some(p.span()),
                     Some(format!("{key}.subprotocols")),
-                    format!("{p:?} is not a valid subprotocol token"),
+                    format!("{token:?} is not a valid subprotocol token; use printable characters other than ','"),
                 );
             }
         }
@@ -711,7 +719,7 @@ impl Validator<'_> {
             url: url?,
             headers,
             cookies,
-            subprotocols: u.subprotocols.clone(),
+            subprotocols: u.subprotocols.iter().map(|p| p.get_ref().clone()).collect(),
             origin: u.origin.as_ref().map(|o| o.get_ref().clone()),
             on_connect: u.on_connect.clone(),
             ca_file: u.ca_file.as_ref().map(|c| c.get_ref().clone()),

@@ -94,7 +94,7 @@ pub struct RawUpstream {
     #[serde(default)]
     pub cookies: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
-    pub subprotocols: Vec<String>,
+    pub subprotocols: Vec<Spanned<String>>,
     pub origin: Option<Spanned<String>>,
     #[serde(default)]
     pub on_connect: Vec<String>,

@@ -83,7 +83,11 @@ pub async fn run(listener: Listener<'_>, mut ctx: SinkContext) -> Result<(), Sin
         tokio::select! {
             biased;
             _ = ctx.shutdown.cancelled() => break,
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {
+                // A client left: free its slot now, not at the next record.
+                clients.retain(|c| !c.queue.is_closed());
+                ctx.stats.clients.store(clients.len() as u64, Ordering::Relaxed);
+            }
             accepted = accept(&listener) => match accepted {
                 Ok((stream, peer)) => {
                     clients.retain(|c| !c.queue.is_closed());
@@ -233,6 +237,18 @@ fn offer_or_drop(
     ctx: &SinkContext,
 ) -> Result<(), Gone> {
     let stats = &ctx.stats;
+    // Once dropping, resume only when half the buffer is free again: batches vary in size,
+    // and a small one slipping into a nearly full queue is not the client catching up.
+    let resume_at = (ctx.config.buffer / 2)
+        .max(chunk.permits as usize + 1)
+        .min(ctx.config.buffer);
+    if slot.dropped > 0 && slot.room.available_permits() < resume_at && !slot.queue.is_closed() {
+        slot.dropped += chunk.records;
+        stats
+            .records_dropped
+            .fetch_add(chunk.records, Ordering::Relaxed);
+        return Ok(());
+    }
     if slot.dropped > 0 {
         let notice = client_error_line(
             None,
@@ -410,7 +426,6 @@ impl Client {
         let (reader, writer) = tokio::io::split(stream);
         let mut out = BufWriter::with_capacity(64 * 1024, writer);
         let mut lines = FramedRead::new(reader, BoundedLines::new(self.max_line));
-        let mut reading = true;
         loop {
             tokio::select! {
                 record = records.recv() => match record {
@@ -420,16 +435,37 @@ impl Client {
                         while out.buffer().len() < 48 * 1024 {
                             match records.try_recv() {
                                 Some(more) => out.write_all(&more).await?,
-                                None => break,
+                                None => {
+                        while let Some(more) = records.try_recv() {
+                            out.write_all(&more).await?;
+                        }
+                        records.written();
+                        break;
+                    }
                             }
                         }
                         out.flush().await?;
                         records.written();
                     }
-                    None => break,
+                    None => {
+                        while let Some(more) = records.try_recv() {
+                            out.write_all(&more).await?;
+                        }
+                        records.written();
+                        break;
+                    }
                 },
-                line = lines.next(), if reading => match line {
-                    None => reading = false, // half-closed: keep writing records
+                line = lines.next() => match line {
+                    // The client closed (at least its sending side): it is done. Without this,
+                    // a client leaving a quiet sink would hold its task and fd until the next
+                    // record failed to write.
+                    None => {
+                        while let Some(more) = records.try_recv() {
+                            out.write_all(&more).await?;
+                        }
+                        records.written();
+                        break;
+                    }
                     Some(Ok(line)) => {
                         let reply = match line {
                             Line::Text(text) => self.inbound(&text),

@@ -183,7 +183,14 @@ fn classify(error: WsError) -> ConnectError {
             ConnectError::Rejected { status, body }
         }
         WsError::Tls(e) => ConnectError::Tls(e.to_string()),
-        WsError::Io(e) => ConnectError::Io(e.to_string()),
+        // tokio-tungstenite hands rustls' handshake errors over as I/O errors.
+        WsError::Io(e) => match e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            Some(tls) => ConnectError::Tls(tls.to_string()),
+            None => ConnectError::Io(e.to_string()),
+        },
         other => ConnectError::Handshake(other.to_string()),
     }
 }

@@ -1,0 +1,1134 @@
+//! Faults on the sink side (issue #7, "Slow and dead readers" and "Bad input"), on real
+//! sockets against the real binary: a tcp client that stops reading under a 1 GiB feed with
+//! each `on_slow` policy (memory stays bounded, the other client misses nothing), bad input
+//! from the upstream and from sink clients, client churn, and sinks that cannot bind.
+//! Figures measured here are collected in `tests/faults_sinks.md`.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::Semaphore;
+use tokio::time::{timeout, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+const KIB: u64 = 1 << 10;
+const MIB: u64 = 1 << 20;
+
+/// The slow-reader tests push 1 GiB through the daemon, in binary messages of `MESSAGE`.
+const MESSAGE: usize = 64 * 1024;
+const GIB_OF_MESSAGES: u64 = (1 << 30) / MESSAGE as u64; // 16 384
+
+/// One such message as an NDJSON record: 87 384 bytes of base64 plus a ~77-byte envelope.
+const RECORD: u64 = 87_461;
+
+/// `block` sends 512 MiB. Its server stalls after ~80 MiB (what the chain holds, see
+/// `RSS_BOUND`), which is all the memory check needs; after the stall both clients read at
+/// the debug build's ~60 MiB/s, so 1 GiB would cost ~8 s more for nothing new.
+const BLOCK_TOTAL: u64 = GIB_OF_MESSAGES / 2;
+
+/// Per-client queue of the slow-reader tests (`buffer`), kept small on purpose.
+const BUFFER: usize = 64;
+
+/// The daemon's peak RSS must stay under this while a client is stalled under the feed.
+/// What the design lets it hold, at most:
+/// - the sink's input channel: 1024 events of 64 KiB. It fills only while the sink task
+///   waits on a client, i.e. with `block` (`disconnect` and `drop` never wait). Each payload
+///   is a slice of tungstenite's 128 KiB read buffer, which is freed only when every slice
+///   of it is, so 1024 events pin between 64 and 128 MiB;
+/// - each client's queue: `BUFFER` × `RECORD` = 5.3 MiB, × 2 clients = 10.7 MiB (the
+///   clients share one encoded copy of each record, so this overcounts);
+/// - per client a 64 KiB write buffer; the sink's 85 KiB encode buffer; tungstenite's read
+///   buffer (128 KiB);
+/// - the process baseline: ~16 MiB for the debug binary with its runtime (measured at
+///   start, printed as "idle daemon").
+///
+/// That is 90–155 MiB live; socket buffers are the kernel's, not the process's. Measured
+/// peaks (VmHWM, `tests/faults_sinks.md`): `block` 94–172 MiB (the allocator's share on top
+/// of the live set varies from run to run), `disconnect` and `drop` 28–35 MiB. An unbounded
+/// queue would show as ~1 GiB.
+const RSS_BOUND: u64 = 256 * MIB;
+
+/// The heavy tests share 2 cores badly: run them one at a time.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A value in kB from `/proc/<pid>/status` (`VmHWM`, `VmRSS`), in bytes.
+fn proc_status(pid: u32, key: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib * KIB)
+}
+
+/// Open file descriptors of a process.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Samples the daemon's RSS every 20 ms; the highest seen (VmHWM is the kernel's own peak).
+struct RssSampler {
+    peak: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> RssSampler {
+        let peak = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, s) = (peak.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !s.load(Ordering::Relaxed) {
+                p.fetch_max(proc_status(pid, "VmRSS"), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        RssSampler { peak, stop }
+    }
+
+    fn peak(&self) -> u64 {
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for RssSampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Reads NDJSON lines fast enough to keep up with a 1 GiB feed in a debug build: lines are
+/// found with tokio's `read_until` (libc memchr) and the `seq` of a data record is read from
+/// its fixed prefix instead of parsing 64 KiB of JSON.
+struct FastLines<R> {
+    inner: BufReader<R>,
+    line: Vec<u8>,
+}
+
+/// What a line of the `feed` upstream is.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    /// A data record and its seq.
+    Data(u64),
+    /// Anything else, parsed.
+    Other(Value),
+    /// The last bytes before EOF, without a newline (a client cut off mid-record).
+    Partial(usize),
+}
+
+impl<R: AsyncRead + Unpin> FastLines<R> {
+    fn new(r: R) -> Self {
+        FastLines {
+            inner: BufReader::with_capacity(1 << 20, r),
+            line: Vec::with_capacity(128 * 1024),
+        }
+    }
+
+    /// The next line, or `None` at EOF or on a reset.
+    async fn next(&mut self) -> Option<Seen> {
+        self.line.clear();
+        match self.inner.read_until(b'\n', &mut self.line).await {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+        if self.line.last() != Some(&b'\n') {
+            return Some(Seen::Partial(self.line.len()));
+        }
+        const PREFIX: &[u8] = b"{\"upstream\":\"feed\",\"seq\":";
+        if let Some(rest) = self.line.strip_prefix(PREFIX) {
+            assert!(rest.ends_with(b"\"}\n"), "a data record cut or merged");
+            let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+            let seq = std::str::from_utf8(&rest[..digits])
+                .unwrap()
+                .parse()
+                .unwrap();
+            return Some(Seen::Data(seq));
+        }
+        let value = serde_json::from_slice(&self.line).unwrap_or_else(|e| {
+            panic!(
+                "not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.line[..self.line.len().min(200)])
+            )
+        });
+        Some(Seen::Other(value))
+    }
+
+    /// The next line within `within`, `None` at EOF; panics on a timeout.
+    async fn next_within(&mut self, within: Duration) -> Option<Seen> {
+        timeout(within, self.next())
+            .await
+            .expect("a sink line in time")
+    }
+}
+
+/// A daemon with one upstream `feed` on a test server and one tcp sink, plus `[metrics]`.
+struct Rig {
+    daemon: Daemon,
+    sink: SocketAddr,
+    metrics: SocketAddr,
+    pid: u32,
+    _server: TestServer,
+}
+
+impl Rig {
+    async fn start(sink_settings: &str) -> (Rig, Conn) {
+        let mut server = TestServer::start(ServerOptions::default()).await;
+        let (sink_port, metrics_port) = (free_port(), free_port());
+        let config = format!(
+            r#"
+[daemon]
+shutdown_timeout = "2s"
+
+[metrics]
+listen = "127.0.0.1:{metrics_port}"
+
+[[upstream]]
+name = "feed"
+url = "{url}"
+
+[[sink]]
+type = "tcp"
+listen = "127.0.0.1:{sink_port}"
+{sink_settings}
+"#,
+            url = server.url("/"),
+        );
+        let daemon = Daemon::start(&config).await;
+        let conn = server.accept().await;
+        let pid = daemon.child.id().expect("running");
+        eprintln!(
+            "FIGURES idle daemon ({sink_settings:?}): VmRSS {:.1} MiB",
+            mib(proc_status(pid, "VmRSS"))
+        );
+        let rig = Rig {
+            daemon,
+            sink: ([127, 0, 0, 1], sink_port).into(),
+            metrics: ([127, 0, 0, 1], metrics_port).into(),
+            pid,
+            _server: server,
+        };
+        (rig, conn)
+    }
+
+    async fn status(&self) -> wsbridge::metrics::Status {
+        wsbridge::metrics::fetch_status(self.metrics)
+            .await
+            .expect("/status")
+    }
+
+    /// Connects a client and waits until the sink has registered it as client `id`.
+    async fn client(&self, id: u64) -> tokio::net::TcpStream {
+        let stream = connect_tcp(self.sink).await;
+        wait_for_client(&self.daemon, id).await;
+        stream
+    }
+}
+
+/// Waits until the daemon logged that client `id` connected (to any sink).
+async fn wait_for_client(daemon: &Daemon, id: u64) {
+    wait_for_client_of(daemon, "", id).await;
+}
+
+/// Waits until the daemon logged that client `id` of the sink whose name contains `sink`
+/// connected (ids count per sink, from 1).
+async fn wait_for_client_of(daemon: &Daemon, sink: &str, id: u64) {
+    let needle = format!(" id={id}");
+    let deadline = Instant::now() + SOON;
+    while !daemon.stderr().lines().any(|l| {
+        l.contains("client connected")
+            && l.contains(sink)
+            && (l.ends_with(&needle) || l.contains(&format!("{needle} ")))
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "client {id} of {sink:?} never connected; stderr:\n{}",
+            daemon.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls `/status` until the sink holds no bytes for its clients; returns the last value.
+async fn until_nothing_buffered(rig: &Rig) -> u64 {
+    let deadline = Instant::now() + SOON;
+    loop {
+        let buffered = rig.status().await.sinks[0].bytes_buffered;
+        if buffered == 0 || Instant::now() > deadline {
+            return buffered;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The bulk message: 64 KiB of binary, shared by every send (cloning it is a reference
+/// count). Binary rather than text because the debug build's JSON string escaping runs at
+/// ~30 MiB/s, its base64 at 2–3× that: 1 GiB of text would take well over 30 s.
+fn bulk_message() -> Message {
+    Message::Binary(bytes::Bytes::from(vec![0xA5u8; MESSAGE]))
+}
+
+/// Sends `total` copies of `message` as fast as the socket (and `window`, if any) allows;
+/// counts what was sent in `sent`.
+fn spawn_sender(
+    mut conn: Conn,
+    message: Message,
+    total: u64,
+    window: Option<Arc<Semaphore>>,
+    sent: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<Conn> {
+    tokio::spawn(async move {
+        for _ in 0..total {
+            if let Some(w) = &window {
+                w.acquire().await.expect("window open").forget();
+            }
+            conn.ws.send(message.clone()).await.expect("server send");
+            sent.fetch_add(1, Ordering::Relaxed);
+        }
+        conn
+    })
+}
+
+/// Reads `total` data records in order from `from`, returning a window permit for each and
+/// counting them in `count`; panics on a gap, on anything but a data record (an `open`
+/// record, from before the feed started, is skipped), or on EOF.
+async fn read_all_in_order<R: AsyncRead + Unpin>(
+    reader: &mut FastLines<R>,
+    from: u64,
+    total: u64,
+    window: Option<&Semaphore>,
+    count: Option<&AtomicU64>,
+) {
+    let mut expected = from;
+    while expected < from + total {
+        match reader.next_within(SOON).await {
+            Some(Seen::Data(seq)) => {
+                assert_eq!(seq, expected, "gap in seq");
+                expected += 1;
+                if let Some(w) = window {
+                    w.add_permits(1);
+                }
+                if let Some(c) = count {
+                    c.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Some(Seen::Other(v)) if v["type"] == "open" => {}
+            Some(other) => panic!("unexpected {other:?}"),
+            None => panic!("the reading client was closed at seq {expected}"),
+        }
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / MIB as f64
+}
+
+/// Messages the server may be ahead of the reading client with `disconnect` and `drop`.
+/// Those policies exist for readers slower than the feed, and a test process on 2 loaded
+/// cores is not always faster than the daemon: unpaced, the *reading* client could rightly be
+/// disconnected or dropped too. A window smaller than `BUFFER` keeps its queue from ever
+/// filling, while the server still sends as fast as the daemon forwards.
+const WINDOW: usize = 48;
+
+/// Time and rate of a bulk run, for the figures.
+fn rate(total: u64, elapsed: Duration) -> String {
+    format!(
+        "{total} x 64 KiB ({:.0} MiB) in {elapsed:.1?} = {:.0} MiB/s",
+        mib(total * MESSAGE as u64),
+        mib(total * MESSAGE as u64) / elapsed.as_secs_f64()
+    )
+}
+
+/// Checks the daemon's peak RSS against [`RSS_BOUND`] and returns it for the figures.
+fn check_peak_rss(pid: u32, sampler: &RssSampler, what: &str) -> String {
+    let hwm = proc_status(pid, "VmHWM");
+    assert!(
+        hwm < RSS_BOUND,
+        "{what}: the daemon's VmHWM is {:.1} MiB, over the {:.0} MiB bound",
+        mib(hwm),
+        mib(RSS_BOUND)
+    );
+    format!(
+        "peak RSS: VmHWM {:.1} MiB (sampled VmRSS max {:.1} MiB)",
+        mib(hwm),
+        mib(sampler.peak())
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_reader_disconnect_bounded_memory_and_the_other_client_misses_nothing() {
+    let _heavy = HEAVY.lock().await;
+    let (rig, conn) = Rig::start(&format!("buffer = {BUFFER}\non_slow = \"disconnect\"")).await;
+    let stalled = rig.client(1).await;
+    let mut reader = FastLines::new(rig.client(2).await);
+    let rss = RssSampler::start(rig.pid);
+
+    let total = GIB_OF_MESSAGES;
+    let window = Arc::new(Semaphore::new(WINDOW));
+    let sent = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let sender = spawn_sender(conn, bulk_message(), total, Some(window.clone()), sent);
+    read_all_in_order(&mut reader, 1, total, Some(&window), None).await;
+    let elapsed = started.elapsed();
+    let _conn = sender.await.unwrap();
+    rig.daemon
+        .wait_for_log("disconnecting a client that is too slow")
+        .await;
+
+    // The stalled client was cut off: what it can still read is a gapless prefix, then EOF
+    // (its last line may be cut: the connection is aborted mid-write).
+    let mut stalled = FastLines::new(stalled);
+    let (mut got, mut partial) = (0u64, 0);
+    while let Some(seen) = stalled.next_within(SOON).await {
+        match seen {
+            Seen::Data(seq) => {
+                got += 1;
+                assert_eq!(seq, got, "gap in what the stalled client got");
+            }
+            Seen::Partial(len) => partial = len,
+            Seen::Other(v) if v["type"] == "open" => {}
+            Seen::Other(v) => panic!("unexpected record {v}"),
+        }
+    }
+    assert!(got < total, "the stalled client got all {got} records");
+    let status = rig.status().await;
+    assert_eq!(status.sinks[0].clients, 1, "{status:?}");
+    assert_eq!(status.sinks[0].records_dropped, 0, "{status:?}");
+    assert_eq!(
+        until_nothing_buffered(&rig).await,
+        0,
+        "bytes_buffered leaked"
+    );
+
+    eprintln!(
+        "FIGURES disconnect: {}; the stalled client read {got} whole records ({:.1} MiB) then EOF, last line cut at {partial} bytes; {}",
+        rate(total, elapsed),
+        mib(got * RECORD),
+        check_peak_rss(rig.pid, &rss, "disconnect")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_reader_drop_counts_and_reports_the_gap_exactly() {
+    let _heavy = HEAVY.lock().await;
+    let (rig, conn) = Rig::start(&format!("buffer = {BUFFER}\non_slow = \"drop\"")).await;
+    let stalled = rig.client(1).await;
+    let mut reader = FastLines::new(rig.client(2).await);
+    let rss = RssSampler::start(rig.pid);
+
+    let total = GIB_OF_MESSAGES;
+    let window = Arc::new(Semaphore::new(WINDOW));
+    let sent = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let sender = spawn_sender(conn, bulk_message(), total, Some(window.clone()), sent);
+    read_all_in_order(&mut reader, 1, total, Some(&window), None).await;
+    let elapsed = started.elapsed();
+    let mut conn = sender.await.unwrap();
+    rig.daemon.wait_for_log("dropping records").await;
+    let warned = rig.daemon.stderr();
+    let warning = warned
+        .lines()
+        .find(|l| l.contains("dropping records"))
+        .unwrap();
+    assert!(warning.contains("WARN"), "{warning}");
+    assert_eq!(
+        warned.matches("dropping records").count(),
+        1,
+        "one warning per episode, not per record"
+    );
+    let dropped = rig.status().await.sinks[0].records_dropped;
+    assert!(dropped > 0, "nothing was dropped for the stalled client");
+    assert!(dropped < total);
+
+    // The stalled client resumes: it drains what its queue and socket buffers hold; records
+    // sent after that reach it behind an error record saying how many it missed.
+    let mut stalled = FastLines::new(stalled);
+    let extra = 100u64;
+    let last = total + extra;
+    let stalled_task = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        loop {
+            match stalled.next_within(SOON * 2).await {
+                Some(Seen::Data(seq)) => {
+                    seen.push(Seen::Data(seq));
+                    if seq == last {
+                        // Hand the connection back: the client stays connected.
+                        return (seen, stalled);
+                    }
+                }
+                Some(Seen::Other(v)) if v["type"] == "open" => {}
+                Some(other) => seen.push(other),
+                None => panic!("the stalled client was closed; it read {seen:?}"),
+            }
+        }
+    });
+    // Draining ~10 MiB takes milliseconds; the records below must find its queue empty.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for i in 0..extra {
+        conn.send_text(&format!("after {i}")).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    read_all_in_order(&mut reader, total + 1, extra, None, None).await;
+    let (seen, _still_connected) = timeout(SOON * 2, stalled_task)
+        .await
+        .expect("the stalled client reads to the end")
+        .unwrap();
+
+    // Walk what the stalled client saw: every jump in seq is announced by a notice of exactly
+    // that many dropped records, and nothing else is missing.
+    let (mut previous, mut announced, mut notices, mut total_announced) = (0u64, 0u64, 0, 0u64);
+    let mut prefix = None;
+    for item in &seen {
+        match item {
+            Seen::Data(seq) => {
+                assert_eq!(
+                    *seq,
+                    previous + announced + 1,
+                    "seq {seq} after {previous} with {announced} announced as dropped"
+                );
+                previous = *seq;
+                announced = 0;
+            }
+            Seen::Other(v) => {
+                assert_eq!(v["type"], "error", "{v}");
+                let text = v["error"].as_str().unwrap();
+                let n: u64 = text
+                    .strip_suffix(" records were dropped because this client read too slowly (on_slow = \"drop\")")
+                    .unwrap_or_else(|| panic!("unexpected error record {v}"))
+                    .parse()
+                    .unwrap();
+                prefix.get_or_insert(previous);
+                announced += n;
+                total_announced += n;
+                notices += 1;
+            }
+            Seen::Partial(_) => panic!("a cut line on a client that stayed connected"),
+        }
+    }
+    assert_eq!(previous, last);
+    assert!(notices >= 1, "no drop notice");
+    let status = rig.status().await;
+    assert_eq!(
+        status.sinks[0].records_dropped, total_announced,
+        "{status:?}"
+    );
+    assert_eq!(status.sinks[0].clients, 2, "{status:?}");
+    rig.daemon.wait_for_log("slow client caught up").await;
+    assert_eq!(
+        until_nothing_buffered(&rig).await,
+        0,
+        "bytes_buffered leaked"
+    );
+
+    eprintln!(
+        "FIGURES drop: {}; the stalled client got seq 1..={} then {notices} notice(s) totalling {total_announced} dropped = records_dropped {}, then every record to {last}; {}",
+        rate(total, elapsed),
+        prefix.unwrap_or(0),
+        status.sinks[0].records_dropped,
+        check_peak_rss(rig.pid, &rss, "drop")
+    );
+}
+
+/// Polls `counter` until it is at least `min` and has not moved for `quiet`; returns it.
+async fn until_flat(counter: &AtomicU64, min: u64, quiet: Duration, within: Duration) -> u64 {
+    let deadline = Instant::now() + within;
+    let mut value = counter.load(Ordering::Relaxed);
+    let mut since = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = counter.load(Ordering::Relaxed);
+        if now != value || now < min {
+            value = now;
+            since = Instant::now();
+        } else if since.elapsed() >= quiet {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "still moving at {value}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_reader_block_stalls_the_upstream_and_loses_nothing() {
+    let _heavy = HEAVY.lock().await;
+    let (rig, conn) = Rig::start(&format!("buffer = {BUFFER}\non_slow = \"block\"")).await;
+    let stalled = rig.client(1).await;
+    let reader = FastLines::new(rig.client(2).await);
+    let rss = RssSampler::start(rig.pid);
+
+    let total = BLOCK_TOTAL;
+    let sent = Arc::new(AtomicU64::new(0));
+    let read = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let sender = spawn_sender(conn, bulk_message(), total, None, sent.clone());
+    let reader_task = tokio::spawn({
+        let read = read.clone();
+        async move {
+            let mut reader = reader;
+            // This client goes at the stalled one's pace: it waits out the stall.
+            read_all_in_order(&mut reader, 1, total, None, Some(&read)).await;
+            reader // still connected
+        }
+    });
+
+    // While the client is stalled the whole chain backs up to the server: its sends stop
+    // (TCP backpressure) well short of the total, and the reading client stops too.
+    // Before it can stall, the daemon must hold the stalled client's queue (`BUFFER`) and
+    // its sink input (32 batches of up to 1 MiB) full; then nothing moves for 2 s.
+    let at_least = BUFFER as u64;
+    let sent_stalled = until_flat(&sent, at_least, Duration::from_secs(2), SOON * 2).await;
+    let read_stalled = read.load(Ordering::Relaxed);
+    let stalled_at = started.elapsed();
+    assert!(
+        sent_stalled < total,
+        "the server sent everything while the client was stalled"
+    );
+    assert_eq!(
+        until_flat(&read, 0, Duration::from_millis(500), SOON).await,
+        read_stalled,
+        "the other client kept reading"
+    );
+    let rss_stalled = proc_status(rig.pid, "VmRSS");
+    let buffered_stalled = rig.status().await.sinks[0].bytes_buffered;
+    assert!(
+        buffered_stalled > 0,
+        "nothing buffered for a stalled client"
+    );
+
+    // The stalled client resumes and gets every record, in order, nothing dropped.
+    let resumed = Instant::now();
+    let mut stalled = FastLines::new(stalled);
+    read_all_in_order(&mut stalled, 1, total, None, None).await;
+    let _other = timeout(SOON, reader_task)
+        .await
+        .expect("the other client finishes")
+        .unwrap();
+    let _conn = sender.await.unwrap();
+    let after = resumed.elapsed();
+    let status = rig.status().await;
+    assert_eq!(status.sinks[0].records_dropped, 0, "{status:?}");
+    assert_eq!(status.sinks[0].clients, 2, "{status:?}");
+    assert_eq!(
+        until_nothing_buffered(&rig).await,
+        0,
+        "bytes_buffered leaked"
+    );
+
+    eprintln!(
+        "FIGURES block: the server's sends stalled at {sent_stalled}/{total} messages ({:.0} MiB in flight) after {stalled_at:.1?}, the other client at {read_stalled}; while stalled RSS {:.1} MiB, bytes_buffered {:.1} MiB; after resuming: {}; {}",
+        mib(sent_stalled * MESSAGE as u64),
+        mib(rss_stalled),
+        mib(buffered_stalled),
+        rate(total, after),
+        check_peak_rss(rig.pid, &rss, "block")
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Bad input
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn invalid_utf8_in_a_text_frame_is_an_error_record_then_a_reconnect() {
+    let mut server = TestServer::start(ServerOptions::default()).await;
+    let config = format!(
+        "[[upstream]]\nname = \"feed\"\nurl = \"{}\"\nreconnect = {{ initial = \"100ms\", max = \"500ms\" }}\n[[sink]]\ntype = \"stdout\"\n",
+        server.url("/")
+    );
+    let mut daemon = Daemon::start(&config).await;
+    let mut conn = server.accept().await;
+    daemon.record_where("open", |r| r["type"] == "open").await;
+    conn.send_text("before").await;
+    let first = daemon.record_where("data", is_data).await;
+    assert_eq!(
+        (first["seq"].as_u64(), first["data"].as_str()),
+        (Some(1), Some("before"))
+    );
+
+    // FIN + opcode text, unmasked (server to client), length 2, payload 0xff 0xfe.
+    conn.ws
+        .get_mut()
+        .write_all(&[0x81, 0x02, 0xff, 0xfe])
+        .await
+        .unwrap();
+    let error = daemon.record_where("error", |r| r["type"] != "open").await;
+    assert_eq!(error["type"], "error", "{error}");
+    let reason = error["error"].as_str().unwrap();
+    assert!(
+        reason.to_lowercase().contains("utf-8"),
+        "unclear reason: {error}"
+    );
+    assert!(error["retry_in_ms"].as_u64().is_some(), "{error}");
+    // What the server sees as the daemon fails the connection (RFC 6455 §7.1.7: a Close
+    // frame MAY precede the TCP close; aiohttp sends 1007).
+    let ending = timeout(SOON, async {
+        loop {
+            match conn.ws.next().await {
+                Some(Ok(Message::Close(frame))) => {
+                    return format!("Close {:?}", frame.map(|f| u16::from(f.code)))
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return format!("error: {e}"),
+                None => return "EOF".to_string(),
+            }
+        }
+    })
+    .await
+    .expect("the daemon ends the connection");
+    drop(conn);
+
+    let mut again = server.accept().await;
+    daemon.record_where("open", |r| r["type"] == "open").await;
+    again.send_text("after").await;
+    let next = daemon.record_where("data", is_data).await;
+    assert_eq!(
+        (next["seq"].as_u64(), next["data"].as_str()),
+        (Some(2), Some("after"))
+    );
+    assert!(
+        daemon.child.try_wait().unwrap().is_none(),
+        "the daemon exited"
+    );
+    eprintln!("FIGURES invalid utf-8: error record {error}; the server saw: {ending}");
+}
+
+/// A unix sink `feed.sock` with two clients (one writing lines, one bystander) on a daemon
+/// whose upstream accepts messages of at most `max_message_size`.
+async fn two_clients(
+    max_message_size: &str,
+) -> (
+    Daemon,
+    Conn,
+    tokio::net::unix::OwnedWriteHalf,
+    RecordReader<tokio::net::unix::OwnedReadHalf>,
+    RecordReader<tokio::net::UnixStream>,
+) {
+    let mut server = TestServer::start(ServerOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("feed.sock");
+    let config = format!(
+        "[[upstream]]\nname = \"feed\"\nurl = \"{}\"\nmax_message_size = \"{max_message_size}\"\n[[sink]]\ntype = \"unix\"\npath = \"{}\"\n",
+        server.url("/"),
+        sock.display()
+    );
+    let daemon = Daemon::start_in(dir, &config).await;
+    let mut conn = server.accept().await;
+    let (read_half, writer) = connect_unix(&sock).await.into_split();
+    wait_for_client(&daemon, 1).await;
+    let bystander = RecordReader::new(connect_unix(&sock).await);
+    wait_for_client(&daemon, 2).await;
+    // Both clients are registered once they receive this.
+    conn.send_text("ready").await;
+    let mut reader = RecordReader::new(read_half);
+    let mut bystander = bystander;
+    reader.record_where(|r| r["data"] == "ready").await;
+    bystander.record_where(|r| r["data"] == "ready").await;
+    std::mem::forget(server); // keep listening (the daemon may reconnect); freed at exit
+    (daemon, conn, writer, reader, bystander)
+}
+
+#[tokio::test]
+async fn invalid_base64_in_an_inbound_line_is_an_error_to_that_client_only() {
+    let (_daemon, mut conn, mut writer, mut reader, mut bystander) = two_clients("16MiB").await;
+    writer
+        .write_all(b"{\"type\":\"binary\",\"data\":\"not*base64!\"}\n")
+        .await
+        .unwrap();
+    let error = reader.next().await;
+    assert_eq!(error["type"], "error", "{error}");
+    let reason = error["error"].as_str().unwrap();
+    assert!(reason.contains("base64"), "unclear reason: {error}");
+
+    // Nothing went upstream for it: the next message the server gets is the next good line.
+    writer
+        .write_all(b"{\"type\":\"binary\",\"data\":\"AAEC\"}\n")
+        .await
+        .unwrap();
+    assert_eq!(conn.recv().await, Message::binary(vec![0u8, 1, 2]));
+    // The bystander saw nothing of it: its next record is the next data record.
+    conn.send_text("marker").await;
+    let seen = bystander.next().await;
+    assert_eq!(seen["data"], "marker", "the bystander got {seen}");
+    assert_eq!(reader.next().await["data"], "marker");
+}
+
+#[tokio::test]
+async fn a_10_mb_line_without_newline_is_refused_and_the_client_carries_on() {
+    // max_message_size = 1MiB makes the longest accepted line 1 MiB / 3 × 4 + 4096 bytes
+    // (with the 16 MiB default it is ~22 MB and a 10 MB line would be a legitimate message).
+    let (daemon, mut conn, mut writer, mut reader, mut bystander) = two_clients("1MiB").await;
+    let pid = daemon.child.id().unwrap();
+    let rss_before = proc_status(pid, "VmRSS");
+    let max_line = (1 << 20) / 3 * 4 + 4096;
+
+    // 10 MB of one line, written while the server keeps sending to both clients.
+    let long = tokio::spawn(async move {
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut written = 0;
+        while written < 10_000_000 {
+            writer.write_all(&chunk).await.unwrap();
+            written += chunk.len();
+        }
+        writer
+    });
+    let feed = tokio::spawn(async move {
+        for i in 0..200 {
+            conn.send_text(&format!("m{i}")).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        conn
+    });
+    let mut errors = Vec::new();
+    let mut mine = 0;
+    while mine < 200 {
+        let r = reader.next().await;
+        if is_data(&r) {
+            assert_eq!(r["data"], format!("m{mine}"));
+            mine += 1;
+        } else {
+            errors.push(r);
+        }
+    }
+    for i in 0..200 {
+        let r = bystander.next().await;
+        assert_eq!(r["data"], format!("m{i}"), "the bystander got {r}");
+    }
+    let mut writer = long.await.unwrap();
+    let mut conn = feed.await.unwrap();
+    assert_eq!(errors.len(), 1, "one error for one long line: {errors:?}");
+    let reason = errors[0]["error"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!("line longer than {max_line} bytes")),
+        "{reason}"
+    );
+
+    // The long line ends at its newline; the next line is an ordinary one.
+    writer
+        .write_all(b"\n{\"type\":\"text\",\"data\":\"after the long line\"}\n")
+        .await
+        .unwrap();
+    assert_eq!(conn.recv_text().await, "after the long line");
+    conn.send_text("still here").await;
+    assert_eq!(reader.next().await["data"], "still here");
+    assert_eq!(bystander.next().await["data"], "still here");
+    let rss_after = proc_status(pid, "VmRSS");
+    eprintln!(
+        "FIGURES 10 MB line: error {reason:?}; daemon VmRSS {:.1} -> {:.1} MiB, VmHWM {:.1} MiB",
+        mib(rss_before),
+        mib(rss_after),
+        mib(proc_status(pid, "VmHWM"))
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Client churn
+// ---------------------------------------------------------------------------------------
+
+/// `/status` of a daemon with `[metrics]` on `port`.
+async fn status_at(port: u16) -> wsbridge::metrics::Status {
+    wsbridge::metrics::fetch_status(([127, 0, 0, 1], port).into())
+        .await
+        .expect("/status")
+}
+
+/// One short-lived client of the unix sink; what it does depends on `i`.
+async fn churn_client(sock: std::path::PathBuf, i: usize) {
+    let mut stream = connect_unix(&sock).await;
+    match i % 5 {
+        // Connect and leave at once.
+        0 => {}
+        // Read one record, then leave.
+        1 => {
+            let mut reader = RecordReader::new(&mut stream);
+            reader.next().await;
+        }
+        // Write a bad line, read its error record, leave.
+        2 => {
+            stream.write_all(b"nonsense\n").await.unwrap();
+            let mut reader = RecordReader::new(&mut stream);
+            reader.record_where(|r| r["type"] == "error").await;
+        }
+        // Half a line, then leave.
+        3 => {
+            let _ = stream.write_all(b"{\"type\":\"te").await;
+        }
+        // Half-close (shutdown of the write side): the daemon takes that as the client being
+        // done and closes its side too, promptly.
+        _ => {
+            stream.shutdown().await.unwrap();
+            let mut rest = Vec::new();
+            let closed = timeout(SOON, stream.read_to_end(&mut rest)).await;
+            assert!(closed.is_ok(), "a half-closed client was kept open");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_clients_come_and_go_and_nothing_leaks() {
+    let mut server = TestServer::start(ServerOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("churn.sock");
+    let metrics = free_port();
+    let config = format!(
+        "[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n[[upstream]]\nname = \"feed\"\nurl = \"{}\"\n[[sink]]\ntype = \"unix\"\npath = \"{}\"\n",
+        server.url("/"),
+        sock.display()
+    );
+    let daemon = Daemon::start_in(dir, &config).await;
+    let pid = daemon.child.id().unwrap();
+    let mut conn = server.accept().await;
+    let mut watcher = RecordReader::new(connect_unix(&sock).await);
+    wait_for_client(&daemon, 1).await;
+    conn.send_text("warm-up").await;
+    watcher.record_where(is_data).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = status_at(metrics).await;
+    let fds_before = open_fds(pid);
+    assert_eq!(before.sinks[0].clients, 1);
+
+    // The feed runs throughout: one record per millisecond or so.
+    let stop = Arc::new(AtomicBool::new(false));
+    let feed = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                conn.send_text(&format!("r{n}")).await;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            (conn, n)
+        }
+    });
+    let watch = tokio::spawn(async move {
+        // seq 1 was the warm-up.
+        let mut expected = 2u64;
+        loop {
+            let r = watcher.next().await;
+            if is_data(&r) {
+                assert_eq!(r["seq"].as_u64(), Some(expected), "gap in seq: {r}");
+                expected += 1;
+            }
+            if r["data"] == "last" {
+                return (watcher, expected - 1);
+            }
+        }
+    });
+
+    let started = Instant::now();
+    let clients = 1000;
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..clients {
+        if set.len() >= 20 {
+            set.join_next().await.unwrap().unwrap();
+        }
+        set.spawn(churn_client(sock.clone(), i));
+    }
+    while let Some(r) = set.join_next().await {
+        r.unwrap();
+    }
+    let churn_time = started.elapsed();
+    // A few more records: a client that left is noticed when a write to it fails.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut conn, sent) = feed.await.unwrap();
+    conn.send_text("last").await;
+    let (_watcher, seen) = timeout(SOON, watch)
+        .await
+        .expect("the watcher reads on")
+        .unwrap();
+    assert_eq!(seen, sent + 2, "the watcher saw every record");
+
+    // Everything the clients held is released: the count, the tasks, the descriptors.
+    let deadline = Instant::now() + SOON;
+    let (after, fds_after) = loop {
+        let status = status_at(metrics).await;
+        let fds = open_fds(pid);
+        if (status.sinks[0].clients == 1 && status.tasks <= before.tasks + 2 && fds <= fds_before)
+            || Instant::now() > deadline
+        {
+            break (status, fds);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!(
+        "FIGURES churn: {clients} clients in {churn_time:.1?} while {sent} records flowed, none missed; clients {} -> {}; tasks {} -> {}; fds {fds_before} -> {fds_after}",
+        before.sinks[0].clients, after.sinks[0].clients, before.tasks, after.tasks
+    );
+    assert_eq!(after.sinks[0].clients, 1, "{after:?}");
+    assert!(
+        after.tasks <= before.tasks + 2,
+        "tasks {} -> {}",
+        before.tasks,
+        after.tasks
+    );
+    assert!(fds_after <= fds_before, "fds {fds_before} -> {fds_after}");
+    assert_eq!(after.sinks[0].records_dropped, 0);
+}
+
+/// Regression: a client that disconnected while no record flowed used to keep its task,
+/// descriptor and `max_clients` slot until a write failed, so four connect-and-close probes
+/// locked every later client of a `max_clients = 4` sink out. A client's EOF now ends it.
+#[tokio::test]
+async fn clients_that_leave_a_quiet_sink_are_released() {
+    let mut server = TestServer::start(ServerOptions::default()).await;
+    let (port, metrics) = (free_port(), free_port());
+    let config = format!(
+        "[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n[[upstream]]\nname = \"feed\"\nurl = \"{}\"\n[[sink]]\ntype = \"tcp\"\nlisten = \"127.0.0.1:{port}\"\nmax_clients = 4\n",
+        server.url("/"),
+    );
+    let daemon = Daemon::start(&config).await;
+    let pid = daemon.child.id().unwrap();
+    let _conn = server.accept().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fds_before = open_fds(pid);
+    for id in 1..=4 {
+        drop(connect_tcp(([127, 0, 0, 1], port).into()).await);
+        wait_for_client(&daemon, id).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        let status = status_at(metrics).await;
+        if status.sinks[0].clients == 0 || Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        status.sinks[0].clients, 0,
+        "clients that left are still counted"
+    );
+    // The /status requests above are connections too: give their tasks a moment to close.
+    let fds_deadline = Instant::now() + Duration::from_secs(3);
+    while open_fds(pid) > fds_before && Instant::now() < fds_deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let fds_after = open_fds(pid);
+    let links: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .collect();
+    assert!(
+        fds_after <= fds_before,
+        "their sockets are still open: {fds_before} -> {fds_after}: {links:?}"
+    );
+    // A new client is served, not refused.
+    let mut fresh = RecordReader::new(connect_tcp(([127, 0, 0, 1], port).into()).await);
+    let refused = timeout(Duration::from_millis(500), fresh.next_line()).await;
+    assert!(refused.is_err(), "a new client was refused: {refused:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Sinks that cannot bind
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_directory_at_the_socket_path_stops_the_daemon_and_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = dir.path().join("feed.sock");
+    std::fs::create_dir(&taken).unwrap();
+    std::fs::write(taken.join("keep.txt"), "keep me").unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[upstream]]\nname = \"a\"\nurl = \"ws://127.0.0.1:1/\"\n[[sink]]\ntype = \"unix\"\npath = \"{}\"\n",
+            taken.display()
+        ),
+    )
+    .unwrap();
+    let out = timeout(
+        SOON,
+        tokio::process::Command::new(bin())
+            .args(["run", "-c"])
+            .arg(&config)
+            .env_remove("NOTIFY_SOCKET")
+            .output(),
+    )
+    .await
+    .expect("exits at once")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&taken.display().to_string()),
+        "the path is not named: {stderr}"
+    );
+    assert!(stderr.contains("directory"), "{stderr}");
+    assert!(taken.is_dir());
+    assert_eq!(
+        std::fs::read_to_string(taken.join("keep.txt")).unwrap(),
+        "keep me"
+    );
+    assert_eq!(std::fs::read_dir(&taken).unwrap().count(), 1);
+    // No staging socket left next to it.
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "feed.sock" && n != "c.toml")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    eprintln!(
+        "FIGURES directory at the socket path: exit {:?}; {}",
+        out.status.code(),
+        stderr.trim()
+    );
+}
+
+#[tokio::test]
+async fn a_new_sink_that_cannot_bind_on_reload_is_logged_and_the_running_ones_stay() {
+    let mut server = TestServer::start(ServerOptions::default()).await;
+    let (port, new_port) = (free_port(), free_port());
+    let base = format!(
+        "[[upstream]]\nname = \"feed\"\nurl = \"{}\"\n[[sink]]\ntype = \"tcp\"\nlisten = \"127.0.0.1:{port}\"\n",
+        server.url("/")
+    );
+    let mut daemon = Daemon::start(&base).await;
+    let mut conn = server.accept().await;
+    let mut client = RecordReader::new(connect_tcp(([127, 0, 0, 1], port).into()).await);
+    wait_for_client(&daemon, 1).await;
+    conn.send_text("before").await;
+    assert_eq!(client.record_where(is_data).await["data"], "before");
+
+    let taken = std::net::TcpListener::bind(("127.0.0.1", new_port)).unwrap();
+    daemon.write_config(&format!(
+        "{base}[[sink]]\ntype = \"tcp\"\nlisten = \"127.0.0.1:{new_port}\"\n"
+    ));
+    daemon.signal(1);
+    daemon.wait_for_log("reload refused").await;
+    let stderr = daemon.stderr();
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{new_port}")),
+        "{stderr}"
+    );
+    // The running sink, its client and the upstream connection are untouched.
+    conn.send_text("after").await;
+    let r = client.record_where(is_data).await;
+    assert_eq!(
+        (r["data"].as_str(), r["seq"].as_u64()),
+        (Some("after"), Some(2))
+    );
+    assert!(
+        daemon.child.try_wait().unwrap().is_none(),
+        "the daemon exited"
+    );
+
+    // Once the port is free, the same reload succeeds.
+    drop(taken);
+    daemon.signal(1);
+    daemon.wait_for_log("starting sink").await;
+    let mut added = RecordReader::new(connect_tcp(([127, 0, 0, 1], new_port).into()).await);
+    wait_for_client_of(&daemon, &format!("sink=tcp:127.0.0.1:{new_port}"), 1).await;
+    conn.send_text("both").await;
+    assert_eq!(client.record_where(is_data).await["data"], "both");
+    assert_eq!(added.record_where(is_data).await["data"], "both");
+    daemon.signal(15);
+    assert!(daemon.wait().await.success());
+}
