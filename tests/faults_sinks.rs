@@ -666,8 +666,8 @@ async fn invalid_utf8_in_a_text_frame_is_an_error_record_then_a_reconnect() {
         "unclear reason: {error}"
     );
     assert!(error["retry_in_ms"].as_u64().is_some(), "{error}");
-    // What the server sees as the daemon fails the connection (RFC 6455 §7.1.7: a Close
-    // frame MAY precede the TCP close; aiohttp sends 1007).
+    // What the server sees as the daemon fails the connection: Close 1007 (RFC 6455 §7.1.7
+    // allows it; aiohttp sends it), then the TCP close.
     let ending = timeout(SOON, async {
         loop {
             match conn.ws.next().await {
@@ -682,6 +682,10 @@ async fn invalid_utf8_in_a_text_frame_is_an_error_record_then_a_reconnect() {
     })
     .await
     .expect("the daemon ends the connection");
+    assert_eq!(
+        ending, "Close Some(1007)",
+        "the daemon should say why, as aiohttp does"
+    );
     drop(conn);
 
     let mut again = server.accept().await;

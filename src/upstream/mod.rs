@@ -376,11 +376,11 @@ impl Upstream {
                     match step {
                         Step::Continue => {}
                         Step::End(end) => break end,
-                        Step::TooBig(reason) => {
-                            // Tell the peer why, as aiohttp does: 1009 Message Too Big.
-                            let frame = CloseFrame { code: CloseCode::Size, reason: "message too big".into() };
+                        Step::Refuse { code, cause, reason } => {
+                            // Tell the peer why before hanging up, as aiohttp does.
+                            let frame = CloseFrame { code, reason: close_reason(code).into() };
                             self.close(&mut ws, Some(frame), &mut frames, name).await;
-                            break SessionEnd::Failed(Cause::MessageTooBig, reason);
+                            break SessionEnd::Failed(cause, reason);
                         }
                     }
                 }
@@ -573,8 +573,21 @@ enum Step {
     Continue,
     /// The connection ended.
     End(SessionEnd),
-    /// The peer sent more than max_message_size: close with 1009, then end.
-    TooBig(String),
+    /// The peer broke a rule we can name: close with `code` (1009 too big, 1007 invalid
+    /// UTF-8), then end.
+    Refuse {
+        code: CloseCode,
+        cause: Cause,
+        reason: String,
+    },
+}
+
+fn close_reason(code: CloseCode) -> &'static str {
+    match code {
+        CloseCode::Size => "message too big",
+        CloseCode::Invalid => "invalid UTF-8 in a text message",
+        _ => "",
+    }
 }
 
 /// The reading side of one session: keepalive, the peer's Close, the batch being gathered.
@@ -654,8 +667,24 @@ impl Frames {
                     return Step::End(SessionEnd::PeerClosed { code, reason });
                 }
                 let reason = read_error(&e, max_message_size);
-                if matches!(e, WsError::Capacity(_)) {
-                    return Step::TooBig(reason);
+                match e {
+                    WsError::Capacity(_) => {
+                        let (code, cause) = (CloseCode::Size, Cause::MessageTooBig);
+                        return Step::Refuse {
+                            code,
+                            cause,
+                            reason,
+                        };
+                    }
+                    WsError::Utf8(_) => {
+                        let (code, cause) = (CloseCode::Invalid, Cause::ConnectionLost);
+                        return Step::Refuse {
+                            code,
+                            cause,
+                            reason,
+                        };
+                    }
+                    _ => {}
                 }
                 return Step::End(SessionEnd::Failed(Cause::ConnectionLost, reason));
             }
