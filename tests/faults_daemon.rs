@@ -62,6 +62,7 @@ type = "stdout"
         pings >= 3,
         "the connection was kept alive by Pings ({pings} seen) yet declared stale"
     );
+    eprintln!("FIGURE stale feed: error after {after:?}, {pings} Pings answered meanwhile");
     let _again = server.accept().await;
     daemon.record_where("open", |r| r["type"] == "open").await;
 }
