@@ -265,7 +265,17 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn status(path: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let config = match Config::load(path) {
+    // Only [metrics] matters here: an operator need not hold the daemon's secrets, so unset
+    // ${VAR}s expand to nothing instead of failing.
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => anyhow::bail!(
+            "cannot read {}: {e}; pass the daemon's config with -c",
+            path.display()
+        ),
+    };
+    let env = |name: &str| Some(std::env::var(name).unwrap_or_default());
+    let config = match Config::parse_with_env(&text, path, &env) {
         Ok(config) => config,
         Err(errors) => {
             eprintln!("{errors}");

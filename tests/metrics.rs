@@ -217,6 +217,28 @@ async fn wsbridge_status_prints_a_row_per_upstream_and_sink() {
     );
     assert!(table.contains("health: ok"), "{table}");
 
+    // The operator running `status` need not have the daemon's secrets.
+    let with_secret = daemon.dir.path().join("secret.toml");
+    let text = std::fs::read_to_string(&daemon.config_path)
+        .unwrap()
+        .replace(
+            "required = true",
+            "required = true\nheaders = { Authorization = \"Bearer ${WSB_NOT_SET_HERE}\" }",
+        );
+    std::fs::write(&with_secret, text).unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["status", "-c"])
+        .arg(&with_secret)
+        .env_remove("WSB_NOT_SET_HERE")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // Without [metrics], status says what to add.
     let dir = tempfile::tempdir().unwrap();
     let bare = dir.path().join("bare.toml");
