@@ -667,24 +667,18 @@ impl Frames {
                     return Step::End(SessionEnd::PeerClosed { code, reason });
                 }
                 let reason = read_error(&e, max_message_size);
-                match e {
-                    WsError::Capacity(_) => {
-                        let (code, cause) = (CloseCode::Size, Cause::MessageTooBig);
-                        return Step::Refuse {
-                            code,
-                            cause,
-                            reason,
-                        };
-                    }
-                    WsError::Utf8(_) => {
-                        let (code, cause) = (CloseCode::Invalid, Cause::ConnectionLost);
-                        return Step::Refuse {
-                            code,
-                            cause,
-                            reason,
-                        };
-                    }
-                    _ => {}
+                // Errors we can name to the peer get a Close saying so before we hang up.
+                let refusal = match e {
+                    WsError::Capacity(_) => Some((CloseCode::Size, Cause::MessageTooBig)),
+                    WsError::Utf8(_) => Some((CloseCode::Invalid, Cause::ConnectionLost)),
+                    _ => None,
+                };
+                if let Some((code, cause)) = refusal {
+                    return Step::Refuse {
+                        code,
+                        cause,
+                        reason,
+                    };
                 }
                 return Step::End(SessionEnd::Failed(Cause::ConnectionLost, reason));
             }
