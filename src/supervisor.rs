@@ -6,7 +6,6 @@
 //! [`Control`] values, so tests drive the supervisor without sending signals.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,7 +63,6 @@ struct RunningSink {
     cancel: CancellationToken,
     task: JoinHandle<()>,
     stats: Arc<SinkStats>,
-    local_addr: Option<SocketAddr>,
 }
 
 /// The running bridge.
@@ -129,16 +127,6 @@ impl Supervisor {
             "started"
         );
         Ok(supervisor)
-    }
-
-    /// What the metrics endpoint reads (also for tests and embedding).
-    pub fn metrics(&self) -> Arc<Metrics> {
-        self.metrics.clone()
-    }
-
-    /// The bound address of each tcp sink, in config order (for tests and `port = 0`).
-    pub fn tcp_addrs(&self) -> Vec<SocketAddr> {
-        self.sinks.iter().filter_map(|s| s.local_addr).collect()
     }
 
     /// A one-line summary: upstreams open out of total, sink clients.
@@ -363,7 +351,6 @@ impl Supervisor {
         let (input, receiver) = mpsc::channel(SINK_INPUT);
         let cancel = CancellationToken::new();
         let stats = Arc::new(SinkStats::default());
-        let local_addr = bound.local_addr();
         let ctx = SinkContext {
             config: config.clone(),
             input: receiver,
@@ -389,7 +376,6 @@ impl Supervisor {
             cancel,
             task,
             stats,
-            local_addr,
         });
     }
 

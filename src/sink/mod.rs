@@ -111,14 +111,6 @@ pub fn bind(config: &SinkConfig) -> Result<BoundSink, SinkError> {
 }
 
 impl BoundSink {
-    /// The local TCP address, for a tcp sink (useful when the config asked for port 0).
-    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
-        match self {
-            BoundSink::Tcp(l) => l.local_addr().ok(),
-            _ => None,
-        }
-    }
-
     /// Runs the sink until its input closes or it is cancelled.
     pub async fn run(self, ctx: SinkContext) -> Result<(), SinkError> {
         match self {
