@@ -312,7 +312,16 @@ async fn reconnect_survives_a_server_restart_and_keeps_delivering_stdin() {
 
     let addr = server.stop();
     drop(conn);
-    // Typed while the server is down: queued, sent after the reconnect and on_connect.
+    // Typed once the client knows the server is down: queued, sent after the reconnect and
+    // on_connect. (A line typed in the instant the peer vanishes can go to the dying socket
+    // and be lost: WebSocket has no acknowledgements. The README says so.)
+    let mut log = RecordReader::new(child.stderr.take().unwrap());
+    loop {
+        let line = log.next_line().await.expect("stderr open");
+        if line.contains("lost") || line.contains("peer closed") {
+            break;
+        }
+    }
     stdin.write_all(b"line 2\n").await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut server = TestServer::start_on(addr, ServerOptions::default()).await;
