@@ -25,7 +25,7 @@ async fn session(url: Url, echo: bool) -> Result<Vec<String>, String> {
     config.ping_interval = None;
     config.connect_timeout = Duration::from_secs(30);
     let (queue, queue_rx) = mpsc::channel(1024);
-    let (events_tx, mut events) = mpsc::channel(1024);
+    let (events_tx, mut events) = wsbridge::hub::sink_input(1024, 64 << 20);
     let upstream = Upstream {
         config: Arc::new(config),
         stats: Arc::new(UpstreamStats::default()),
@@ -38,8 +38,8 @@ async fn session(url: Url, echo: bool) -> Result<Vec<String>, String> {
     };
     let task = tokio::spawn(upstream.run());
     let mut texts = Vec::new();
-    while let Some(batch) = events.recv().await {
-        for event in batch.iter() {
+    while let Some(delivery) = events.recv().await {
+        for event in &delivery.batch.events {
             let reply = match &event.kind {
                 EventKind::Text { data, .. } => {
                     texts.push(data.to_string());

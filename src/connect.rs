@@ -17,11 +17,17 @@ use tokio_util::sync::CancellationToken;
 use tracing::{warn, Instrument};
 
 use crate::config::{Format, UpstreamConfig};
-use crate::hub::Outlet;
+use crate::hub::{self, Outlet};
 use crate::lines::{BoundedLines, Line};
 use crate::record::{parse_inbound, Encoding};
 use crate::sink::{SinkError, SinkStats, StdoutSink};
 use crate::upstream::{describe, RunMode, SessionEnd, Upstream, UpstreamExit, UpstreamStats};
+
+/// Batches between the connection and the stdout writer, and their bytes: a few batches of
+/// small messages, or one large message being written while the next one waits.
+const STDOUT_BATCHES: usize = 4;
+/// See [`STDOUT_BATCHES`].
+const STDOUT_BYTES: usize = 1 << 20;
 
 /// What the user asked for, resolved.
 #[derive(Debug, Clone)]
@@ -56,7 +62,10 @@ pub enum Outcome {
 
 /// Runs the pipe on the process's stdin and stdout until it ends or `interrupt` is cancelled.
 pub async fn run(options: ConnectOptions, interrupt: CancellationToken) -> Outcome {
-    run_with(options, tokio::io::stdin(), tokio::io::stdout(), interrupt).await
+    match crate::sink::process_stdout() {
+        Ok(stdout) => run_with(options, tokio::io::stdin(), stdout, interrupt).await,
+        Err(e) => Outcome::Failed(e.to_string()),
+    }
 }
 
 /// [`run`] on any reader and writer.
@@ -68,11 +77,11 @@ pub async fn run_with<R, W>(
 ) -> Outcome
 where
     R: AsyncRead + Unpin + Send + 'static,
-    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+    W: std::io::Write + Send + 'static,
 {
     let url = options.upstream.display_url();
     let (queue_tx, queue_rx) = mpsc::channel(options.upstream.send_queue);
-    let (stdout_tx, stdout_rx) = mpsc::channel(crate::supervisor::SINK_INPUT);
+    let (stdout_tx, stdout_rx) = hub::sink_input(STDOUT_BATCHES, STDOUT_BYTES);
     let stop = interrupt.child_token();
     let sinks = if options.send_only {
         Vec::new()

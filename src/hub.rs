@@ -7,11 +7,14 @@
 //! receiver to find the send queue of the upstream a line is for. Data flows one way:
 //! events from upstreams to sinks, inbound messages from sink clients straight into the
 //! upstream's own queue, never back through the hub.
+//!
+//! A sink's input is bounded twice: by batches, and by bytes (payloads plus events), so a
+//! feed of 1 MiB messages queues a few of them, not 32 MiB.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::config::SinkConfig;
@@ -19,10 +22,74 @@ use crate::record::Event;
 
 /// Events of one upstream that arrived together (read without waiting), shared by every sink:
 /// one allocation and one channel send per sink per batch, not per message.
-pub type Batch = Arc<Vec<Event>>;
+#[derive(Debug)]
+pub struct Batch {
+    /// The upstream's name (once per batch: no reference count to touch per message).
+    pub upstream: Arc<str>,
+    /// The events, in order.
+    pub events: Vec<Event>,
+}
 
-/// A sink's bounded input, in batches.
-pub type SinkInput = mpsc::Sender<Batch>;
+/// A batch on its way to one sink. It holds its share of the sink's byte budget until the
+/// sink drops it, so what a sink has not finished with is bounded in bytes.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The batch, shared with the other sinks.
+    pub batch: Arc<Batch>,
+    _budget: OwnedSemaphorePermit,
+}
+
+/// The receiving end of a sink's input.
+pub type SinkReceiver = mpsc::Receiver<Delivery>;
+
+/// A sink's bounded input.
+#[derive(Debug, Clone)]
+pub struct SinkInput {
+    batches: mpsc::Sender<Delivery>,
+    budget: Arc<Semaphore>,
+    budget_bytes: u32,
+}
+
+/// A sink's input holding at most `batches` batches and about `bytes` bytes (a batch larger
+/// than that still passes, alone).
+pub fn sink_input(batches: usize, bytes: usize) -> (SinkInput, SinkReceiver) {
+    let (tx, rx) = mpsc::channel(batches);
+    let budget_bytes = u32::try_from(bytes).unwrap_or(u32::MAX).max(1);
+    let input = SinkInput {
+        batches: tx,
+        budget: Arc::new(Semaphore::new(budget_bytes as usize)),
+        budget_bytes,
+    };
+    (input, rx)
+}
+
+impl SinkInput {
+    /// Waits for room (batches and bytes), then queues the batch; does nothing if the sink is
+    /// gone.
+    async fn send(&self, batch: &Arc<Batch>, cost: usize) {
+        let cost = u32::try_from(cost)
+            .unwrap_or(u32::MAX)
+            .min(self.budget_bytes);
+        let budget = match self.budget.clone().try_acquire_many_owned(cost) {
+            Ok(permit) => permit,
+            Err(_) => tokio::select! {
+                permit = self.budget.clone().acquire_many_owned(cost) => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                },
+                // Queued deliveries are dropped with the receiver, giving their budget back;
+                // this covers a sink that stops while we wait.
+                _ = self.batches.closed() => return,
+            },
+        };
+        let delivery = Delivery {
+            batch: batch.clone(),
+            _budget: budget,
+        };
+        // A sink that stopped (removed on reload) just no longer receives.
+        let _ = self.batches.send(delivery).await;
+    }
+}
 
 /// An upstream's bounded queue of messages to send.
 pub type SendQueue = mpsc::Sender<Message>;
@@ -51,24 +118,28 @@ impl Outlet {
         Outlet { routes, current }
     }
 
-    /// Sends one event to every routed sink.
-    pub async fn deliver(&mut self, event: Event) {
-        self.deliver_batch(vec![event]).await;
+    /// Sends one event of `upstream` to every routed sink.
+    pub async fn deliver(&mut self, upstream: &Arc<str>, event: Event) {
+        let cost = event.cost();
+        self.deliver_batch(upstream, vec![event], cost).await;
     }
 
-    /// Sends `events` to every routed sink, waiting where a sink's input is full (that is the
-    /// backpressure of `on_slow = "block"`; other sinks drain their input promptly).
-    pub async fn deliver_batch(&mut self, events: Vec<Event>) {
+    /// Sends `events` (costing `cost` bytes, see [`Event::cost`]) to every routed sink,
+    /// waiting where a sink's input is full (that is the backpressure of `on_slow = "block"`;
+    /// other sinks drain their input promptly).
+    pub async fn deliver_batch(&mut self, upstream: &Arc<str>, events: Vec<Event>, cost: usize) {
         if events.is_empty() {
             return;
         }
         if self.routes.has_changed().unwrap_or(false) {
             self.current = self.routes.borrow_and_update().clone();
         }
-        let batch = Arc::new(events);
+        let batch = Arc::new(Batch {
+            upstream: upstream.clone(),
+            events,
+        });
         for sink in self.current.iter() {
-            // A sink that stopped (removed on reload) just no longer receives.
-            let _ = sink.send(batch.clone()).await;
+            sink.send(&batch, cost).await;
         }
     }
 }
@@ -141,5 +212,68 @@ impl Hub {
             .filter(|(config, _)| config.routes(upstream))
             .map(|(_, input)| input.clone())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::record::EventKind;
+
+    fn binary(len: usize) -> Event {
+        Event::now(EventKind::Binary {
+            seq: 1,
+            data: vec![0u8; len].into(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_sink_input_holds_at_most_its_bytes() {
+        let (input, mut receiver) = sink_input(32, 1000);
+        let mut outlet = Outlet::fixed(vec![input]);
+        let name: Arc<str> = Arc::from("feed");
+        // 600 bytes fit; a second 600 must wait until the first is done with.
+        outlet
+            .deliver(&name, binary(600 - size_of::<Event>()))
+            .await;
+        let second = outlet.deliver(&name, binary(600 - size_of::<Event>()));
+        tokio::pin!(second);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), &mut second)
+                .await
+                .is_err(),
+            "a second batch was queued beyond the byte budget"
+        );
+        let first = receiver.recv().await.expect("the first batch");
+        assert_eq!(first.batch.upstream.as_ref(), "feed");
+        drop(first);
+        tokio::time::timeout(Duration::from_secs(5), second)
+            .await
+            .expect("room once the first batch was dropped");
+        assert!(receiver.recv().await.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_batch_larger_than_the_budget_passes_alone() {
+        let (input, mut receiver) = sink_input(32, 100);
+        let mut outlet = Outlet::fixed(vec![input]);
+        let name: Arc<str> = Arc::from("feed");
+        outlet.deliver(&name, binary(10_000)).await;
+        let delivery = receiver.recv().await.expect("the large batch");
+        assert_eq!(delivery.batch.events.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_stopped_sink_does_not_hold_up_the_upstream() {
+        let (input, receiver) = sink_input(1, 100);
+        let mut outlet = Outlet::fixed(vec![input]);
+        let name: Arc<str> = Arc::from("feed");
+        outlet.deliver(&name, binary(50)).await;
+        drop(receiver);
+        tokio::time::timeout(Duration::from_secs(5), outlet.deliver(&name, binary(50)))
+            .await
+            .expect("delivery to a stopped sink returns at once");
     }
 }

@@ -23,7 +23,6 @@
 //! [`parse_inbound`]: `{"upstream":"trades","type":"text"|"binary"|"json","data":…}`.
 
 use std::io::Write as _;
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -33,11 +32,10 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::config::Format;
 
-/// Something that happened on an upstream connection, as handed from the upstream task to the sinks.
+/// Something that happened on an upstream connection, as handed from the upstream task to the
+/// sinks. The upstream's name travels once per batch ([`crate::hub::Batch`]), not per event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
-    /// The upstream's name.
-    pub upstream: Arc<str>,
     /// Receive time, Unix milliseconds.
     pub ts: u64,
     /// What happened.
@@ -88,12 +86,21 @@ pub enum EventKind {
 
 impl Event {
     /// An event stamped with the current time.
-    pub fn now(upstream: Arc<str>, kind: EventKind) -> Event {
+    pub fn now(kind: EventKind) -> Event {
         Event {
-            upstream,
             ts: unix_millis(),
             kind,
         }
+    }
+
+    /// Payload bytes plus the event itself: what holding it costs in memory, roughly.
+    pub fn cost(&self) -> usize {
+        let payload = match &self.kind {
+            EventKind::Text { data, .. } => data.len(),
+            EventKind::Binary { data, .. } => data.len(),
+            _ => 0,
+        };
+        payload + std::mem::size_of::<Event>()
     }
 
     /// Whether this is a data message (not open/close/error).
@@ -123,9 +130,9 @@ pub struct Encoding {
 }
 
 impl Encoding {
-    /// Appends the line for `event` to `out`; returns false (appending nothing) if this
-    /// encoding does not write such events.
-    pub fn encode(&self, event: &Event, out: &mut Vec<u8>) -> bool {
+    /// Appends the line for `event` of `upstream` to `out`; returns false (appending nothing)
+    /// if this encoding does not write such events.
+    pub fn encode(&self, upstream: &str, event: &Event, out: &mut Vec<u8>) -> bool {
         match self.format {
             Format::Raw => match &event.kind {
                 EventKind::Binary { data, .. } if self.binary_bytes => {
@@ -138,17 +145,37 @@ impl Encoding {
                 if !self.events && !event.is_data() {
                     return false;
                 }
-                encode_ndjson(event, self.parse_json, out);
+                encode_ndjson(upstream, event, self.parse_json, out);
                 true
             }
         }
     }
+
+    /// When the line for `event` is its payload verbatim followed by `suffix` (raw format,
+    /// text without line breaks or `connect --binary` bytes): the payload and the suffix, so a
+    /// large payload can be written without copying it into a buffer first.
+    pub fn verbatim<'a>(&self, event: &'a Event) -> Option<(&'a [u8], &'static [u8])> {
+        if self.format != Format::Raw {
+            return None;
+        }
+        match &event.kind {
+            EventKind::Binary { data, .. } if self.binary_bytes => Some((data, b"")),
+            EventKind::Text { data, .. } if !has_line_break(data.as_bytes()) => {
+                Some((data.as_bytes(), b"\n"))
+            }
+            _ => None,
+        }
+    }
+}
+
+fn has_line_break(bytes: &[u8]) -> bool {
+    memchr::memchr2(b'\n', b'\r', bytes).is_some()
 }
 
 fn encode_raw(event: &Event, out: &mut Vec<u8>) -> bool {
     match &event.kind {
         EventKind::Text { data, .. } => {
-            if data.as_bytes().contains(&b'\n') || data.as_bytes().contains(&b'\r') {
+            if has_line_break(data.as_bytes()) {
                 write_json_str(out, data.as_str());
             } else {
                 out.extend_from_slice(data.as_bytes());
@@ -172,12 +199,15 @@ fn write_base64(out: &mut Vec<u8>, data: &[u8]) {
     out.truncate(start + written);
 }
 
-fn encode_ndjson(event: &Event, parse_json: bool, out: &mut Vec<u8>) {
+fn encode_ndjson(upstream: &str, event: &Event, parse_json: bool, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"upstream\":");
-    write_json_str(out, &event.upstream);
+    write_json_str(out, upstream);
     match &event.kind {
         EventKind::Text { seq, data } => {
-            let _ = write!(out, ",\"seq\":{seq},\"ts\":{}", event.ts);
+            out.extend_from_slice(b",\"seq\":");
+            write_u64(out, *seq);
+            out.extend_from_slice(b",\"ts\":");
+            write_u64(out, event.ts);
             match parse_json.then(|| embeddable_json(data.as_str())).flatten() {
                 Some(json) => {
                     out.extend_from_slice(b",\"type\":\"json\",\"data\":");
@@ -190,11 +220,11 @@ fn encode_ndjson(event: &Event, parse_json: bool, out: &mut Vec<u8>) {
             }
         }
         EventKind::Binary { seq, data } => {
-            let _ = write!(
-                out,
-                ",\"seq\":{seq},\"ts\":{},\"type\":\"binary\",\"data\":\"",
-                event.ts
-            );
+            out.extend_from_slice(b",\"seq\":");
+            write_u64(out, *seq);
+            out.extend_from_slice(b",\"ts\":");
+            write_u64(out, event.ts);
+            out.extend_from_slice(b",\"type\":\"binary\",\"data\":\"");
             write_base64(out, data);
             out.push(b'"');
         }
@@ -246,8 +276,24 @@ fn embeddable_json(text: &str) -> Option<std::borrow::Cow<'_, str>> {
 
 /// Appends `s` as a JSON string literal.
 fn write_json_str(out: &mut Vec<u8>, s: &str) {
-    // Writing into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
+    // Most payloads need no escaping: one branch-free scan, then one copy.
+    let plain = s.bytes().fold(true, |plain, b| {
+        plain & (b >= 0x20 && b != b'"' && b != b'\\')
+    });
+    if plain {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
+}
+
+/// Appends the decimal digits of `n`.
+fn write_u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// The error record sent to one sink client whose line was rejected.

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
 use crate::config::{Config, ConfigErrors, SinkConfig, SinkKind, UpstreamConfig};
-use crate::hub::{Hub, SendQueue, SinkInput};
+use crate::hub::{self, Hub, SendQueue, SinkInput};
 use crate::metrics::Metrics;
 use crate::notify;
 use crate::sink::{self, BoundSink, SinkContext, SinkError, SinkStats};
@@ -46,9 +46,10 @@ pub enum StartError {
     Metrics(#[from] crate::metrics::MetricsBindError),
 }
 
-/// Batches queued between the hub and each sink task. A batch holds at most 256 messages
-/// or about 1 MiB (see `upstream::MAX_BATCH`), so this bounds a sink's input to ~32 MiB.
+/// Batches queued between the hub and each sink task (a batch holds at most 256 messages).
 pub const SINK_INPUT: usize = 32;
+/// Bytes (payloads plus events) queued between the hub and each sink task.
+pub const SINK_INPUT_BYTES: usize = 8 << 20;
 
 struct RunningUpstream {
     config: Arc<UpstreamConfig>,
@@ -59,7 +60,8 @@ struct RunningUpstream {
 
 struct RunningSink {
     config: Arc<SinkConfig>,
-    input: SinkInput,
+    /// Taken at shutdown, so the sink's input closes once read to the end.
+    input: Option<SinkInput>,
     cancel: CancellationToken,
     task: JoinHandle<()>,
     stats: Arc<SinkStats>,
@@ -216,8 +218,7 @@ impl Supervisor {
         // it has been read to the end.
         self.hub.clear();
         for sink in &mut self.sinks {
-            let (closed, _) = mpsc::channel(1);
-            sink.input = closed;
+            sink.input = None;
         }
         for sink in self.sinks.drain(..) {
             finish(sink.task, deadline, &format!("sink {}", sink.config.name())).await;
@@ -348,7 +349,7 @@ impl Supervisor {
     }
 
     fn spawn_sink(&mut self, config: Arc<SinkConfig>, bound: BoundSink) {
-        let (input, receiver) = mpsc::channel(SINK_INPUT);
+        let (input, receiver) = hub::sink_input(SINK_INPUT, SINK_INPUT_BYTES);
         let cancel = CancellationToken::new();
         let stats = Arc::new(SinkStats::default());
         let ctx = SinkContext {
@@ -372,7 +373,7 @@ impl Supervisor {
         );
         self.sinks.push(RunningSink {
             config,
-            input,
+            input: Some(input),
             cancel,
             task,
             stats,
@@ -432,7 +433,7 @@ impl Supervisor {
         let sinks = self
             .sinks
             .iter()
-            .map(|s| (s.config.clone(), s.input.clone()))
+            .filter_map(|s| Some((s.config.clone(), s.input.clone()?)))
             .collect();
         self.hub.set_sinks(sinks);
     }

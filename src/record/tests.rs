@@ -2,7 +2,6 @@ use super::*;
 
 fn event(kind: EventKind) -> Event {
     Event {
-        upstream: Arc::from("trades"),
         ts: 1_764_000_000_123,
         kind,
     }
@@ -16,7 +15,7 @@ fn ndjson(kind: EventKind, parse_json: bool) -> String {
         parse_json,
         binary_bytes: false,
     };
-    assert!(encoding.encode(&event(kind), &mut out));
+    assert!(encoding.encode("trades", &event(kind), &mut out));
     String::from_utf8(out).unwrap()
 }
 
@@ -105,6 +104,7 @@ fn events_can_be_left_out() {
     };
     let mut out = Vec::new();
     assert!(!encoding.encode(
+        "trades",
         &event(EventKind::Error {
             error: "x".into(),
             retry_in_ms: None
@@ -112,7 +112,7 @@ fn events_can_be_left_out() {
         &mut out
     ));
     assert!(out.is_empty());
-    assert!(encoding.encode(&event(text(1, "x")), &mut out));
+    assert!(encoding.encode("trades", &event(text(1, "x")), &mut out));
 }
 
 #[test]
@@ -124,9 +124,10 @@ fn raw_format_writes_payload_lines() {
         binary_bytes: false,
     };
     let mut out = Vec::new();
-    encoding.encode(&event(text(1, "plain")), &mut out);
-    encoding.encode(&event(text(2, "two\nlines")), &mut out);
+    encoding.encode("trades", &event(text(1, "plain")), &mut out);
+    encoding.encode("trades", &event(text(2, "two\nlines")), &mut out);
     encoding.encode(
+        "trades",
         &event(EventKind::Binary {
             seq: 3,
             data: Bytes::from_static(b"\x00\xff"),
@@ -134,6 +135,7 @@ fn raw_format_writes_payload_lines() {
         &mut out,
     );
     assert!(!encoding.encode(
+        "trades",
         &event(EventKind::Open {
             url: "ws://h/".into(),
             protocol: None
@@ -201,12 +203,72 @@ fn binary_bytes_are_written_as_they_came() {
     };
     let mut out = Vec::new();
     encoding.encode(
+        "trades",
         &event(EventKind::Binary {
             seq: 1,
             data: Bytes::from_static(b"\x00\n\xff"),
         }),
         &mut out,
     );
-    encoding.encode(&event(text(2, "t")), &mut out);
+    encoding.encode("trades", &event(text(2, "t")), &mut out);
     assert_eq!(out, b"\x00\n\xfft\n");
+}
+
+#[test]
+fn json_strings_match_serde_json_with_and_without_escapes() {
+    let samples = [
+        "",
+        "plain ascii",
+        "quote \" inside",
+        "back\\slash",
+        "tab\tand\nnewline\r",
+        "\u{1}\u{1f} control",
+        "ünïcödé ✓ and \u{7f}",
+        "{\"p\":1.5,\"q\":[1,2]}",
+    ];
+    for sample in samples {
+        let mut ours = Vec::new();
+        write_json_str(&mut ours, sample);
+        assert_eq!(
+            String::from_utf8(ours).unwrap(),
+            serde_json::to_string(sample).unwrap(),
+            "{sample:?}"
+        );
+    }
+}
+
+#[test]
+fn verbatim_is_offered_only_where_the_line_is_the_payload() {
+    let raw = Encoding {
+        format: Format::Raw,
+        events: true,
+        parse_json: false,
+        binary_bytes: false,
+    };
+    let plain = event(text(1, "plain"));
+    assert_eq!(raw.verbatim(&plain), Some((&b"plain"[..], &b"\n"[..])));
+    assert_eq!(raw.verbatim(&event(text(2, "two\nlines"))), None);
+    assert_eq!(raw.verbatim(&event(text(2, "cr\r"))), None);
+    let binary = event(EventKind::Binary {
+        seq: 3,
+        data: Bytes::from_static(b"\x00\xff"),
+    });
+    assert_eq!(raw.verbatim(&binary), None, "base64 is not verbatim");
+    let bytes = Encoding {
+        binary_bytes: true,
+        ..raw
+    };
+    assert_eq!(bytes.verbatim(&binary), Some((&b"\x00\xff"[..], &b""[..])));
+    let ndjson = Encoding {
+        format: Format::Ndjson,
+        ..raw
+    };
+    assert_eq!(ndjson.verbatim(&plain), None);
+    // Where it is offered, it is exactly what `encode` writes.
+    for (encoding, event) in [(raw, &plain), (bytes, &binary)] {
+        let (payload, suffix) = encoding.verbatim(event).unwrap();
+        let mut encoded = Vec::new();
+        encoding.encode("trades", event, &mut encoded);
+        assert_eq!(encoded, [payload, suffix].concat());
+    }
 }

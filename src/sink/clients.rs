@@ -121,9 +121,12 @@ pub async fn run(listener: Listener<'_>, mut ctx: SinkContext) -> Result<(), Sin
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
-            batch = ctx.input.recv() => {
-                let Some(batch) = batch else { break };
-                let records = batch.iter().filter(|event| encoding.encode(event, &mut encoded)).count() as u64;
+            delivery = ctx.input.recv() => {
+                let Some(delivery) = delivery else { break };
+                let batch = &delivery.batch;
+                let records = batch.events.iter().filter(|event| encoding.encode(&batch.upstream, event, &mut encoded)).count() as u64;
+                // The encoded chunk takes over from the batch (counted in clients' rooms).
+                drop(delivery);
                 if records == 0 {
                     continue;
                 }
@@ -435,13 +438,7 @@ impl Client {
                         while out.buffer().len() < 48 * 1024 {
                             match records.try_recv() {
                                 Some(more) => out.write_all(&more).await?,
-                                None => {
-                        while let Some(more) = records.try_recv() {
-                            out.write_all(&more).await?;
-                        }
-                        records.written();
-                        break;
-                    }
+                                None => break,
                             }
                         }
                         out.flush().await?;

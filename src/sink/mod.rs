@@ -15,14 +15,14 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{SinkConfig, SinkKind};
-use crate::hub::{Batch, Directory};
+use crate::hub::{Directory, SinkReceiver};
 use crate::record::Encoding;
 
-pub use stdout::StdoutSink;
+pub use stdout::{process_stdout, StdoutSink};
 
 /// Why a sink could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +69,7 @@ pub struct SinkContext {
     /// The sink's settings.
     pub config: Arc<SinkConfig>,
     /// Events routed to this sink.
-    pub input: mpsc::Receiver<Batch>,
+    pub input: SinkReceiver,
     /// Upstream send queues, for inbound lines.
     pub directory: watch::Receiver<Arc<Directory>>,
     /// Cancelled to stop accepting and finish.
@@ -116,7 +116,7 @@ impl BoundSink {
         match self {
             BoundSink::Stdout => {
                 let encoding = ctx.encoding();
-                StdoutSink::new(tokio::io::stdout(), encoding)
+                StdoutSink::new(stdout::process_stdout()?, encoding)
                     .run(ctx.input, ctx.shutdown, ctx.stats)
                     .await
             }

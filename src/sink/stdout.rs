@@ -1,17 +1,40 @@
-//! The stdout sink: every record, in order, through one buffered writer that is flushed
-//! whenever the input runs dry (so `| jq` sees data at once, and bursts cost few writes).
+//! The stdout sink: every record, in order, encoded and written by a thread of its own.
+//!
+//! A blocking thread rather than tokio's `stdout()`: that one copies every write into a buffer
+//! of its own and hands it to the blocking pool, and /dev/null or a regular file cannot be
+//! polled anyway. The thread encodes too, so on two cores reading frames and writing lines
+//! run side by side, and a stalled pipe never holds up the runtime (keepalive goes on).
+//! Lines gather in one buffer, written when it is full or when the input runs dry, so
+//! `| jq` sees data at once and bursts cost few writes.
 
-use std::io;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{SinkError, SinkStats};
-use crate::hub::Batch;
+use crate::hub::{Delivery, SinkReceiver};
 use crate::record::Encoding;
+
+/// Lines are gathered up to this size before a write.
+const WRITE_SIZE: usize = 64 * 1024;
+/// Batches handed to the thread ahead of its writing (their bytes are bounded by the sink
+/// input's budget, which each delivery holds until written).
+const HANDOFF: usize = 4;
+
+/// The process's standard output, as a file of its own (a duplicate of fd 1), so writes go
+/// straight to the kernel without std's line buffering or lock.
+pub fn process_stdout() -> Result<File, SinkError> {
+    let fd = io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(SinkError::Stdout)?;
+    Ok(File::from(fd))
+}
 
 /// Stop after this many data messages (`connect --max-messages`).
 struct Limit {
@@ -20,18 +43,18 @@ struct Limit {
     reached: CancellationToken,
 }
 
-/// Writes records to any writer; the daemon and `connect` use the process's stdout.
+/// Writes records to any blocking writer; the daemon and `connect` use [`process_stdout`].
 pub struct StdoutSink<W> {
-    out: BufWriter<W>,
+    out: W,
     encoding: Encoding,
     limit: Option<Limit>,
 }
 
-impl<W: AsyncWrite + Unpin> StdoutSink<W> {
+impl<W: Write + Send + 'static> StdoutSink<W> {
     /// A sink writing to `out`.
     pub fn new(out: W, encoding: Encoding) -> Self {
         StdoutSink {
-            out: BufWriter::with_capacity(64 * 1024, out),
+            out,
             encoding,
             limit: None,
         }
@@ -48,52 +71,123 @@ impl<W: AsyncWrite + Unpin> StdoutSink<W> {
 
     /// Writes until the input closes, or until cancelled and what was queued is written.
     pub async fn run(
-        mut self,
-        mut input: mpsc::Receiver<Batch>,
+        self,
+        mut input: SinkReceiver,
         shutdown: CancellationToken,
         stats: Arc<SinkStats>,
     ) -> Result<(), SinkError> {
-        let mut chunk = Vec::with_capacity(64 * 1024);
+        let (handoff, batches) = mpsc::channel(HANDOFF);
+        let (done_tx, done) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("wsbridge-stdout".into())
+            .spawn(move || {
+                let _ = done_tx.send(self.write_all(batches, &stats));
+            })
+            .map_err(SinkError::Stdout)?;
+        // This task only hands batches over, so that removal on reload (`shutdown`) can end
+        // the input even while no upstream is sending.
         loop {
-            let batch = tokio::select! {
+            let delivery = tokio::select! {
                 biased;
-                batch = input.recv() => batch,
+                delivery = input.recv() => delivery,
                 _ = shutdown.cancelled() => {
                     // Removed on reload: write what is already queued, then stop.
                     input.close();
                     input.recv().await
                 }
             };
-            let Some(batch) = batch else { break };
-            chunk.clear();
-            let mut written = 0;
-            for event in batch.iter() {
-                if event.is_data() {
-                    if let Some(limit) = &mut self.limit {
-                        if limit.remaining == 0 {
-                            continue;
-                        }
-                        limit.remaining -= 1;
+            let Some(delivery) = delivery else { break };
+            if handoff.send(delivery).await.is_err() {
+                break; // the thread stopped on an error, which `done` carries
+            }
+        }
+        drop(handoff);
+        done.await.unwrap_or_else(|_| {
+            Err(SinkError::Stdout(io::Error::other(
+                "the writer thread died",
+            )))
+        })
+    }
+
+    /// The thread: encode and write every batch, in order.
+    fn write_all(
+        mut self,
+        mut batches: mpsc::Receiver<Delivery>,
+        stats: &SinkStats,
+    ) -> Result<(), SinkError> {
+        let mut lines = Vec::with_capacity(WRITE_SIZE);
+        loop {
+            let delivery = match batches.try_recv() {
+                Ok(delivery) => delivery,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    // The input ran dry: write what we have before waiting.
+                    write_out(&mut self.out, &mut lines)?;
+                    match batches.blocking_recv() {
+                        Some(delivery) => delivery,
+                        None => break,
                     }
                 }
-                if self.encoding.encode(event, &mut chunk) {
-                    written += 1;
-                }
-            }
-            self.out.write_all(&chunk).await.map_err(classify)?;
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+            };
+            let written = self.encode_batch(&delivery, &mut lines)?;
+            drop(delivery); // gives its bytes back to the sink input's budget
             stats.records_written.fetch_add(written, Ordering::Relaxed);
             if let Some(limit) = &self.limit {
                 if limit.remaining == 0 && !limit.reached.is_cancelled() {
-                    self.out.flush().await.map_err(classify)?;
+                    write_out(&mut self.out, &mut lines)?;
                     limit.reached.cancel();
                 }
             }
-            if input.is_empty() {
-                self.out.flush().await.map_err(classify)?;
+        }
+        write_out(&mut self.out, &mut lines)
+    }
+
+    /// Appends the lines of one batch to `lines`, writing whenever it is full; a large payload
+    /// that is its own line is written from where it lies, not copied. Returns the count.
+    fn encode_batch(&mut self, delivery: &Delivery, lines: &mut Vec<u8>) -> Result<u64, SinkError> {
+        let batch = &delivery.batch;
+        let mut written = 0;
+        for event in &batch.events {
+            if event.is_data() {
+                if let Some(limit) = &mut self.limit {
+                    if limit.remaining == 0 {
+                        continue;
+                    }
+                    limit.remaining -= 1;
+                }
+            }
+            match self.encoding.verbatim(event) {
+                Some((payload, suffix)) if payload.len() >= WRITE_SIZE => {
+                    write_out(&mut self.out, lines)?;
+                    self.out.write_all(payload).map_err(classify)?;
+                    lines.extend_from_slice(suffix);
+                    written += 1;
+                }
+                _ => {
+                    if self.encoding.encode(&batch.upstream, event, lines) {
+                        written += 1;
+                    }
+                }
+            }
+            if lines.len() >= WRITE_SIZE {
+                write_out(&mut self.out, lines)?;
             }
         }
-        self.out.flush().await.map_err(classify)
+        Ok(written)
     }
+}
+
+/// Writes the gathered lines and empties the buffer.
+fn write_out(out: &mut impl Write, lines: &mut Vec<u8>) -> Result<(), SinkError> {
+    if !lines.is_empty() {
+        out.write_all(lines).map_err(classify)?;
+        lines.clear();
+        // One huge record should not keep its buffer for good.
+        if lines.capacity() > 4 * WRITE_SIZE {
+            lines.shrink_to(WRITE_SIZE);
+        }
+    }
+    Ok(())
 }
 
 fn classify(e: io::Error) -> SinkError {
@@ -101,5 +195,107 @@ fn classify(e: io::Error) -> SinkError {
         SinkError::BrokenPipe
     } else {
         SinkError::Stdout(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::config::Format;
+    use crate::hub::{sink_input, Outlet};
+    use crate::record::{Event, EventKind};
+
+    /// A writer the test can read back; writes in small pieces, as a pipe may.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let n = buf.len().min(10_000);
+            self.0.lock().unwrap().extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn text(seq: u64, data: String) -> Event {
+        Event::now(EventKind::Text {
+            seq,
+            data: data.into(),
+        })
+    }
+
+    async fn written_by(
+        encoding: Encoding,
+        events: Vec<Event>,
+        limit: Option<u64>,
+    ) -> (Vec<u8>, CancellationToken) {
+        let out = Shared::default();
+        let (input, receiver) = sink_input(4, 1 << 20);
+        let reached = CancellationToken::new();
+        let mut sink = StdoutSink::new(out.clone(), encoding);
+        if let Some(max) = limit {
+            sink = sink.with_limit(max, reached.clone());
+        }
+        let task = tokio::spawn(sink.run(
+            receiver,
+            CancellationToken::new(),
+            Arc::new(SinkStats::default()),
+        ));
+        let mut outlet = Outlet::fixed(vec![input]);
+        let name: Arc<str> = Arc::from("feed");
+        for event in events {
+            outlet.deliver(&name, event).await;
+        }
+        drop(outlet);
+        task.await.unwrap().unwrap();
+        let bytes = out.0.lock().unwrap().clone();
+        (bytes, reached)
+    }
+
+    #[tokio::test]
+    async fn large_and_small_lines_come_out_whole_and_in_order() {
+        let raw = Encoding {
+            format: Format::Raw,
+            events: true,
+            parse_json: false,
+            binary_bytes: false,
+        };
+        let events = vec![
+            text(1, "small".into()),
+            text(2, "x".repeat(3 * WRITE_SIZE)),
+            text(3, format!("{}\nwith a break", "y".repeat(2 * WRITE_SIZE))),
+            text(4, "last".into()),
+        ];
+        let mut expected = Vec::new();
+        for event in &events {
+            raw.encode("feed", event, &mut expected);
+        }
+        let (written, _) = written_by(raw, events, None).await;
+        assert_eq!(written.len(), expected.len());
+        assert!(
+            written == expected,
+            "the output differs from the encoded lines"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_limit_stops_data_and_says_so() {
+        let ndjson = Encoding {
+            format: Format::Ndjson,
+            events: true,
+            parse_json: false,
+            binary_bytes: false,
+        };
+        let events = (1..=5).map(|seq| text(seq, format!("m{seq}"))).collect();
+        let (written, reached) = written_by(ndjson, events, Some(3)).await;
+        let written = String::from_utf8(written).unwrap();
+        assert_eq!(written.lines().count(), 3, "{written}");
+        assert!(written.contains("\"data\":\"m3\"") && !written.contains("m4"));
+        assert!(reached.is_cancelled());
     }
 }

@@ -254,13 +254,13 @@ impl Upstream {
                     self.stats.set_state(State::Open);
                     info!(%url, protocol = connected.protocol.as_deref().unwrap_or(""), "connected");
                     self.outlet
-                        .deliver(Event::now(
-                            name.clone(),
-                            EventKind::Open {
+                        .deliver(
+                            &name,
+                            Event::now(EventKind::Open {
                                 url: url.clone(),
                                 protocol: connected.protocol,
-                            },
-                        ))
+                            }),
+                        )
                         .await;
                     let (end, stable) = self.session(connected.ws, &name).await;
                     self.stats.count_disconnect(end.cause());
@@ -277,7 +277,7 @@ impl Upstream {
                     reason: reason.clone(),
                     retry_in_ms: None,
                 };
-                self.outlet.deliver(Event::now(name.clone(), kind)).await;
+                self.outlet.deliver(&name, Event::now(kind)).await;
                 break;
             }
             if self.mode == RunMode::Once {
@@ -359,15 +359,15 @@ impl Upstream {
                     // interval); a Close starts the wait for the peer to hang up.
                     let answers_ping = frames.keepalive.awaiting_pong();
                     let was_closing = frames.peer_close.is_some();
-                    let mut step = frames.on_frame(frame, now, ts, name, self.config.max_message_size);
+                    let mut step = frames.on_frame(frame, now, ts, self.config.max_message_size);
                     // Take every frame that is already here before handing the batch on.
                     while matches!(step, Step::Continue) && !frames.batch_full() {
                         match ws.next().now_or_never() {
-                            Some(frame) => step = frames.on_frame(frame, now, ts, name, self.config.max_message_size),
+                            Some(frame) => step = frames.on_frame(frame, now, ts, self.config.max_message_size),
                             None => break,
                         }
                     }
-                    self.deliver(&mut frames, ts).await;
+                    self.deliver(name, &mut frames, ts).await;
                     if frames.peer_close.is_some() && !was_closing {
                         timer.as_mut().reset(now + self.close_timeout);
                     } else if answers_ping && frames.peer_close.is_none() {
@@ -454,7 +454,7 @@ impl Upstream {
     }
 
     /// Hands the frames gathered so far to the sinks and publishes the counters.
-    async fn deliver(&mut self, frames: &mut Frames, ts: u64) {
+    async fn deliver(&mut self, name: &Arc<str>, frames: &mut Frames, ts: u64) {
         if let Some(rtt) = frames.rtt.take() {
             self.stats
                 .ping_rtt_us
@@ -468,11 +468,14 @@ impl Upstream {
         stats
             .messages_received
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        let bytes = std::mem::take(&mut frames.batch_bytes) as u64;
-        stats.bytes_received.fetch_add(bytes, Ordering::Relaxed);
+        let bytes = std::mem::take(&mut frames.batch_bytes);
+        stats
+            .bytes_received
+            .fetch_add(bytes as u64, Ordering::Relaxed);
         stats.last_message_ms.store(ts, Ordering::Relaxed);
         stats.seq.store(frames.seq, Ordering::Relaxed);
-        self.outlet.deliver_batch(batch).await;
+        let cost = bytes + batch.len() * std::mem::size_of::<Event>();
+        self.outlet.deliver_batch(name, batch, cost).await;
     }
 
     /// Sends Close and waits (bounded) for the peer's, delivering any data still arriving.
@@ -490,8 +493,8 @@ impl Upstream {
         let max = self.config.max_message_size;
         while let Ok(Some(frame)) = tokio::time::timeout_at(deadline, ws.next()).await {
             let ts = crate::record::unix_millis();
-            let step = frames.on_frame(Some(frame), Instant::now(), ts, name, max);
-            self.deliver(frames, ts).await;
+            let step = frames.on_frame(Some(frame), Instant::now(), ts, max);
+            self.deliver(name, frames, ts).await;
             if !matches!(step, Step::Continue) {
                 break;
             }
@@ -507,10 +510,7 @@ impl Upstream {
     async fn emit_error(&mut self, name: &Arc<str>, error: String, retry: Option<Duration>) {
         let retry_in_ms = retry.map(|d| d.as_millis() as u64);
         self.outlet
-            .deliver(Event::now(
-                name.clone(),
-                EventKind::Error { error, retry_in_ms },
-            ))
+            .deliver(name, Event::now(EventKind::Error { error, retry_in_ms }))
             .await;
     }
 
@@ -528,7 +528,7 @@ impl Upstream {
                 retry_in_ms,
             },
         };
-        self.outlet.deliver(Event::now(name.clone(), kind)).await;
+        self.outlet.deliver(name, Event::now(kind)).await;
     }
 
     async fn give_up(&mut self, name: &Arc<str>, backoff: &Backoff, last: String) -> UpstreamExit {
@@ -608,12 +608,11 @@ impl Frames {
         self.batch.len() >= MAX_BATCH || self.batch_bytes >= MAX_BATCH_BYTES
     }
 
-    fn push(&mut self, name: &Arc<str>, ts: u64, len: usize, kind: impl FnOnce(u64) -> EventKind) {
+    fn push(&mut self, ts: u64, len: usize, kind: impl FnOnce(u64) -> EventKind) {
         self.got_data = true;
         self.seq += 1;
         self.batch_bytes += len;
         self.batch.push(Event {
-            upstream: name.clone(),
             ts,
             kind: kind(self.seq),
         });
@@ -625,17 +624,16 @@ impl Frames {
         frame: Option<Result<Message, WsError>>,
         now: Instant,
         ts: u64,
-        name: &Arc<str>,
         max_message_size: usize,
     ) -> Step {
         match frame {
             Some(Ok(Message::Text(data))) => {
                 self.keepalive.data_received(now);
-                self.push(name, ts, data.len(), |seq| EventKind::Text { seq, data });
+                self.push(ts, data.len(), |seq| EventKind::Text { seq, data });
             }
             Some(Ok(Message::Binary(data))) => {
                 self.keepalive.data_received(now);
-                self.push(name, ts, data.len(), |seq| EventKind::Binary { seq, data });
+                self.push(ts, data.len(), |seq| EventKind::Binary { seq, data });
             }
             // tungstenite queues the Pong itself; it goes out as we keep polling.
             Some(Ok(Message::Ping(_))) | Some(Ok(Message::Frame(_))) => {
