@@ -341,6 +341,9 @@ async fn refuse(stream: Stream, max_clients: usize) {
     let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
 }
 
+/// Bytes written to a client between giving its room back.
+const WRITE_ROUND: usize = 64 * 1024;
+
 /// One client's task.
 struct Client {
     id: u64,
@@ -433,11 +436,18 @@ impl Client {
             tokio::select! {
                 record = records.recv() => match record {
                     Some(record) => {
+                        // Batch what is already queued into few writes, but give the room
+                        // back every round: chunks larger than the buffer bypass it, so
+                        // "until the buffer fills" could hold the room of records the client
+                        // has long read, and a fast reader would be judged slow.
+                        let mut round = record.len();
                         out.write_all(&record).await?;
-                        // Batch what is already queued into few writes.
-                        while out.buffer().len() < 48 * 1024 {
+                        while round < WRITE_ROUND {
                             match records.try_recv() {
-                                Some(more) => out.write_all(&more).await?,
+                                Some(more) => {
+                                    round += more.len();
+                                    out.write_all(&more).await?;
+                                }
                                 None => break,
                             }
                         }
