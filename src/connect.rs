@@ -2,17 +2,17 @@
 //! become stdout lines. It is the daemon's own upstream task (handshake, autoping, backoff)
 //! with stdout as its only sink and stdin feeding its send queue.
 
+use std::io::Read;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures_util::StreamExt;
-use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_util::codec::FramedRead;
+use tokio_util::codec::Decoder as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{warn, Instrument};
 
@@ -62,8 +62,12 @@ pub enum Outcome {
 
 /// Runs the pipe on the process's stdin and stdout until it ends or `interrupt` is cancelled.
 pub async fn run(options: ConnectOptions, interrupt: CancellationToken) -> Outcome {
+    let stdin = match std::io::stdin().as_fd().try_clone_to_owned() {
+        Ok(fd) => std::fs::File::from(fd),
+        Err(e) => return Outcome::Failed(format!("cannot read stdin: {e}")),
+    };
     match crate::sink::process_stdout() {
-        Ok(stdout) => run_with(options, tokio::io::stdin(), stdout, interrupt).await,
+        Ok(stdout) => run_with(options, stdin, stdout, interrupt).await,
         Err(e) => Outcome::Failed(e.to_string()),
     }
 }
@@ -76,7 +80,7 @@ pub async fn run_with<R, W>(
     interrupt: CancellationToken,
 ) -> Outcome
 where
-    R: AsyncRead + Unpin + Send + 'static,
+    R: Read + Send + 'static,
     W: std::io::Write + Send + 'static,
 {
     let url = options.upstream.display_url();
@@ -133,7 +137,9 @@ where
             ndjson: options.ndjson,
             max_line: options.upstream.max_message_size,
         };
-        tokio::spawn(reader.run(stdin));
+        if let Err(e) = reader.spawn(stdin) {
+            return Outcome::Failed(format!("cannot start reading stdin: {e}"));
+        }
     } else {
         drop(queue_tx);
     }
@@ -192,7 +198,9 @@ fn outcome(exit: UpstreamExit, url: &str) -> Outcome {
     }
 }
 
-/// Feeds stdin into the upstream's send queue; at EOF, queues a Close (1000) behind the rest.
+/// Feeds stdin into the upstream's send queue from a thread of its own (so splitting lines
+/// runs beside the connection's framing and masking); at EOF, queues a Close (1000) behind
+/// the rest.
 struct StdinReader {
     queue: mpsc::Sender<Message>,
     binary: bool,
@@ -200,68 +208,102 @@ struct StdinReader {
     max_line: usize,
 }
 
+/// Bytes read from stdin at a time.
+const READ_SIZE: usize = 64 * 1024;
+
 impl StdinReader {
-    async fn run<R: AsyncRead + Unpin>(self, mut stdin: R) {
-        if self.binary && !self.ndjson {
-            // One message per read chunk, as websocat's --binary does.
-            let mut buf = BytesMut::with_capacity(64 * 1024);
-            loop {
-                buf.reserve(64 * 1024);
-                match stdin.read_buf(&mut buf).await {
-                    Ok(0) => break,
-                    Ok(_) => {
-                        let chunk = buf.split().freeze();
-                        if self.queue.send(Message::Binary(chunk)).await.is_err() {
+    fn spawn<R: Read + Send + 'static>(self, stdin: R) -> std::io::Result<()> {
+        std::thread::Builder::new()
+            .name("wsbridge-stdin".into())
+            .spawn(move || self.run(stdin))
+            .map(drop)
+    }
+
+    fn run<R: Read>(self, mut stdin: R) {
+        let mut buf = BytesMut::with_capacity(READ_SIZE);
+        let mut lines = BoundedLines::new(self.max_line);
+        let mut number = 0u64;
+        loop {
+            let at_eof = match read_some(&mut stdin, &mut buf) {
+                Ok(n) => n == 0,
+                Err(e) => {
+                    warn!(error = %e, "cannot read stdin");
+                    true
+                }
+            };
+            if self.binary && !self.ndjson {
+                // One message per read chunk, as websocat's --binary does.
+                if !buf.is_empty() && !self.send(Message::Binary(buf.split().freeze())) {
+                    return;
+                }
+            } else {
+                loop {
+                    let line = if at_eof {
+                        lines.decode_eof(&mut buf)
+                    } else {
+                        lines.decode(&mut buf)
+                    };
+                    let Ok(Some(line)) = line else { break };
+                    number += 1;
+                    if let Some(message) = self.message(number, line) {
+                        if !self.send(message) {
                             return;
                         }
                     }
-                    Err(e) => {
-                        warn!(error = %e, "cannot read stdin");
-                        break;
-                    }
                 }
             }
-        } else {
-            let mut lines = FramedRead::new(stdin, BoundedLines::new(self.max_line));
-            let mut number = 0u64;
-            while let Some(line) = lines.next().await {
-                number += 1;
-                let message = match line {
-                    Ok(Line::Text(text)) if self.ndjson => match parse_inbound(&text) {
-                        Ok(inbound) => inbound.message,
-                        Err(e) => {
-                            warn!("stdin line {number} skipped: {e}");
-                            continue;
-                        }
-                    },
-                    Ok(Line::Text(text)) => Message::text(text),
-                    Ok(Line::TooLong) => {
-                        warn!(
-                            "stdin line {number} skipped: longer than max_message_size ({} bytes)",
-                            self.max_line
-                        );
-                        continue;
-                    }
-                    Ok(Line::NotUtf8) => {
-                        warn!(
-                            "stdin line {number} skipped: not valid UTF-8 (use --binary for bytes)"
-                        );
-                        continue;
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "cannot read stdin");
-                        break;
-                    }
-                };
-                if self.queue.send(message).await.is_err() {
-                    return;
-                }
+            if at_eof {
+                break;
             }
         }
         let close = CloseFrame {
             code: CloseCode::Normal,
             reason: "".into(),
         };
-        let _ = self.queue.send(Message::Close(Some(close))).await;
+        self.send(Message::Close(Some(close)));
     }
+
+    /// The message for stdin line `number`, or `None` (with a warning) if it is skipped.
+    fn message(&self, number: u64, line: Line) -> Option<Message> {
+        match line {
+            Line::Text(text) if self.ndjson => match parse_inbound(&text) {
+                Ok(inbound) => Some(inbound.message),
+                Err(e) => {
+                    warn!("stdin line {number} skipped: {e}");
+                    None
+                }
+            },
+            Line::Text(text) => Some(Message::Text(text)),
+            Line::TooLong => {
+                warn!(
+                    "stdin line {number} skipped: longer than max_message_size ({} bytes)",
+                    self.max_line
+                );
+                None
+            }
+            Line::NotUtf8 => {
+                warn!("stdin line {number} skipped: not valid UTF-8 (use --binary for bytes)");
+                None
+            }
+        }
+    }
+
+    /// Queues a message, waiting for room; false once the connection is gone.
+    fn send(&self, message: Message) -> bool {
+        self.queue.blocking_send(message).is_ok()
+    }
+}
+
+/// Appends one read's worth of bytes to `buf`; 0 at EOF.
+fn read_some(stdin: &mut impl Read, buf: &mut BytesMut) -> std::io::Result<usize> {
+    let start = buf.len();
+    buf.resize(start + READ_SIZE, 0);
+    let result = loop {
+        match stdin.read(&mut buf[start..]) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => break other,
+        }
+    };
+    buf.truncate(start + *result.as_ref().unwrap_or(&0));
+    result
 }

@@ -4,13 +4,15 @@
 //! bad line gets one error reply and the connection carries on with the next line.
 
 use bytes::{Buf, BytesMut};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::codec::Decoder;
 
 /// One framed line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Line {
-    /// A line without its `\n` (and without a trailing `\r`).
-    Text(String),
+    /// A line without its `\n` (and without a trailing `\r`), sharing the read buffer's
+    /// memory (it goes out as a text message without a copy).
+    Text(Utf8Bytes),
     /// A line longer than the limit; it is discarded up to its newline.
     TooLong,
     /// A line that is not UTF-8; it is discarded.
@@ -55,7 +57,7 @@ fn frame(line: BytesMut, max: usize) -> Line {
     if line.len() > max {
         return Line::TooLong;
     }
-    match String::from_utf8(line.to_vec()) {
+    match Utf8Bytes::try_from(line.freeze()) {
         Ok(text) => Line::Text(text),
         Err(_) => Line::NotUtf8,
     }
@@ -67,7 +69,7 @@ impl Decoder for BoundedLines {
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Line>, Self::Error> {
         loop {
-            match buf[self.scanned..].iter().position(|&b| b == b'\n') {
+            match memchr::memchr(b'\n', &buf[self.scanned..]) {
                 Some(offset) => {
                     let end = self.scanned + offset;
                     match self.take_line(buf, end) {
@@ -132,7 +134,7 @@ mod tests {
     }
 
     fn text(s: &str) -> Line {
-        Line::Text(s.to_string())
+        Line::Text(s.into())
     }
 
     #[test]

@@ -686,7 +686,7 @@ fn model_with_edges(max: usize, input: &[u8]) -> Vec<(Line, bool)> {
             Line::TooLong
         } else {
             match std::str::from_utf8(line) {
-                Ok(s) => Line::Text(s.to_string()),
+                Ok(s) => Line::Text(s.into()),
                 Err(_) => Line::NotUtf8,
             }
         }
