@@ -93,14 +93,18 @@ impl Event {
         }
     }
 
-    /// Payload bytes plus the event itself: what holding it costs in memory, roughly.
-    pub fn cost(&self) -> usize {
-        let payload = match &self.kind {
+    /// The size of a data message's payload (0 for other events).
+    pub fn payload_len(&self) -> usize {
+        match &self.kind {
             EventKind::Text { data, .. } => data.len(),
             EventKind::Binary { data, .. } => data.len(),
             _ => 0,
-        };
-        payload + std::mem::size_of::<Event>()
+        }
+    }
+
+    /// Payload bytes plus the event itself: what holding it costs in memory, roughly.
+    pub fn cost(&self) -> usize {
+        self.payload_len() + std::mem::size_of::<Event>()
     }
 
     /// Whether this is a data message (not open/close/error).

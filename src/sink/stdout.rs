@@ -22,9 +22,8 @@ use crate::record::Encoding;
 
 /// Lines are gathered up to this size before a write.
 const WRITE_SIZE: usize = 64 * 1024;
-/// Batches handed to the thread ahead of its writing (their bytes are bounded by the sink
-/// input's budget, which each delivery holds until written).
-const HANDOFF: usize = 4;
+/// How often the thread yields, looking for the next batch, before it sleeps.
+const YIELDS_BEFORE_SLEEP: usize = 20;
 
 /// The process's standard output, as a file of its own (a duplicate of fd 1), so writes go
 /// straight to the kernel without std's line buffering or lock.
@@ -72,36 +71,17 @@ impl<W: Write + Send + 'static> StdoutSink<W> {
     /// Writes until the input closes, or until cancelled and what was queued is written.
     pub async fn run(
         self,
-        mut input: SinkReceiver,
+        input: SinkReceiver,
         shutdown: CancellationToken,
         stats: Arc<SinkStats>,
     ) -> Result<(), SinkError> {
-        let (handoff, batches) = mpsc::channel(HANDOFF);
         let (done_tx, done) = oneshot::channel();
         std::thread::Builder::new()
             .name("wsbridge-stdout".into())
             .spawn(move || {
-                let _ = done_tx.send(self.write_all(batches, &stats));
+                let _ = done_tx.send(self.write_all(input, &shutdown, &stats));
             })
             .map_err(SinkError::Stdout)?;
-        // This task only hands batches over, so that removal on reload (`shutdown`) can end
-        // the input even while no upstream is sending.
-        loop {
-            let delivery = tokio::select! {
-                biased;
-                delivery = input.recv() => delivery,
-                _ = shutdown.cancelled() => {
-                    // Removed on reload: write what is already queued, then stop.
-                    input.close();
-                    input.recv().await
-                }
-            };
-            let Some(delivery) = delivery else { break };
-            if handoff.send(delivery).await.is_err() {
-                break; // the thread stopped on an error, which `done` carries
-            }
-        }
-        drop(handoff);
         done.await.unwrap_or_else(|_| {
             Err(SinkError::Stdout(io::Error::other(
                 "the writer thread died",
@@ -112,19 +92,28 @@ impl<W: Write + Send + 'static> StdoutSink<W> {
     /// The thread: encode and write every batch, in order.
     fn write_all(
         mut self,
-        mut batches: mpsc::Receiver<Delivery>,
+        mut input: SinkReceiver,
+        shutdown: &CancellationToken,
         stats: &SinkStats,
     ) -> Result<(), SinkError> {
+        // Waiting for the next batch or for removal on reload (while no upstream sends) is a
+        // select, so the thread waits in a small runtime of its own (no I/O, no timers).
+        let waiter = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(SinkError::Stdout)?;
         let mut lines = Vec::with_capacity(WRITE_SIZE);
         loop {
-            let delivery = match batches.try_recv() {
+            let delivery = match input.try_recv() {
                 Ok(delivery) => delivery,
                 Err(mpsc::error::TryRecvError::Empty) => {
                     // The input ran dry: write what we have before waiting.
                     write_out(&mut self.out, &mut lines)?;
-                    match batches.blocking_recv() {
+                    match soon(&mut input) {
                         Some(delivery) => delivery,
-                        None => break,
+                        None => match waiter.block_on(next_delivery(&mut input, shutdown)) {
+                            Some(delivery) => delivery,
+                            None => break,
+                        },
                     }
                 }
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
@@ -156,8 +145,13 @@ impl<W: Write + Send + 'static> StdoutSink<W> {
                     limit.remaining -= 1;
                 }
             }
-            match self.encoding.verbatim(event) {
-                Some((payload, suffix)) if payload.len() >= WRITE_SIZE => {
+            // Only a large payload is worth writing from where it lies (and worth the scan
+            // for line breaks that `verbatim` does).
+            let verbatim = (event.payload_len() >= WRITE_SIZE)
+                .then(|| self.encoding.verbatim(event))
+                .flatten();
+            match verbatim {
+                Some((payload, suffix)) => {
                     write_out(&mut self.out, lines)?;
                     self.out.write_all(payload).map_err(classify)?;
                     lines.extend_from_slice(suffix);
@@ -174,6 +168,28 @@ impl<W: Write + Send + 'static> StdoutSink<W> {
             }
         }
         Ok(written)
+    }
+}
+
+/// A batch that arrives within a few yields of the processor: under a steady feed the next
+/// one is usually that close, and catching it here spares both threads a sleep and a wake.
+fn soon(input: &mut SinkReceiver) -> Option<Delivery> {
+    (0..YIELDS_BEFORE_SLEEP).find_map(|_| {
+        std::thread::yield_now();
+        input.try_recv().ok()
+    })
+}
+
+/// The next batch; once `shutdown` is cancelled (removed on reload), only what is already
+/// queued, then `None`.
+async fn next_delivery(input: &mut SinkReceiver, shutdown: &CancellationToken) -> Option<Delivery> {
+    tokio::select! {
+        biased;
+        delivery = input.recv() => delivery,
+        _ = shutdown.cancelled() => {
+            input.close();
+            input.recv().await
+        }
     }
 }
 

@@ -13,12 +13,13 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -332,6 +333,7 @@ impl Upstream {
             peer_close: None,
             got_data: false,
             batch: Vec::new(),
+            arena: BytesMut::with_capacity(ARENA_SIZE),
             batch_bytes: 0,
             seq: self.stats.seq.load(Ordering::Relaxed),
             rtt: None,
@@ -565,7 +567,11 @@ impl Upstream {
 /// handed to the sinks (and at most this many queued messages are sent per flush).
 const MAX_BATCH: usize = 256;
 /// See [`MAX_BATCH`].
-const MAX_BATCH_BYTES: usize = 1 << 20;
+const MAX_BATCH_BYTES: usize = 256 << 10;
+/// Payloads smaller than this are copied out of the read buffer ([`Frames::detach`]).
+const DETACH_BELOW: usize = 16 << 10;
+/// The allocation size of the buffer small payloads are copied to.
+const ARENA_SIZE: usize = 64 << 10;
 
 /// What one frame means for the session.
 enum Step {
@@ -597,6 +603,8 @@ struct Frames {
     got_data: bool,
     batch: Vec<Event>,
     batch_bytes: usize,
+    /// Where small payloads are copied to (see [`Frames::detach`]).
+    arena: BytesMut,
     /// The last `seq` given out (this task is the only writer while it runs).
     seq: u64,
     /// The round trip of a Pong that answered our Ping, to publish.
@@ -606,6 +614,21 @@ struct Frames {
 impl Frames {
     fn batch_full(&self) -> bool {
         self.batch.len() >= MAX_BATCH || self.batch_bytes >= MAX_BATCH_BYTES
+    }
+
+    /// Copies a small payload out of tungstenite's read buffer into ours. Handed on as it
+    /// came, a payload keeps the connection's whole read buffer shared until the sinks are
+    /// done with it, and tungstenite then reads into a fresh buffer sized for one frame: one
+    /// read(2) per 4 KiB message. Detached, the read buffer is free again at once and each
+    /// read takes up to `read_buffer_size`. Our buffer is shared by many payloads: one
+    /// allocation per 64 KiB, not one per message.
+    fn detach(&mut self, payload: &[u8]) -> Option<Bytes> {
+        if payload.len() >= DETACH_BELOW {
+            return None; // a large payload fills its read buffer anyway
+        }
+        self.arena.reserve(payload.len());
+        self.arena.extend_from_slice(payload);
+        Some(self.arena.split().freeze())
     }
 
     fn push(&mut self, ts: u64, len: usize, kind: impl FnOnce(u64) -> EventKind) {
@@ -629,10 +652,16 @@ impl Frames {
         match frame {
             Some(Ok(Message::Text(data))) => {
                 self.keepalive.data_received(now);
+                // Valid UTF-8 already; checking the copy again costs less than a read(2).
+                let data = match self.detach(data.as_bytes()).map(Utf8Bytes::try_from) {
+                    Some(Ok(copy)) => copy,
+                    _ => data,
+                };
                 self.push(ts, data.len(), |seq| EventKind::Text { seq, data });
             }
             Some(Ok(Message::Binary(data))) => {
                 self.keepalive.data_received(now);
+                let data = self.detach(&data).unwrap_or(data);
                 self.push(ts, data.len(), |seq| EventKind::Binary { seq, data });
             }
             // tungstenite queues the Pong itself; it goes out as we keep polling.
@@ -707,5 +736,70 @@ fn read_error(error: &WsError, max_message_size: usize) -> String {
         ),
         WsError::Io(e) => format!("connection error: {e}"),
         other => format!("WebSocket error: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames() -> Frames {
+        Frames {
+            keepalive: Keepalive::new(None, Duration::from_secs(10), None, Instant::now()),
+            peer_close: None,
+            got_data: false,
+            batch: Vec::new(),
+            arena: BytesMut::with_capacity(ARENA_SIZE),
+            batch_bytes: 0,
+            seq: 0,
+            rtt: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn payloads_come_through_whole_whether_copied_or_not() {
+        let mut frames = frames();
+        // Sizes around the copy threshold and enough of them to fill several arenas.
+        let sizes = [0, 1, 64, 4096, DETACH_BELOW - 1, DETACH_BELOW, 100_000];
+        let mut sent = Vec::new();
+        for round in 0..20u8 {
+            for (i, &size) in sizes.iter().enumerate() {
+                let fill = round.wrapping_mul(31).wrapping_add(i as u8);
+                let text = "x".repeat(size) + &fill.to_string();
+                let binary = Bytes::from(vec![fill; size]);
+                let message = if i % 2 == 0 {
+                    Message::text(text.clone())
+                } else {
+                    Message::Binary(binary.clone())
+                };
+                let original = match &message {
+                    Message::Text(t) => t.as_bytes().as_ptr(),
+                    Message::Binary(b) => b.as_ptr(),
+                    _ => unreachable!(),
+                };
+                frames.on_frame(Some(Ok(message.clone())), Instant::now(), 0, usize::MAX);
+                sent.push((message, original));
+            }
+        }
+        assert_eq!(frames.batch.len(), sent.len());
+        for (event, (message, original)) in frames.batch.iter().zip(&sent) {
+            let (got, kept) = match (&event.kind, message) {
+                (EventKind::Text { data, .. }, Message::Text(t)) => (
+                    data.as_bytes() == t.as_bytes(),
+                    data.as_bytes().as_ptr() == *original,
+                ),
+                (EventKind::Binary { data, .. }, Message::Binary(b)) => {
+                    (data == b, data.as_ptr() == *original)
+                }
+                other => panic!("kind changed: {other:?}"),
+            };
+            assert!(got, "payload changed");
+            let len = event.payload_len();
+            assert_eq!(
+                kept,
+                len >= DETACH_BELOW,
+                "copied or not by size ({len} bytes)"
+            );
+        }
     }
 }
