@@ -22,16 +22,30 @@ use crate::record::Encoding;
 
 /// Lines are gathered up to this size before a write.
 const WRITE_SIZE: usize = 64 * 1024;
+/// The size stdout is given when it is a pipe (Linux's default `pipe-max-size`).
+const PIPE_SIZE: usize = 1 << 20;
 /// How often the thread yields, looking for the next batch, before it sleeps.
 const YIELDS_BEFORE_SLEEP: usize = 20;
 
 /// The process's standard output, as a file of its own (a duplicate of fd 1), so writes go
 /// straight to the kernel without std's line buffering or lock.
+/// When stdout is a pipe, it is enlarged to [`PIPE_SIZE`] (as far as the system allows):
+/// with the default 64 KiB, a reader like `wc` or `jq` is woken for every 64 KiB.
 pub fn process_stdout() -> Result<File, SinkError> {
     let fd = io::stdout()
         .as_fd()
         .try_clone_to_owned()
         .map_err(SinkError::Stdout)?;
+    let is_pipe = rustix::fs::fstat(&fd).is_ok_and(|stat| {
+        rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::Fifo
+    });
+    if is_pipe {
+        match rustix::pipe::fcntl_setpipe_size(&fd, PIPE_SIZE) {
+            Ok(size) => tracing::debug!(size, "stdout is a pipe; enlarged it"),
+            // Above /proc/sys/fs/pipe-max-size or the user's pipe quota: keep what it is.
+            Err(e) => tracing::debug!(error = %e, "stdout is a pipe; could not enlarge it"),
+        }
+    }
     Ok(File::from(fd))
 }
 
