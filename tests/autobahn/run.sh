@@ -11,7 +11,7 @@
 #   WSBRIDGE_CACHE          cache folder for the suite's environment
 #                           (default: <repo>/.cache/autobahn)
 #   AUTOBAHN_CLIENT         client command, run as `$AUTOBAHN_CLIENT URL AGENT`
-#                           (default: cargo build --release --example
+#                           (default: cargo build --profile conformance --example
 #                           autobahn_client, then that binary)
 #   AUTOBAHN_AGENT          agent name in the reports (default: wsbridge)
 #   AUTOBAHN_REPORTS        report folder (default: tests/autobahn/reports)
@@ -117,10 +117,11 @@ exec 9>&-
 if [[ -n "${AUTOBAHN_CLIENT:-}" ]]; then
     read -r -a CLIENT <<< "$AUTOBAHN_CLIENT"
 else
-    log "building the client: cargo build --release --example autobahn_client"
-    (cd "$REPO" && cargo build --release --example autobahn_client >&2) \
-        || die "cargo build --release --example autobahn_client failed"
-    CLIENT=("${CARGO_TARGET_DIR:-$REPO/target}/release/examples/autobahn_client")
+    # The conformance profile is release without LTO: the same code, a faster build.
+    log "building the client: cargo build --profile conformance --example autobahn_client"
+    (cd "$REPO" && cargo build --locked --profile conformance --example autobahn_client >&2) \
+        || die "cargo build --profile conformance --example autobahn_client failed"
+    CLIENT=("${CARGO_TARGET_DIR:-$REPO/target}/conformance/examples/autobahn_client")
     [[ -x "${CLIENT[0]}" ]] || die "client binary not found at ${CLIENT[0]}"
 fi
 
