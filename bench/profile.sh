@@ -5,9 +5,8 @@
 #
 #   bench/profile.sh recv64|recv4k|recv1m|send|echo|fanout64 [N]
 #
-# Uses the binaries bench/run.sh built (WSB=path overrides the wsbridge binary; any
-# WSB_EXP_* variables are passed through, see bench/experiments.patch). Output goes to
-# $CACHE/bench/profile/<path>/ and a summary to stdout.
+# Uses the binaries bench/run.sh built (WSB=path overrides the wsbridge binary, for A/B runs
+# of a scratch build). Output goes to $CACHE/bench/profile/<path>/ and a summary to stdout.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${CACHE:-$ROOT/.cache}"
