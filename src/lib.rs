@@ -14,9 +14,10 @@
 //!   reloads and drains on shutdown.
 //! - [`upstream`] connects (headers, cookies, subprotocols, TLS), keeps the connection alive
 //!   (autoping, stale-feed detection) and reconnects with backoff.
-//! - [`hub`] routes each upstream's events to its sinks through bounded channels.
-//! - [`sink`] writes [`record`]s to stdout or to every client of a unix/tcp listener,
-//!   applying the `on_slow` policy per client.
+//! - [`hub`] routes each upstream's events to its sinks through channels bounded by batches
+//!   and by bytes.
+//! - [`sink`] writes [`record`]s to stdout (from a thread of its own) or to every client of a
+//!   unix/tcp listener, applying the `on_slow` policy per client.
 //! - [`connect`] is the websocat-style pipe, built on the same upstream task.
 //! - [`demo`] is the embedded demo server.
 
