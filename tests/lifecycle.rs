@@ -100,6 +100,32 @@ async fn sighup_adds_and_removes_an_upstream_without_touching_the_other() {
 }
 
 #[tokio::test]
+async fn removing_the_stdout_sink_on_reload_stops_it_while_the_feed_is_quiet() {
+    // stdout is written by a thread of its own; a quiet upstream keeps its route to the old
+    // sink until it next sends, so only the sink's own shutdown can end that thread.
+    let mut server = TestServer::start(ServerOptions::default()).await;
+    let keep = format!(
+        "[daemon]\nshutdown_timeout = \"3s\"\n\n[[upstream]]\nname = \"quiet\"\nurl = \"{}\"\n\n[[sink]]\ntype = \"tcp\"\nlisten = \"127.0.0.1:{}\"\n",
+        server.url("/"),
+        free_port()
+    );
+    let mut daemon = Daemon::start(&format!("{keep}\n[[sink]]\ntype = \"stdout\"\n")).await;
+    let _conn = server.accept().await;
+    daemon.record_where("open", |r| r["type"] == "open").await;
+
+    daemon.write_config(&keep);
+    daemon.signal(1); // SIGHUP: reload without the stdout sink
+    daemon.signal(10); // SIGUSR1: the summary, logged once the reload is done
+    daemon.wait_for_log("upstreams open, 1 sinks").await;
+    let log = daemon.stderr();
+    assert!(log.contains("stopping sink (removed or changed)"), "{log}");
+    assert!(
+        !log.contains("did not stop within shutdown_timeout"),
+        "the stdout sink had to be aborted:\n{log}"
+    );
+}
+
+#[tokio::test]
 async fn an_invalid_config_on_reload_is_logged_and_the_running_one_stays() {
     let mut server = TestServer::start(ServerOptions::default()).await;
     let url = server.url("/");
