@@ -7,7 +7,7 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -210,6 +210,8 @@ struct StdinReader {
 
 /// Bytes read from stdin at a time.
 const READ_SIZE: usize = 64 * 1024;
+/// A read smaller than this has its messages copied out of the read buffer.
+const SMALL_READ: usize = 16 * 1024;
 
 impl StdinReader {
     fn spawn<R: Read + Send + 'static>(self, stdin: R) -> std::io::Result<()> {
@@ -224,16 +226,25 @@ impl StdinReader {
         let mut lines = BoundedLines::new(self.max_line);
         let mut number = 0u64;
         loop {
-            let at_eof = match read_some(&mut stdin, &mut buf) {
-                Ok(n) => n == 0,
+            let (at_eof, small) = match read_some(&mut stdin, &mut buf) {
+                Ok(n) => (n == 0, n < SMALL_READ),
                 Err(e) => {
                     warn!(error = %e, "cannot read stdin");
-                    true
+                    (true, true)
                 }
             };
+            // Messages share the read buffer, which saves a copy when stdin comes in large
+            // reads; after a small read they are copied, so that a slow trickle of lines
+            // queued while reconnecting does not pin a 64 KiB buffer each.
             if self.binary && !self.ndjson {
                 // One message per read chunk, as websocat's --binary does.
-                if !buf.is_empty() && !self.send(Message::Binary(buf.split().freeze())) {
+                let chunk = buf.split();
+                let chunk = if small {
+                    Bytes::copy_from_slice(&chunk)
+                } else {
+                    chunk.freeze()
+                };
+                if !chunk.is_empty() && !self.send(Message::Binary(chunk)) {
                     return;
                 }
             } else {
@@ -245,7 +256,7 @@ impl StdinReader {
                     };
                     let Ok(Some(line)) = line else { break };
                     number += 1;
-                    if let Some(message) = self.message(number, line) {
+                    if let Some(message) = self.message(number, line, small) {
                         if !self.send(message) {
                             return;
                         }
@@ -263,8 +274,9 @@ impl StdinReader {
         self.send(Message::Close(Some(close)));
     }
 
-    /// The message for stdin line `number`, or `None` (with a warning) if it is skipped.
-    fn message(&self, number: u64, line: Line) -> Option<Message> {
+    /// The message for stdin line `number` (its text copied out of the read buffer if `copy`),
+    /// or `None` (with a warning) if it is skipped.
+    fn message(&self, number: u64, line: Line, copy: bool) -> Option<Message> {
         match line {
             Line::Text(text) if self.ndjson => match parse_inbound(&text) {
                 Ok(inbound) => Some(inbound.message),
@@ -273,6 +285,7 @@ impl StdinReader {
                     None
                 }
             },
+            Line::Text(text) if copy => Some(Message::text(text.as_str())),
             Line::Text(text) => Some(Message::Text(text)),
             Line::TooLong => {
                 warn!(

@@ -397,3 +397,45 @@ async fn a_peer_that_keeps_the_socket_open_after_its_close_does_not_hang_us() {
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     drop(conn);
 }
+
+/// VmRSS of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+#[tokio::test]
+async fn lines_trickling_in_while_reconnecting_are_queued_without_pinning_read_buffers() {
+    // Nothing listens: the lines wait in the send queue (1,024) while it retries.
+    let url = format!("ws://127.0.0.1:{}/", free_port());
+    let mut child = connect_cmd(&[&url, "--reconnect", "-q"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"warm-up\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = rss_kib(pid);
+    // One short line per read: were each kept in its own 64 KiB read buffer, 1,000 of them
+    // would hold ~64 MiB.
+    for i in 0..1000 {
+        stdin.write_all(format!("line {i}\n").as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = rss_kib(pid);
+    eprintln!("FIGURES trickle: VmRSS {before} -> {after} KiB over 1,000 queued lines");
+    assert!(
+        after < before + 16 * 1024,
+        "1,000 queued lines grew VmRSS from {before} to {after} KiB"
+    );
+    drop(stdin);
+    let _ = child.kill().await;
+}

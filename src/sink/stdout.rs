@@ -29,6 +29,7 @@ const YIELDS_BEFORE_SLEEP: usize = 20;
 
 /// The process's standard output, as a file of its own (a duplicate of fd 1), so writes go
 /// straight to the kernel without std's line buffering or lock.
+///
 /// When stdout is a pipe, it is enlarged to [`PIPE_SIZE`] (as far as the system allows):
 /// with the default 64 KiB, a reader like `wc` or `jq` is woken for every 64 KiB.
 pub fn process_stdout() -> Result<File, SinkError> {
@@ -98,7 +99,7 @@ impl<W: Write + Send + 'static> StdoutSink<W> {
             .map_err(SinkError::Stdout)?;
         done.await.unwrap_or_else(|_| {
             Err(SinkError::Stdout(io::Error::other(
-                "the writer thread died",
+                "the stdout writer thread panicked (a bug: please report it with the log)",
             )))
         })
     }
