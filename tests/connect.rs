@@ -426,7 +426,10 @@ async fn lines_trickling_in_while_reconnecting_are_queued_without_pinning_read_b
     // One short line per read: were each kept in its own 64 KiB read buffer, 1,000 of them
     // would hold ~64 MiB.
     for i in 0..1000 {
-        stdin.write_all(format!("line {i}\n").as_bytes()).await.unwrap();
+        stdin
+            .write_all(format!("line {i}\n").as_bytes())
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
