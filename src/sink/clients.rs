@@ -7,14 +7,14 @@
 //! socket: it writes queued chunks (flushing when its queue runs dry) and reads the client's
 //! inbound lines, answering a bad line with an error record on that connection only.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use futures_util::StreamExt;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::codec::FramedRead;
@@ -343,6 +343,41 @@ async fn refuse(stream: Stream, max_clients: usize) {
 
 /// Bytes written to a client between giving its room back.
 const WRITE_ROUND: usize = 64 * 1024;
+/// Chunks per write(2), at most.
+const MAX_IOVECS: usize = 64;
+
+/// Writes every chunk, several per write(2), and empties `chunks`.
+async fn write_chunks<W: AsyncWrite + Unpin>(
+    out: &mut W,
+    chunks: &mut Vec<Bytes>,
+) -> io::Result<()> {
+    let mut first = 0;
+    while first < chunks.len() {
+        let slices: Vec<IoSlice<'_>> = chunks[first..]
+            .iter()
+            .take(MAX_IOVECS)
+            .map(|c| IoSlice::new(c))
+            .collect();
+        let mut written = out.write_vectored(&slices).await?;
+        drop(slices);
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        // Skip what went out; a chunk cut in the middle goes on from there.
+        while written > 0 {
+            let chunk = &mut chunks[first];
+            if written >= chunk.len() {
+                written -= chunk.len();
+                first += 1;
+            } else {
+                chunk.advance(written);
+                written = 0;
+            }
+        }
+    }
+    chunks.clear();
+    Ok(())
+}
 
 /// One client's task.
 struct Client {
@@ -429,35 +464,35 @@ impl Client {
             taken_bytes: 0,
             taken_permits: 0,
         };
-        let (reader, writer) = tokio::io::split(stream);
-        let mut out = BufWriter::with_capacity(64 * 1024, writer);
+        let (reader, mut out) = tokio::io::split(stream);
         let mut lines = FramedRead::new(reader, BoundedLines::new(self.max_line));
+        // Chunks go out as they are, several per write(2): no copy into a buffer of ours.
+        let mut round: Vec<Bytes> = Vec::new();
         loop {
             tokio::select! {
                 record = records.recv() => match record {
                     Some(record) => {
                         // Batch what is already queued into few writes, but give the room
-                        // back every round: chunks larger than the buffer bypass it, so
-                        // "until the buffer fills" could hold the room of records the client
-                        // has long read, and a fast reader would be judged slow.
-                        let mut round = record.len();
-                        out.write_all(&record).await?;
-                        while round < WRITE_ROUND {
+                        // back every round: holding it until the queue runs dry would keep
+                        // the room of records the client has long read under a steady feed,
+                        // and a fast reader would be judged slow.
+                        let mut bytes = record.len();
+                        round.push(record);
+                        while bytes < WRITE_ROUND && round.len() < MAX_IOVECS {
                             match records.try_recv() {
                                 Some(more) => {
-                                    round += more.len();
-                                    out.write_all(&more).await?;
+                                    bytes += more.len();
+                                    round.push(more);
                                 }
                                 None => break,
                             }
                         }
-                        out.flush().await?;
+                        write_chunks(&mut out, &mut round).await?;
                         records.written();
                     }
                     None => {
-                        while let Some(more) = records.try_recv() {
-                            out.write_all(&more).await?;
-                        }
+                        round.extend(std::iter::from_fn(|| records.try_recv()));
+                        write_chunks(&mut out, &mut round).await?;
                         records.written();
                         break;
                     }
@@ -467,9 +502,8 @@ impl Client {
                     // a client leaving a quiet sink would hold its task and fd until the next
                     // record failed to write.
                     None => {
-                        while let Some(more) = records.try_recv() {
-                            out.write_all(&more).await?;
-                        }
+                        round.extend(std::iter::from_fn(|| records.try_recv()));
+                        write_chunks(&mut out, &mut round).await?;
                         records.written();
                         break;
                     }
@@ -481,14 +515,12 @@ impl Client {
                         };
                         if let Some(reply) = reply {
                             out.write_all(&reply).await?;
-                            out.flush().await?;
                         }
                     }
                     Some(Err(e)) => return Err(e),
                 },
             }
         }
-        out.flush().await?;
         out.shutdown().await
     }
 
@@ -542,5 +574,47 @@ impl Client {
             )),
             Err(mpsc::error::TrySendError::Closed(_)) => Some(client_error_line(Some(&name), "the upstream is stopped; the message was not sent")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use super::*;
+
+    /// Takes at most 7 bytes per write, as a congested socket may.
+    #[derive(Default)]
+    struct Trickle(Vec<u8>);
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let n = buf.len().min(7);
+            self.0.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn chunks_are_written_whole_and_in_order_through_partial_writes() {
+        let pieces: Vec<Vec<u8>> = (0..200u8)
+            .map(|i| vec![i; usize::from(i % 13)])
+            .collect();
+        let mut chunks: Vec<Bytes> = pieces.iter().cloned().map(Bytes::from).collect();
+        let mut out = Trickle::default();
+        write_chunks(&mut out, &mut chunks).await.unwrap();
+        assert!(chunks.is_empty());
+        assert_eq!(out.0, pieces.concat());
     }
 }
