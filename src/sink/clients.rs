@@ -608,9 +608,7 @@ mod tests {
 
     #[tokio::test]
     async fn chunks_are_written_whole_and_in_order_through_partial_writes() {
-        let pieces: Vec<Vec<u8>> = (0..200u8)
-            .map(|i| vec![i; usize::from(i % 13)])
-            .collect();
+        let pieces: Vec<Vec<u8>> = (0..200u8).map(|i| vec![i; usize::from(i % 13)]).collect();
         let mut chunks: Vec<Bytes> = pieces.iter().cloned().map(Bytes::from).collect();
         let mut out = Trickle::default();
         write_chunks(&mut out, &mut chunks).await.unwrap();
