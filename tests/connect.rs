@@ -398,14 +398,9 @@ async fn a_peer_that_keeps_the_socket_open_after_its_close_does_not_hang_us() {
     drop(conn);
 }
 
-/// VmRSS of a process, in KiB.
+/// VmRSS of a running process, in KiB.
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status")
+    proc_status_kib(pid, "VmRSS").expect("VmRSS in /proc/PID/status")
 }
 
 #[tokio::test]

@@ -690,19 +690,8 @@ struct Footprint {
     rss_kib: u64,
 }
 
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count()
-}
-
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status")
+    proc_status_kib(pid, "VmRSS").expect("VmRSS in /proc/PID/status")
 }
 
 async fn status(addr: std::net::SocketAddr) -> wsbridge::metrics::Status {
@@ -732,7 +721,7 @@ async fn footprint(
     for _ in 0..5 {
         tasks = tasks.min(status(metrics).await.tasks);
         tokio::time::sleep(Duration::from_millis(20)).await;
-        fds = fds.min(open_fds(pid));
+        fds = fds.min(open_fds(pid).expect("the daemon is running"));
     }
     Footprint {
         cycles,

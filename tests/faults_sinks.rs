@@ -61,18 +61,12 @@ static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A value in kB from `/proc/<pid>/status` (`VmHWM`, `VmRSS`), in bytes.
 fn proc_status(pid: u32, key: &str) -> u64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kib| kib * KIB)
+    proc_status_kib(pid, key).map_or(0, |kib| kib * KIB)
 }
 
-/// Open file descriptors of a process.
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
+/// Open file descriptors of a process (0 once it is gone).
+fn fds_of(pid: u32) -> usize {
+    open_fds(pid).unwrap_or(0)
 }
 
 /// Samples the daemon's RSS every 20 ms; the highest seen (VmHWM is the kernel's own peak).
@@ -894,7 +888,7 @@ async fn a_thousand_clients_come_and_go_and_nothing_leaks() {
     watcher.record_where(is_data).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = status_at(metrics).await;
-    let fds_before = open_fds(pid);
+    let fds_before = fds_of(pid);
     assert_eq!(before.sinks[0].clients, 1);
 
     // The feed runs throughout: one record per millisecond or so.
@@ -954,7 +948,7 @@ async fn a_thousand_clients_come_and_go_and_nothing_leaks() {
     let deadline = Instant::now() + SOON;
     let (after, fds_after) = loop {
         let status = status_at(metrics).await;
-        let fds = open_fds(pid);
+        let fds = fds_of(pid);
         if (status.sinks[0].clients == 1 && status.tasks <= before.tasks + 2 && fds <= fds_before)
             || Instant::now() > deadline
         {
@@ -992,7 +986,7 @@ async fn clients_that_leave_a_quiet_sink_are_released() {
     let pid = daemon.child.id().unwrap();
     let _conn = server.accept().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let fds_before = open_fds(pid);
+    let fds_before = fds_of(pid);
     for id in 1..=4 {
         drop(connect_tcp(([127, 0, 0, 1], port).into()).await);
         wait_for_client(&daemon, id).await;
@@ -1011,10 +1005,10 @@ async fn clients_that_leave_a_quiet_sink_are_released() {
     );
     // The /status requests above are connections too: give their tasks a moment to close.
     let fds_deadline = Instant::now() + Duration::from_secs(3);
-    while open_fds(pid) > fds_before && Instant::now() < fds_deadline {
+    while fds_of(pid) > fds_before && Instant::now() < fds_deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let fds_after = open_fds(pid);
+    let fds_after = fds_of(pid);
     let links: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())

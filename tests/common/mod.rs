@@ -477,3 +477,19 @@ impl<R: tokio::io::AsyncRead + Unpin> RecordReader<R> {
 pub fn is_data(r: &Value) -> bool {
     matches!(r["type"].as_str(), Some("text" | "binary" | "json"))
 }
+
+/// A value in kB from `/proc/<pid>/status` (`VmRSS`, `VmHWM`), or `None` if the process or the
+/// key is gone.
+pub fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Open file descriptors of a process, or `None` if it is gone.
+pub fn open_fds(pid: u32) -> Option<usize> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()
+        .map(|d| d.count())
+}
