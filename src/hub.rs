@@ -28,6 +28,9 @@ pub struct Batch {
     pub upstream: Arc<str>,
     /// The events, in order.
     pub events: Vec<Event>,
+    /// The upstream handed this batch on because it was full, with frames still arriving:
+    /// the next batch is moments away (the stdout writer waits for it awake, not asleep).
+    pub streaming: bool,
 }
 
 /// A batch on its way to one sink. It holds its share of the sink's byte budget until the
@@ -121,23 +124,25 @@ impl Outlet {
     /// Sends one event of `upstream` to every routed sink.
     pub async fn deliver(&mut self, upstream: &Arc<str>, event: Event) {
         let cost = event.cost();
-        self.deliver_batch(upstream, vec![event], cost).await;
+        let batch = Batch {
+            upstream: upstream.clone(),
+            events: vec![event],
+            streaming: false,
+        };
+        self.deliver_batch(batch, cost).await;
     }
 
-    /// Sends `events` (costing `cost` bytes, see [`Event::cost`]) to every routed sink,
+    /// Sends `batch` (costing `cost` bytes, see [`Event::cost`]) to every routed sink,
     /// waiting where a sink's input is full (that is the backpressure of `on_slow = "block"`;
     /// other sinks drain their input promptly).
-    pub async fn deliver_batch(&mut self, upstream: &Arc<str>, events: Vec<Event>, cost: usize) {
-        if events.is_empty() {
+    pub async fn deliver_batch(&mut self, batch: Batch, cost: usize) {
+        if batch.events.is_empty() {
             return;
         }
         if self.routes.has_changed().unwrap_or(false) {
             self.current = self.routes.borrow_and_update().clone();
         }
-        let batch = Arc::new(Batch {
-            upstream: upstream.clone(),
-            events,
-        });
+        let batch = Arc::new(batch);
         for sink in self.current.iter() {
             sink.send(&batch, cost).await;
         }

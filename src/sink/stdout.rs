@@ -26,6 +26,11 @@ const WRITE_SIZE: usize = 64 * 1024;
 const PIPE_SIZE: usize = 1 << 20;
 /// How often the thread yields, looking for the next batch, before it sleeps.
 const YIELDS_BEFORE_SLEEP: usize = 20;
+/// The same after a batch the upstream handed on because it was full
+/// ([`crate::hub::Batch::streaming`]): the next one is tens of microseconds away, and a
+/// thread woken from sleep costs the reading thread more than that (a futex wake, on a VM an
+/// interrupt to the other core).
+const YIELDS_WHILE_STREAMING: usize = 200;
 
 /// The process's standard output, as a file of its own (a duplicate of fd 1), so writes go
 /// straight to the kernel without std's line buffering or lock.
@@ -117,22 +122,33 @@ impl<W: Write + Send + 'static> StdoutSink<W> {
             .build()
             .map_err(SinkError::Stdout)?;
         let mut lines = Vec::with_capacity(WRITE_SIZE);
+        // Set by a full batch; kept while batches keep coming before the yields run out.
+        let mut streaming = false;
         loop {
             let delivery = match input.try_recv() {
                 Ok(delivery) => delivery,
                 Err(mpsc::error::TryRecvError::Empty) => {
                     // The input ran dry: write what we have before waiting.
                     write_out(&mut self.out, &mut lines)?;
-                    match soon(&mut input) {
+                    let yields = if streaming {
+                        YIELDS_WHILE_STREAMING
+                    } else {
+                        YIELDS_BEFORE_SLEEP
+                    };
+                    match soon(&mut input, yields) {
                         Some(delivery) => delivery,
-                        None => match waiter.block_on(next_delivery(&mut input, shutdown)) {
-                            Some(delivery) => delivery,
-                            None => break,
-                        },
+                        None => {
+                            streaming = false;
+                            match waiter.block_on(next_delivery(&mut input, shutdown)) {
+                                Some(delivery) => delivery,
+                                None => break,
+                            }
+                        }
                     }
                 }
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
             };
+            streaming |= delivery.batch.streaming;
             let written = self.encode_batch(&delivery, &mut lines)?;
             drop(delivery); // gives its bytes back to the sink input's budget
             stats.records_written.fetch_add(written, Ordering::Relaxed);
@@ -186,10 +202,10 @@ impl<W: Write + Send + 'static> StdoutSink<W> {
     }
 }
 
-/// A batch that arrives within a few yields of the processor: under a steady feed the next
-/// one is usually that close, and catching it here spares both threads a sleep and a wake.
-fn soon(input: &mut SinkReceiver) -> Option<Delivery> {
-    (0..YIELDS_BEFORE_SLEEP).find_map(|_| {
+/// A batch that arrives within `yields` yields of the processor: under a steady feed the
+/// next one is usually that close, and catching it here spares both threads a sleep and a wake.
+fn soon(input: &mut SinkReceiver, yields: usize) -> Option<Delivery> {
+    (0..yields).find_map(|_| {
         std::thread::yield_now();
         input.try_recv().ok()
     })

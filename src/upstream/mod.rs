@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::UpstreamConfig;
-use crate::hub::Outlet;
+use crate::hub::{Batch, Outlet};
 use crate::record::{Event, EventKind};
 use backoff::Backoff;
 use connect::{ConnectError, WsStream};
@@ -465,19 +465,25 @@ impl Upstream {
         if frames.batch.is_empty() {
             return;
         }
-        let batch = std::mem::take(&mut frames.batch);
+        let streaming = frames.batch_full();
+        let events = std::mem::take(&mut frames.batch);
         let stats = &self.stats;
         stats
             .messages_received
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
         let bytes = std::mem::take(&mut frames.batch_bytes);
         stats
             .bytes_received
             .fetch_add(bytes as u64, Ordering::Relaxed);
         stats.last_message_ms.store(ts, Ordering::Relaxed);
         stats.seq.store(frames.seq, Ordering::Relaxed);
-        let cost = bytes + batch.len() * std::mem::size_of::<Event>();
-        self.outlet.deliver_batch(name, batch, cost).await;
+        let cost = bytes + events.len() * std::mem::size_of::<Event>();
+        let batch = Batch {
+            upstream: name.clone(),
+            events,
+            streaming,
+        };
+        self.outlet.deliver_batch(batch, cost).await;
     }
 
     /// Sends Close and waits (bounded) for the peer's, delivering any data still arriving.
