@@ -21,6 +21,9 @@
 //! - [`connect`] is the websocat-style pipe, built on the same upstream task.
 //! - [`demo`] is the embedded demo server.
 
+// One `unsafe` block, reviewed: `upstream::Frames::detach_text`. Anything else is refused.
+#![deny(unsafe_code)]
+
 pub mod config;
 pub mod connect;
 pub mod demo;
