@@ -573,7 +573,7 @@ impl Upstream {
 
 /// At most this many messages, or [`MAX_BATCH_BYTES`], are gathered before the batch is
 /// handed to the sinks (and at most this many queued messages are sent per flush).
-const MAX_BATCH: usize = 256;
+const MAX_BATCH: usize = 1024;
 /// See [`MAX_BATCH`].
 const MAX_BATCH_BYTES: usize = 256 << 10;
 /// Payloads smaller than this are copied out of the read buffer ([`Frames::detach`]).
