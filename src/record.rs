@@ -155,19 +155,122 @@ impl Encoding {
         }
     }
 
-    /// When the line for `event` is its payload verbatim followed by `suffix` (raw format,
-    /// text without line breaks or `connect --binary` bytes): the payload and the suffix, so a
-    /// large payload can be written without copying it into a buffer first.
-    pub fn verbatim<'a>(&self, event: &'a Event) -> Option<(&'a [u8], &'static [u8])> {
-        if self.format != Format::Raw {
-            return None;
-        }
-        match &event.kind {
-            EventKind::Binary { data, .. } if self.binary_bytes => Some((data, b"")),
-            EventKind::Text { data, .. } if !has_line_break(data.as_bytes()) => {
-                Some((data.as_bytes(), b"\n"))
+    /// The line for a data event as head, body and tail (see [`LineParts`]), so a large payload
+    /// can be written from where it lies or encoded piece by piece, never whole into a buffer.
+    /// `None` for events that are not data. The parts make exactly the line [`Encoding::encode`]
+    /// writes; `encode` stays the fast path for small events.
+    pub fn parts<'a>(&self, upstream: &str, event: &'a Event) -> Option<LineParts<'a>> {
+        let mut head = Vec::new();
+        let (body, tail): (Body<'a>, &'static [u8]) = match (self.format, &event.kind) {
+            (Format::Raw, EventKind::Binary { data, .. }) if self.binary_bytes => {
+                (Body::Verbatim(data), b"")
             }
-            _ => None,
+            (Format::Raw, EventKind::Binary { data, .. }) => (Body::Base64(data), b"\n"),
+            (Format::Raw, EventKind::Text { data, .. }) if has_line_break(data.as_bytes()) => {
+                head.push(b'"');
+                (Body::JsonString(data.as_str()), b"\"\n")
+            }
+            (Format::Raw, EventKind::Text { data, .. }) => (Body::Verbatim(data.as_bytes()), b"\n"),
+            (Format::Ndjson, EventKind::Text { seq, data }) => {
+                let json = self.parse_json.then(|| json_value(data.as_str())).flatten();
+                match json {
+                    Some(json) => {
+                        write_data_head(&mut head, upstream, *seq, event.ts, "json");
+                        (Body::JsonValue(json), b"}\n")
+                    }
+                    None => {
+                        write_data_head(&mut head, upstream, *seq, event.ts, "text");
+                        head.push(b'"');
+                        (Body::JsonString(data.as_str()), b"\"}\n")
+                    }
+                }
+            }
+            (Format::Ndjson, EventKind::Binary { seq, data }) => {
+                write_data_head(&mut head, upstream, *seq, event.ts, "binary");
+                head.push(b'"');
+                (Body::Base64(data), b"\"}\n")
+            }
+            _ => return None,
+        };
+        Some(LineParts { head, body, tail })
+    }
+}
+
+/// A record's line in three parts: `head`, the payload encoded as `body` says, `tail`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineParts<'a> {
+    /// What comes before the payload (the envelope, an opening quote).
+    pub head: Vec<u8>,
+    /// The payload and how it is written.
+    pub body: Body<'a>,
+    /// What follows the payload (a closing quote or brace, the line break).
+    pub tail: &'static [u8],
+}
+
+/// A payload and how it appears in a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body<'a> {
+    /// As it is.
+    Verbatim(&'a [u8]),
+    /// The inside of a JSON string (escaped, without the quotes).
+    JsonString(&'a str),
+    /// A JSON value embedded as it is, its line breaks (whitespace between tokens) as spaces.
+    JsonValue(&'a str),
+    /// Standard base64 (padded).
+    Base64(&'a [u8]),
+}
+
+impl Body<'_> {
+    /// The payload's size in bytes (before encoding).
+    pub fn len(&self) -> usize {
+        match self {
+            Body::Verbatim(b) | Body::Base64(b) => b.len(),
+            Body::JsonString(s) | Body::JsonValue(s) => s.len(),
+        }
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends the encoding of about `want` payload bytes from `from` on (at least one unit:
+    /// a character of a string, three bytes of base64, unless fewer are left); returns where
+    /// the next piece starts. Pieces appended in turn make the whole body.
+    pub fn encode_piece(&self, from: usize, want: usize, out: &mut Vec<u8>) -> usize {
+        let want = want.max(4);
+        match *self {
+            Body::Verbatim(b) => {
+                let to = b.len().min(from + want);
+                out.extend_from_slice(&b[from..to]);
+                to
+            }
+            Body::JsonValue(s) => {
+                let to = s.len().min(from + want);
+                let piece = &s.as_bytes()[from..to];
+                let start = out.len();
+                out.extend_from_slice(piece);
+                for byte in &mut out[start..] {
+                    if matches!(*byte, b'\n' | b'\r') {
+                        *byte = b' ';
+                    }
+                }
+                to
+            }
+            Body::JsonString(s) => {
+                let mut to = s.len().min(from + want);
+                while !s.is_char_boundary(to) {
+                    to += 1; // at most 3 more: a character is at most 4 bytes
+                }
+                write_json_str_contents(out, &s[from..to]);
+                to
+            }
+            Body::Base64(b) => {
+                // Whole groups of three bytes encode without padding, so pieces join up.
+                let to = b.len().min(from + want / 3 * 3);
+                write_base64(out, &b[from..to]);
+                to
+            }
         }
     }
 }
@@ -208,27 +311,27 @@ fn encode_ndjson(upstream: &str, event: &Event, parse_json: bool, out: &mut Vec<
     write_json_str(out, upstream);
     match &event.kind {
         EventKind::Text { seq, data } => {
-            out.extend_from_slice(b",\"seq\":");
-            write_u64(out, *seq);
-            out.extend_from_slice(b",\"ts\":");
-            write_u64(out, event.ts);
-            match parse_json.then(|| embeddable_json(data.as_str())).flatten() {
+            match parse_json.then(|| json_value(data.as_str())).flatten() {
                 Some(json) => {
-                    out.extend_from_slice(b",\"type\":\"json\",\"data\":");
+                    write_data_fields(out, *seq, event.ts, "json");
+                    let start = out.len();
                     out.extend_from_slice(json.as_bytes());
+                    // Line breaks in valid JSON can only be whitespace between tokens.
+                    for byte in &mut out[start..] {
+                        if matches!(*byte, b'\n' | b'\r') {
+                            *byte = b' ';
+                        }
+                    }
                 }
                 None => {
-                    out.extend_from_slice(b",\"type\":\"text\",\"data\":");
+                    write_data_fields(out, *seq, event.ts, "text");
                     write_json_str(out, data.as_str());
                 }
             }
         }
         EventKind::Binary { seq, data } => {
-            out.extend_from_slice(b",\"seq\":");
-            write_u64(out, *seq);
-            out.extend_from_slice(b",\"ts\":");
-            write_u64(out, event.ts);
-            out.extend_from_slice(b",\"type\":\"binary\",\"data\":\"");
+            write_data_fields(out, *seq, event.ts, "binary");
+            out.push(b'"');
             write_base64(out, data);
             out.push(b'"');
         }
@@ -266,25 +369,33 @@ fn encode_ndjson(upstream: &str, event: &Event, parse_json: bool, out: &mut Vec<
     out.extend_from_slice(b"}\n");
 }
 
-/// The text itself if it is one valid JSON value that can be embedded in a line. Line breaks
-/// in valid JSON can only be whitespace between tokens, so they become spaces.
-fn embeddable_json(text: &str) -> Option<std::borrow::Cow<'_, str>> {
+/// A data record up to its `data` value: `{"upstream":…,"seq":…,"ts":…,"type":…,"data":`.
+fn write_data_head(out: &mut Vec<u8>, upstream: &str, seq: u64, ts: u64, kind: &str) {
+    out.extend_from_slice(b"{\"upstream\":");
+    write_json_str(out, upstream);
+    write_data_fields(out, seq, ts, kind);
+}
+
+/// `,"seq":…,"ts":…,"type":"<kind>","data":` (`kind` needs no escaping).
+fn write_data_fields(out: &mut Vec<u8>, seq: u64, ts: u64, kind: &str) {
+    out.extend_from_slice(b",\"seq\":");
+    write_u64(out, seq);
+    out.extend_from_slice(b",\"ts\":");
+    write_u64(out, ts);
+    out.extend_from_slice(b",\"type\":\"");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\",\"data\":");
+}
+
+/// The text as one JSON value (surrounding whitespace trimmed), if it is valid JSON.
+fn json_value(text: &str) -> Option<&str> {
     let raw: &serde_json::value::RawValue = serde_json::from_str(text).ok()?;
-    let trimmed = raw.get();
-    if trimmed.contains(['\n', '\r']) {
-        Some(trimmed.replace(['\n', '\r'], " ").into())
-    } else {
-        Some(trimmed.into())
-    }
+    Some(raw.get())
 }
 
 /// Appends `s` as a JSON string literal.
 fn write_json_str(out: &mut Vec<u8>, s: &str) {
-    // Most payloads need no escaping: one branch-free scan, then one copy.
-    let plain = s.bytes().fold(true, |plain, b| {
-        plain & (b >= 0x20 && b != b'"' && b != b'\\')
-    });
-    if plain {
+    if needs_no_escape(s) {
         out.reserve(s.len() + 2);
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
@@ -293,6 +404,26 @@ fn write_json_str(out: &mut Vec<u8>, s: &str) {
         // Writing into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut *out, s);
     }
+}
+
+/// Appends `s` escaped as in a JSON string, without the quotes (a piece of a longer string).
+fn write_json_str_contents(out: &mut Vec<u8>, s: &str) {
+    if needs_no_escape(s) {
+        out.extend_from_slice(s.as_bytes());
+    } else {
+        let start = out.len();
+        let _ = serde_json::to_writer(&mut *out, s);
+        // serde_json has no public escaper without quotes: drop them (one move of the piece).
+        out.pop();
+        out.remove(start);
+    }
+}
+
+/// Most payloads need no escaping: one branch-free scan, then one copy.
+fn needs_no_escape(s: &str) -> bool {
+    s.bytes().fold(true, |plain, b| {
+        plain & (b >= 0x20 && b != b'"' && b != b'\\')
+    })
 }
 
 /// Appends the decimal digits of `n`.

@@ -237,38 +237,105 @@ fn json_strings_match_serde_json_with_and_without_escapes() {
     }
 }
 
+/// The line `parts` describes, assembled with pieces of at most `piece` payload bytes.
+fn assembled(parts: &LineParts<'_>, piece: usize) -> Vec<u8> {
+    let mut out = parts.head.clone();
+    let mut at = 0;
+    while at < parts.body.len() {
+        let next = parts.body.encode_piece(at, piece, &mut out);
+        assert!(next > at, "a piece must move on");
+        at = next;
+    }
+    out.extend_from_slice(parts.tail);
+    out
+}
+
+fn encodings() -> Vec<Encoding> {
+    let mut all = Vec::new();
+    for format in [Format::Raw, Format::Ndjson] {
+        for (parse_json, binary_bytes) in [(false, false), (true, false), (false, true)] {
+            all.push(Encoding {
+                format,
+                events: true,
+                parse_json,
+                binary_bytes,
+            });
+        }
+    }
+    all
+}
+
 #[test]
-fn verbatim_is_offered_only_where_the_line_is_the_payload() {
-    let raw = Encoding {
-        format: Format::Raw,
-        events: true,
-        parse_json: false,
-        binary_bytes: false,
-    };
+fn parts_say_how_each_payload_is_written() {
+    let raw = encodings()[0];
     let plain = event(text(1, "plain"));
-    assert_eq!(raw.verbatim(&plain), Some((&b"plain"[..], &b"\n"[..])));
-    assert_eq!(raw.verbatim(&event(text(2, "two\nlines"))), None);
-    assert_eq!(raw.verbatim(&event(text(2, "cr\r"))), None);
+    let parts = raw.parts("trades", &plain).unwrap();
+    assert_eq!(parts.body, Body::Verbatim(b"plain"));
+    assert_eq!((parts.head.as_slice(), parts.tail), (&b""[..], &b"\n"[..]));
+    let broken = event(text(2, "two\nlines"));
+    assert_eq!(
+        raw.parts("trades", &broken).unwrap().body,
+        Body::JsonString("two\nlines")
+    );
     let binary = event(EventKind::Binary {
         seq: 3,
         data: Bytes::from_static(b"\x00\xff"),
     });
-    assert_eq!(raw.verbatim(&binary), None, "base64 is not verbatim");
+    assert_eq!(
+        raw.parts("trades", &binary).unwrap().body,
+        Body::Base64(b"\x00\xff")
+    );
     let bytes = Encoding {
         binary_bytes: true,
         ..raw
     };
-    assert_eq!(bytes.verbatim(&binary), Some((&b"\x00\xff"[..], &b""[..])));
+    assert_eq!(
+        bytes.parts("t", &binary).unwrap().body,
+        Body::Verbatim(b"\x00\xff")
+    );
     let ndjson = Encoding {
         format: Format::Ndjson,
+        parse_json: true,
         ..raw
     };
-    assert_eq!(ndjson.verbatim(&plain), None);
-    // Where it is offered, it is exactly what `encode` writes.
-    for (encoding, event) in [(raw, &plain), (bytes, &binary)] {
-        let (payload, suffix) = encoding.verbatim(event).unwrap();
-        let mut encoded = Vec::new();
-        encoding.encode("trades", event, &mut encoded);
-        assert_eq!(encoded, [payload, suffix].concat());
+    let json = event(text(4, " {\"p\":\n1} "));
+    assert_eq!(
+        ndjson.parts("t", &json).unwrap().body,
+        Body::JsonValue("{\"p\":\n1}")
+    );
+    let open = event(EventKind::Open {
+        url: "ws://x/".into(),
+        protocol: None,
+    });
+    assert_eq!(ndjson.parts("t", &open), None, "only data has a payload");
+}
+
+proptest::proptest! {
+    /// Whatever the payload, encoding, and size of the pieces: the parts make the line
+    /// `encode` writes.
+    #[test]
+    fn parts_make_the_same_line_as_encode(
+        payload in proptest::prop_oneof![
+            proptest::arbitrary::any::<String>(),
+            "[ -~\n\r\t\"\\\\é€😀\u{1}]{0,300}",
+            "\\{\"[a-z]{1,4}\":\\s{0,2}\\[[0-9]{1,3}(,\\s{0,2}[0-9]{1,3}){0,20}\\]\\}",
+        ],
+        binary in proptest::arbitrary::any::<bool>(),
+        piece in 1usize..64,
+    ) {
+        let kind = if binary {
+            EventKind::Binary { seq: 9, data: Bytes::from(payload.into_bytes()) }
+        } else {
+            text(9, &payload)
+        };
+        let event = event(kind);
+        for encoding in encodings() {
+            let mut line = Vec::new();
+            encoding.encode("feed \"x\"", &event, &mut line);
+            let parts = encoding.parts("feed \"x\"", &event).unwrap();
+            let pieces = assembled(&parts, piece);
+            proptest::prop_assert!(pieces == line, "{:?}: {:?} vs {:?}", encoding,
+                String::from_utf8_lossy(&pieces), String::from_utf8_lossy(&line));
+        }
     }
 }

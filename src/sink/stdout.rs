@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{SinkError, SinkStats};
 use crate::hub::{Delivery, SinkReceiver};
-use crate::record::Encoding;
+use crate::record::{Body, Encoding, LineParts};
 
 /// Lines are gathered up to this size before a write.
 const WRITE_SIZE: usize = 64 * 1024;
@@ -176,19 +176,17 @@ impl<W: Write + Send + 'static> StdoutSink<W> {
                     limit.remaining -= 1;
                 }
             }
-            // Only a large payload is worth writing from where it lies (and worth the scan
-            // for line breaks that `verbatim` does).
-            let verbatim = (event.payload_len() >= WRITE_SIZE)
-                .then(|| self.encoding.verbatim(event))
+            // A large payload is written from where it lies or encoded piece by piece: its
+            // line never sits whole in `lines` (a 1 MiB text would double it to 2 MiB).
+            let parts = (event.payload_len() >= WRITE_SIZE)
+                .then(|| self.encoding.parts(&batch.upstream, event))
                 .flatten();
-            match verbatim {
-                Some((payload, suffix)) => {
-                    write_out(&mut self.out, lines)?;
-                    self.out.write_all(payload).map_err(classify)?;
-                    lines.extend_from_slice(suffix);
+            match parts {
+                Some(parts) => {
+                    self.write_parts(parts, lines)?;
                     written += 1;
                 }
-                _ => {
+                None => {
                     if self.encoding.encode(&batch.upstream, event, lines) {
                         written += 1;
                     }
@@ -199,6 +197,28 @@ impl<W: Write + Send + 'static> StdoutSink<W> {
             }
         }
         Ok(written)
+    }
+
+    /// Appends `parts` to `lines`, writing `lines` out whenever it fills up.
+    fn write_parts(&mut self, parts: LineParts<'_>, lines: &mut Vec<u8>) -> Result<(), SinkError> {
+        lines.extend_from_slice(&parts.head);
+        match parts.body {
+            Body::Verbatim(payload) => {
+                write_out(&mut self.out, lines)?;
+                self.out.write_all(payload).map_err(classify)?;
+            }
+            body => {
+                let mut at = 0;
+                while at < body.len() {
+                    at = body.encode_piece(at, WRITE_SIZE.saturating_sub(lines.len()), lines);
+                    if lines.len() >= WRITE_SIZE {
+                        write_out(&mut self.out, lines)?;
+                    }
+                }
+            }
+        }
+        lines.extend_from_slice(parts.tail);
+        Ok(())
     }
 }
 
@@ -312,22 +332,37 @@ mod tests {
             parse_json: false,
             binary_bytes: false,
         };
+        let ndjson = Encoding {
+            format: Format::Ndjson,
+            parse_json: true,
+            ..raw
+        };
         let events = vec![
             text(1, "small".into()),
             text(2, "x".repeat(3 * WRITE_SIZE)),
-            text(3, format!("{}\nwith a break", "y".repeat(2 * WRITE_SIZE))),
-            text(4, "last".into()),
+            text(
+                3,
+                format!("{}\nwith a \"break\"", "y".repeat(2 * WRITE_SIZE)),
+            ),
+            Event::now(EventKind::Binary {
+                seq: 4,
+                data: (0..2 * WRITE_SIZE + 1).map(|i| i as u8).collect(),
+            }),
+            text(5, format!("[{}1]", "1,\n".repeat(WRITE_SIZE))),
+            text(6, "last".into()),
         ];
-        let mut expected = Vec::new();
-        for event in &events {
-            raw.encode("feed", event, &mut expected);
+        for encoding in [raw, ndjson] {
+            let mut expected = Vec::new();
+            for event in &events {
+                encoding.encode("feed", event, &mut expected);
+            }
+            let (written, _) = written_by(encoding, events.clone(), None).await;
+            assert_eq!(written.len(), expected.len(), "{encoding:?}");
+            assert!(
+                written == expected,
+                "{encoding:?}: the output differs from the encoded lines"
+            );
         }
-        let (written, _) = written_by(raw, events, None).await;
-        assert_eq!(written.len(), expected.len());
-        assert!(
-            written == expected,
-            "the output differs from the encoded lines"
-        );
     }
 
     #[tokio::test]
