@@ -46,7 +46,7 @@ pub enum StartError {
     Metrics(#[from] crate::metrics::MetricsBindError),
 }
 
-/// Batches queued between the hub and each sink task (a batch holds at most 256 messages).
+/// Batches queued between the hub and each sink task (a batch holds at most 1,024 messages).
 pub const SINK_INPUT: usize = 32;
 /// Bytes (payloads plus events) queued between the hub and each sink task.
 pub const SINK_INPUT_BYTES: usize = 8 << 20;
