@@ -35,7 +35,7 @@ fn main() -> ExitCode {
 /// glibc gives freed memory at the top of its heap back to the system once 128 KiB are free,
 /// and a busy connection frees and allocates its 64 KiB payload buffers all the time: every
 /// give-back is a `brk`, and every page taken back is a page fault (4 KiB messages: 14,000 to
-/// 39,000 faults per 200,000 messages, ~900 with this; 0.32-0.57 CPU s -> 0.30-0.36).
+/// 39,000 faults per 200,000 messages, ~620 with this; 0.32-0.57 CPU s -> 0.25-0.30).
 /// Up to 4 MiB free at the top now stays. Setting the trim threshold freezes glibc's mmap
 /// threshold at 128 KiB, so that is set too: allocations up to 4 MiB (1 MiB messages) come
 /// from the heap and are reused, as glibc's own adaptive default would have them.

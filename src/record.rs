@@ -241,24 +241,17 @@ impl Body<'_> {
         let want = want.max(4);
         match *self {
             Body::Verbatim(b) => {
-                let to = b.len().min(from + want);
+                let to = b.len().min(from.saturating_add(want));
                 out.extend_from_slice(&b[from..to]);
                 to
             }
             Body::JsonValue(s) => {
-                let to = s.len().min(from + want);
-                let piece = &s.as_bytes()[from..to];
-                let start = out.len();
-                out.extend_from_slice(piece);
-                for byte in &mut out[start..] {
-                    if matches!(*byte, b'\n' | b'\r') {
-                        *byte = b' ';
-                    }
-                }
+                let to = s.len().min(from.saturating_add(want));
+                write_json_value(out, &s.as_bytes()[from..to]);
                 to
             }
             Body::JsonString(s) => {
-                let mut to = s.len().min(from + want);
+                let mut to = s.len().min(from.saturating_add(want));
                 while !s.is_char_boundary(to) {
                     to += 1; // at most 3 more: a character is at most 4 bytes
                 }
@@ -267,7 +260,7 @@ impl Body<'_> {
             }
             Body::Base64(b) => {
                 // Whole groups of three bytes encode without padding, so pieces join up.
-                let to = b.len().min(from + want / 3 * 3);
+                let to = b.len().min(from.saturating_add(want / 3 * 3));
                 write_base64(out, &b[from..to]);
                 to
             }
@@ -314,14 +307,7 @@ fn encode_ndjson(upstream: &str, event: &Event, parse_json: bool, out: &mut Vec<
             match parse_json.then(|| json_value(data.as_str())).flatten() {
                 Some(json) => {
                     write_data_fields(out, *seq, event.ts, "json");
-                    let start = out.len();
-                    out.extend_from_slice(json.as_bytes());
-                    // Line breaks in valid JSON can only be whitespace between tokens.
-                    for byte in &mut out[start..] {
-                        if matches!(*byte, b'\n' | b'\r') {
-                            *byte = b' ';
-                        }
-                    }
+                    write_json_value(out, json.as_bytes());
                 }
                 None => {
                     write_data_fields(out, *seq, event.ts, "text");
@@ -385,6 +371,18 @@ fn write_data_fields(out: &mut Vec<u8>, seq: u64, ts: u64, kind: &str) {
     out.extend_from_slice(b",\"type\":\"");
     out.extend_from_slice(kind.as_bytes());
     out.extend_from_slice(b"\",\"data\":");
+}
+
+/// Appends (a piece of) valid JSON with its line breaks as spaces: in valid JSON they can
+/// only be whitespace between tokens, and the record must stay one line.
+fn write_json_value(out: &mut Vec<u8>, json: &[u8]) {
+    let start = out.len();
+    out.extend_from_slice(json);
+    for byte in &mut out[start..] {
+        if matches!(*byte, b'\n' | b'\r') {
+            *byte = b' ';
+        }
+    }
 }
 
 /// The text as one JSON value (surrounding whitespace trimmed), if it is valid JSON.
