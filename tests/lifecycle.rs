@@ -180,17 +180,11 @@ async fn check_prints_the_plan_with_secrets_redacted() {
         "[[upstream]]\nname = \"a\"\nurl = \"wss://user:pw-secret@example.com/ws\"\nheaders = { Authorization = \"Bearer ${TOKEN}\" }\ncookies = { sid = \"cookie-secret\" }\n[[sink]]\ntype = \"stdout\"\n",
     )
     .unwrap();
-    let out = std::process::Command::new(bin())
-        .args(["check", "-c"])
-        .arg(&path)
-        .env("TOKEN", "token-secret")
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        std::process::Command::new(bin())
+            .args(["check", "-c"])
+            .arg(&path)
+            .env("TOKEN", "token-secret"),
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(

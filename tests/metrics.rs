@@ -190,16 +190,10 @@ async fn wsbridge_status_prints_a_row_per_upstream_and_sink() {
         7.0,
     )
     .await;
-    let out = std::process::Command::new(bin())
-        .args(["status", "-c"])
-        .arg(&daemon.config_path)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        std::process::Command::new(bin())
+            .args(["status", "-c"])
+            .arg(&daemon.config_path),
     );
     let table = String::from_utf8_lossy(&out.stdout);
     let feed = table
@@ -226,17 +220,11 @@ async fn wsbridge_status_prints_a_row_per_upstream_and_sink() {
             "required = true\nheaders = { Authorization = \"Bearer ${WSB_NOT_SET_HERE}\" }",
         );
     std::fs::write(&with_secret, text).unwrap();
-    let out = std::process::Command::new(bin())
-        .args(["status", "-c"])
-        .arg(&with_secret)
-        .env_remove("WSB_NOT_SET_HERE")
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        std::process::Command::new(bin())
+            .args(["status", "-c"])
+            .arg(&with_secret)
+            .env_remove("WSB_NOT_SET_HERE"),
     );
 
     // Without [metrics], status says what to add.

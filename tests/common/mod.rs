@@ -260,6 +260,19 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_wsbridge")
 }
 
+/// Runs a short command of the binary to its end and asserts it exited 0 (showing its stderr
+/// if not); returns its output.
+pub fn run_ok(command: &mut std::process::Command) -> std::process::Output {
+    let out = command.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// A running `wsbridge run` with its stdout parsed as NDJSON.
 pub struct Daemon {
     pub child: Child,
