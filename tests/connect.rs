@@ -7,6 +7,7 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use common::*;
+use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -122,7 +123,6 @@ async fn headers_cookies_and_subprotocol_reach_the_server() {
         (open["type"].as_str(), open["protocol"].as_str()),
         (Some("open"), Some("v2"))
     );
-    use futures_util::SinkExt;
     conn.ws
         .send(Message::Close(Some(CloseFrame {
             code: CloseCode::Normal,
@@ -181,7 +181,6 @@ async fn recv_only_with_stdin_at_eof_receives_until_the_server_closes() {
     for i in 1..=5 {
         conn.send_text(&format!("late {i}")).await;
     }
-    use futures_util::SinkExt;
     conn.ws
         .send(Message::Close(Some(CloseFrame {
             code: CloseCode::Away,
@@ -216,7 +215,6 @@ async fn peer_close_with_an_error_code_exits_1_naming_it() {
         .spawn()
         .unwrap();
     let mut conn = server.accept().await;
-    use futures_util::SinkExt;
     conn.ws
         .send(Message::Close(Some(CloseFrame {
             code: CloseCode::from(4001),
@@ -381,7 +379,6 @@ async fn a_peer_that_keeps_the_socket_open_after_its_close_does_not_hang_us() {
         .spawn()
         .unwrap();
     let mut conn = server.accept().await;
-    use futures_util::SinkExt;
     conn.ws
         .send(Message::Close(Some(CloseFrame {
             code: CloseCode::Normal,
@@ -436,4 +433,62 @@ async fn lines_trickling_in_while_reconnecting_are_queued_without_pinning_read_b
     );
     drop(stdin);
     let _ = child.kill().await;
+}
+
+#[tokio::test]
+async fn sending_keeps_reading_so_a_server_that_writes_before_it_reads_gets_everything() {
+    // The server writes 32 MB before it reads anything, while stdin brings 32 MB to send: far
+    // more than loopback buffers hold either way. A client that stopped reading while its own
+    // writes waited would wait for a server that waits for it, for good.
+    const EACH_WAY: usize = 250_000;
+    let mut server = TestServer::start(ServerOptions::default()).await;
+    let url = server.url("/");
+    let line = format!("{}\n", "x".repeat(127));
+    let mut child = connect_cmd(&[&url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = tokio::spawn(async move {
+        let chunk = line.repeat(1000);
+        for _ in 0..EACH_WAY / 1000 {
+            stdin.write_all(chunk.as_bytes()).await?;
+        }
+        std::io::Result::Ok(())
+    });
+    let mut conn = server.accept().await;
+    let peer = tokio::spawn(async move {
+        let message = Message::text("y".repeat(127));
+        for _ in 0..EACH_WAY {
+            conn.ws.feed(message.clone()).await?;
+        }
+        conn.ws.flush().await?;
+        let mut received = 0usize;
+        while let Some(message) = conn.ws.next().await {
+            if message?.is_text() {
+                received += 1;
+            }
+        }
+        Ok::<_, tokio_tungstenite::tungstenite::Error>(received)
+    });
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let written = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut lines = 0usize;
+        let mut buf = String::new();
+        while stdout.read_line(&mut buf).await.unwrap() > 0 {
+            lines += 1;
+            buf.clear();
+        }
+        lines
+    })
+    .await
+    .expect("both directions finish (a client that stops reading while it writes never does)");
+    feeder.await.unwrap().unwrap();
+    let received = peer.await.unwrap().unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(written, EACH_WAY, "messages from the server on stdout");
+    assert_eq!(received, EACH_WAY, "stdin lines the server received");
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
 }

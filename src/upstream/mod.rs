@@ -7,8 +7,10 @@
 pub mod backoff;
 pub mod connect;
 pub mod keepalive;
+mod outgoing;
 pub mod tls;
 
+use std::future::poll_fn;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +31,7 @@ use crate::record::{Event, EventKind};
 use backoff::Backoff;
 use connect::{ConnectError, WsStream};
 use keepalive::{Due, Keepalive};
+use outgoing::{Io, Outgoing};
 
 /// Whether the task reconnects forever (the daemon, `connect --reconnect`) or ends with the
 /// first connection (plain `connect`).
@@ -341,6 +344,7 @@ impl Upstream {
         let timer = tokio::time::sleep_until(frames.keepalive.deadline());
         tokio::pin!(timer);
         let mut queue_open = true;
+        let mut outgoing = Outgoing::default();
         // Made once: a new `cancelled()` future on every turn of a hot loop costs.
         let shutdown = self.shutdown.clone();
         let cancelled = shutdown.cancelled();
@@ -351,10 +355,17 @@ impl Upstream {
                 _ = &mut cancelled => {
                     let reason = if self.goodbye == CloseCode::Away { "going away" } else { "" };
                     let frame = CloseFrame { code: self.goodbye, reason: reason.into() };
-                    self.close(&mut ws, Some(frame), &mut frames, name).await;
+                    self.close(&mut ws, &mut outgoing, Some(frame), &mut frames, name).await;
                     break SessionEnd::Closed { code: self.goodbye.into(), reason: reason.into() };
                 }
-                frame = ws.next() => {
+                io = poll_fn(|cx| outgoing.poll(&mut ws, cx)) => {
+                    let frame = match io {
+                        Io::Frame(frame) => frame,
+                        Io::Flushed(result) => match result.and_then(|()| outgoing.flushed(&mut ws)) {
+                            Ok(()) => continue,
+                            Err(e) => break SessionEnd::Failed(Cause::ConnectionLost, format!("sending a message: {e}")),
+                        },
+                    };
                     let now = Instant::now();
                     let ts = crate::record::unix_millis();
                     // A frame that answers our Ping moves the deadline earlier (to the next
@@ -371,6 +382,8 @@ impl Upstream {
                     }
                     self.deliver(name, &mut frames, ts).await;
                     if frames.peer_close.is_some() && !was_closing {
+                        // Nothing more may be sent after the peer's Close.
+                        outgoing.drop_held();
                         timer.as_mut().reset(now + self.close_timeout);
                     } else if answers_ping && frames.peer_close.is_none() {
                         timer.as_mut().reset(frames.keepalive.deadline());
@@ -381,24 +394,25 @@ impl Upstream {
                         Step::Refuse { code, cause, reason } => {
                             // Tell the peer why before hanging up, as aiohttp does.
                             let frame = CloseFrame { code, reason: close_reason(code).into() };
-                            self.close(&mut ws, Some(frame), &mut frames, name).await;
+                            self.close(&mut ws, &mut outgoing, Some(frame), &mut frames, name).await;
                             break SessionEnd::Failed(cause, reason);
                         }
                     }
                 }
-                message = self.queue.recv(), if queue_open && frames.peer_close.is_none() => match message {
+                // Only once what was sent before is written: tungstenite's buffer stays bounded.
+                message = self.queue.recv(), if queue_open && outgoing.idle() && frames.peer_close.is_none() => match message {
                     Some(message) => {
                         // `connect` at stdin EOF queues a Close behind its last line.
                         let close = match message {
                             Message::Close(frame) => Some(frame),
-                            message => match self.send_queued(&mut ws, message).await {
+                            message => match self.send_queued(&mut ws, &mut outgoing, message) {
                                 Ok(close) => close,
                                 Err(e) => break SessionEnd::Failed(Cause::ConnectionLost, format!("sending a message: {e}")),
                             },
                         };
                         if let Some(frame) = close {
                             let (code, reason) = frame.as_ref().map_or((1005, String::new()), |f| (f.code.into(), f.reason.to_string()));
-                            self.close(&mut ws, frame, &mut frames, name).await;
+                            self.close(&mut ws, &mut outgoing, frame, &mut frames, name).await;
                             break SessionEnd::Closed { code, reason };
                         }
                     }
@@ -413,7 +427,7 @@ impl Upstream {
                     match frames.keepalive.check(now) {
                         Due::Ping => {
                             frames.keepalive.ping_sent(now);
-                            if let Err(e) = ws.send(Message::Ping(Default::default())).await {
+                            if let Err(e) = outgoing.send(&mut ws, Message::Ping(Default::default())) {
                                 break SessionEnd::Failed(Cause::ConnectionLost, format!("sending a Ping: {e}"));
                             }
                         }
@@ -427,30 +441,31 @@ impl Upstream {
         (end, frames.got_data || opened.elapsed() >= stable_after)
     }
 
-    /// Sends a queued message and the data messages queued behind it, with one flush.
-    /// Returns the Close frame if a Close (from `connect` at stdin EOF) followed them.
-    async fn send_queued(
+    /// Sends a queued message and the data messages queued behind it, while tungstenite takes
+    /// them without waiting; they go out in one flush. Returns the Close frame if a Close (from
+    /// `connect` at stdin EOF) followed them.
+    fn send_queued(
         &mut self,
         ws: &mut WsStream,
+        outgoing: &mut Outgoing,
         first: Message,
     ) -> Result<Option<Option<CloseFrame>>, WsError> {
-        ws.feed(first).await?;
+        outgoing.send(ws, first)?;
         let mut sent = 1u64;
         let mut closing = None;
-        while sent < MAX_BATCH as u64 {
+        while sent < MAX_BATCH as u64 && outgoing.accepting() {
             match self.queue.try_recv() {
                 Ok(Message::Close(frame)) => {
                     closing = Some(frame);
                     break;
                 }
                 Ok(message) => {
-                    ws.feed(message).await?;
+                    outgoing.send(ws, message)?;
                     sent += 1;
                 }
                 Err(_) => break,
             }
         }
-        ws.flush().await?;
         self.stats.messages_sent.fetch_add(sent, Ordering::Relaxed);
         Ok(closing)
     }
@@ -488,20 +503,32 @@ impl Upstream {
         self.outlet.deliver_batch(batch, cost).await;
     }
 
-    /// Sends Close and waits (bounded) for the peer's, delivering any data still arriving.
+    /// Sends Close (after what is still unwritten) and waits for the peer's, delivering any
+    /// data still arriving; all within `close_timeout`.
     async fn close(
         &mut self,
         ws: &mut WsStream,
+        outgoing: &mut Outgoing,
         frame: Option<CloseFrame>,
         frames: &mut Frames,
         name: &Arc<str>,
     ) {
-        if ws.send(Message::Close(frame)).await.is_err() {
+        if outgoing.send(ws, Message::Close(frame)).is_err() {
             return;
         }
         let deadline = Instant::now() + self.close_timeout;
         let max = self.config.max_message_size;
-        while let Ok(Some(frame)) = tokio::time::timeout_at(deadline, ws.next()).await {
+        while let Ok(io) =
+            tokio::time::timeout_at(deadline, poll_fn(|cx| outgoing.poll(ws, cx))).await
+        {
+            let frame = match io {
+                Io::Flushed(result) => match result.and_then(|()| outgoing.flushed(ws)) {
+                    Ok(()) => continue,
+                    Err(_) => return,
+                },
+                Io::Frame(Some(frame)) => frame,
+                Io::Frame(None) => return,
+            };
             let ts = crate::record::unix_millis();
             let step = frames.on_frame(Some(frame), Instant::now(), ts, max);
             self.deliver(name, frames, ts).await;
