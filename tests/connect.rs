@@ -20,14 +20,19 @@ fn connect_cmd(args: &[&str]) -> Command {
     cmd
 }
 
-/// Runs `wsbridge connect ARGS` with `stdin` as input, to completion.
-async fn run_with_stdin(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = connect_cmd(args)
+/// Starts `wsbridge connect ARGS` with stdin, stdout and stderr piped.
+fn spawn_piped(args: &[&str]) -> tokio::process::Child {
+    connect_cmd(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs `wsbridge connect ARGS` with `stdin` as input, to completion.
+async fn run_with_stdin(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = spawn_piped(args);
     let mut input = child.stdin.take().unwrap();
     input.write_all(stdin).await.unwrap();
     drop(input);
@@ -444,12 +449,7 @@ async fn sending_keeps_reading_so_a_server_that_writes_before_it_reads_gets_ever
     let mut server = TestServer::start(ServerOptions::default()).await;
     let url = server.url("/");
     let line = format!("{}\n", "x".repeat(127));
-    let mut child = connect_cmd(&[&url])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_piped(&[&url]);
     let mut stdin = child.stdin.take().unwrap();
     let feeder = tokio::spawn(async move {
         let chunk = line.repeat(1000);
