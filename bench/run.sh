@@ -431,5 +431,6 @@ python3 "$ROOT/bench/report.py" \
     --rustc "$(rustc --version)" \
     --sizes "N64=$N64 N4K=$N4K N1M=$N1M NSEND=$NSEND NECHO=$NECHO NIDLE=$NIDLE" \
     --loads "$LOADS" \
+    --binary "$TARGET/release/wsbridge" --hot-symbols "$SRC/bench/hot-symbols.txt" \
     --profile "$ROOT/bench/PROFILE.md"
 say "wrote $OUT (raw figures: $RAW_OUT, logs: $WORK)"
