@@ -361,10 +361,8 @@ impl Upstream {
                 io = poll_fn(|cx| outgoing.poll(&mut ws, cx)) => {
                     let frame = match io {
                         Io::Frame(frame) => frame,
-                        Io::Flushed(result) => match result.and_then(|()| outgoing.flushed(&mut ws)) {
-                            Ok(()) => continue,
-                            Err(e) => break SessionEnd::Failed(Cause::ConnectionLost, format!("sending a message: {e}")),
-                        },
+                        Io::Flushed(Ok(())) => continue,
+                        Io::Flushed(Err(e)) => break SessionEnd::Failed(Cause::ConnectionLost, format!("sending a message: {e}")),
                     };
                     let now = Instant::now();
                     let ts = crate::record::unix_millis();
@@ -522,10 +520,8 @@ impl Upstream {
             tokio::time::timeout_at(deadline, poll_fn(|cx| outgoing.poll(ws, cx))).await
         {
             let frame = match io {
-                Io::Flushed(result) => match result.and_then(|()| outgoing.flushed(ws)) {
-                    Ok(()) => continue,
-                    Err(_) => return,
-                },
+                Io::Flushed(Ok(())) => continue,
+                Io::Flushed(Err(_)) => return,
                 Io::Frame(Some(frame)) => frame,
                 Io::Frame(None) => return,
             };

@@ -20,7 +20,8 @@ use super::connect::WsStream;
 pub(super) enum Io {
     /// A frame, an error, or the end of the stream.
     Frame(Option<Result<Message, WsError>>),
-    /// Everything handed to tungstenite has been written (or writing failed).
+    /// Everything handed to tungstenite has been written and the held frames handed over
+    /// (or writing failed).
     Flushed(Result<(), WsError>),
 }
 
@@ -57,11 +58,12 @@ impl Outgoing {
         Ok(())
     }
 
-    /// Waits for the next frame, finishing a flush meanwhile.
-    pub(super) fn poll(&self, ws: &mut WsStream, cx: &mut Context<'_>) -> Poll<Io> {
+    /// Waits for the next frame, finishing a flush meanwhile. A finished flush is reported
+    /// even though nothing arrived, so the caller sees [`Outgoing::idle`] change.
+    pub(super) fn poll(&mut self, ws: &mut WsStream, cx: &mut Context<'_>) -> Poll<Io> {
         if self.flushing {
             if let Poll::Ready(result) = ws.poll_flush_unpin(cx) {
-                return Poll::Ready(Io::Flushed(result));
+                return Poll::Ready(Io::Flushed(result.and_then(|()| self.flushed(ws))));
             }
         }
         ws.poll_next_unpin(cx).map(Io::Frame)
@@ -72,8 +74,8 @@ impl Outgoing {
         self.held.clear();
     }
 
-    /// After [`Io::Flushed`]`(Ok)`: hands over the frames that were held.
-    pub(super) fn flushed(&mut self, ws: &mut WsStream) -> Result<(), WsError> {
+    /// A flush finished: hands over the frames that were held.
+    fn flushed(&mut self, ws: &mut WsStream) -> Result<(), WsError> {
         self.flushing = false;
         while let Some(message) = self.held.pop_front() {
             self.flushing = true;
