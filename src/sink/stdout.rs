@@ -233,10 +233,13 @@ impl<W: Write + Send + 'static> StdoutSink<W> {
 /// can then never be whole again (the heap went from three 1 MiB slots to four to seven; peak
 /// RSS 7 -> 8-12.7 MiB). With the cache full from the start, those pieces go straight back to
 /// the shared heap, where the connection's thread takes them again: three slots in every
-/// traced run. It costs 56 chunks (about 4 KiB) at the thread's start.
+/// sampled run (24). It costs 56 chunks (about 4 KiB) at the thread's start.
 fn fill_thread_cache_with_own_chunks() {
+    if !cfg!(all(target_os = "linux", target_env = "gnu")) {
+        return; // other allocators cache differently; nothing to fill
+    }
     // glibc's default `tcache_count`; the sizes are requests whose chunks are 32 to 128 bytes,
-    // glibc's "fast" sizes, which are never merged with their neighbours once freed.
+    // glibc's "fast" sizes, which stay unmerged with their neighbours once freed.
     const PER_SIZE: usize = 7;
     let mut held: [Option<Vec<u8>>; PER_SIZE] = [const { None }; PER_SIZE];
     for size in (8..=120).step_by(16) {
