@@ -39,6 +39,8 @@ fn main() -> ExitCode {
 /// Up to 4 MiB free at the top now stays. Setting the trim threshold freezes glibc's mmap
 /// threshold at 128 KiB, so that is set too: allocations up to 4 MiB (1 MiB messages) come
 /// from the heap and are reused, as glibc's own adaptive default would have them.
+/// (The stdout thread does one more thing for glibc, per thread: `sink::stdout` fills its
+/// cache of small chunks when it starts.)
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 fn tune_malloc() {
