@@ -12,12 +12,13 @@ use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{SinkError, SinkStats};
-use crate::hub::{Delivery, SinkReceiver};
+use crate::hub::{Batch, Delivery, SinkReceiver};
 use crate::record::{Body, Encoding, LineParts};
 
 /// Lines are gathered up to this size before a write.
@@ -31,6 +32,15 @@ const YIELDS_BEFORE_SLEEP: usize = 20;
 /// thread woken from sleep costs the reading thread more than that (a futex wake, on a VM an
 /// interrupt to the other core).
 const YIELDS_WHILE_STREAMING: usize = 200;
+/// A full batch of at least this many messages (small ones, then) took the upstream a hundred
+/// microseconds or more to gather, and so will the next: rather than yield all that time, the
+/// thread naps ([`NAP`]), leaving the core to the reading thread and the peer.
+const NAP_AFTER_MESSAGES: usize = 512;
+/// One nap; the kernel's timer slack (50 µs by default) makes it 50-80 µs, well within the
+/// time the next batch takes and the room the sink input has.
+const NAP: Duration = Duration::from_micros(30);
+/// Naps before the thread sleeps until woken (a few milliseconds in all).
+const NAPS_BEFORE_SLEEP: usize = 40;
 
 /// The process's standard output, as a file of its own (a duplicate of fd 1), so writes go
 /// straight to the kernel without std's line buffering or lock.
@@ -123,23 +133,18 @@ impl<W: Write + Send + 'static> StdoutSink<W> {
             .build()
             .map_err(SinkError::Stdout)?;
         let mut lines = Vec::with_capacity(WRITE_SIZE);
-        // Set by a full batch; kept while batches keep coming before the yields run out.
-        let mut streaming = false;
+        // Set by a full batch; kept while batches keep coming before the wait runs out.
+        let mut pace = Pace::Trickle;
         loop {
             let delivery = match input.try_recv() {
                 Ok(delivery) => delivery,
                 Err(mpsc::error::TryRecvError::Empty) => {
                     // The input ran dry: write what we have before waiting.
                     write_out(&mut self.out, &mut lines)?;
-                    let yields = if streaming {
-                        YIELDS_WHILE_STREAMING
-                    } else {
-                        YIELDS_BEFORE_SLEEP
-                    };
-                    match soon(&mut input, yields) {
+                    match pace.soon(&mut input) {
                         Some(delivery) => delivery,
                         None => {
-                            streaming = false;
+                            pace = Pace::Trickle;
                             match waiter.block_on(next_delivery(&mut input, shutdown)) {
                                 Some(delivery) => delivery,
                                 None => break,
@@ -149,7 +154,7 @@ impl<W: Write + Send + 'static> StdoutSink<W> {
                 }
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
             };
-            streaming |= delivery.batch.streaming;
+            pace = pace.after(&delivery.batch);
             let written = self.encode_batch(&delivery, &mut lines)?;
             drop(delivery); // gives its bytes back to the sink input's budget
             stats.records_written.fetch_add(written, Ordering::Relaxed);
@@ -251,13 +256,53 @@ fn fill_thread_cache_with_own_chunks() {
     }
 }
 
-/// A batch that arrives within `yields` yields of the processor: under a steady feed the
-/// next one is usually that close, and catching it here spares both threads a sleep and a wake.
-fn soon(input: &mut SinkReceiver, yields: usize) -> Option<Delivery> {
-    (0..yields).find_map(|_| {
-        std::thread::yield_now();
-        input.try_recv().ok()
-    })
+/// How the thread looks for the next batch before it sleeps until woken, from the batches so
+/// far. Under a steady feed the next one is close, and catching it awake spares the reading
+/// thread a wake (a futex call, on a VM an interrupt to the other core) for every batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pace {
+    /// No full batch since the last sleep: a trickle, which may stop at any time.
+    Trickle,
+    /// A full batch of large messages: the next is tens of microseconds away, and the
+    /// upstream may be waiting for room in the input: yield for it.
+    Streaming,
+    /// A full batch of many small messages: the next is a hundred microseconds or more away:
+    /// nap for it.
+    StreamingSmall,
+}
+
+impl Pace {
+    /// The pace after `batch`: a full batch sets it, a partial one keeps it (the feed is still
+    /// going if it came before the wait ran out).
+    fn after(self, batch: &Batch) -> Pace {
+        match (batch.streaming, batch.events.len() >= NAP_AFTER_MESSAGES) {
+            (true, true) => Pace::StreamingSmall,
+            (true, false) => Pace::Streaming,
+            (false, _) => self,
+        }
+    }
+
+    /// The next batch, if it arrives while the thread yields or naps.
+    fn soon(self, input: &mut SinkReceiver) -> Option<Delivery> {
+        let (yields, naps) = match self {
+            Pace::Trickle => (YIELDS_BEFORE_SLEEP, 0),
+            Pace::Streaming => (YIELDS_WHILE_STREAMING, 0),
+            Pace::StreamingSmall => (YIELDS_BEFORE_SLEEP, NAPS_BEFORE_SLEEP),
+        };
+        for _ in 0..yields {
+            std::thread::yield_now();
+            if let Ok(delivery) = input.try_recv() {
+                return Some(delivery);
+            }
+        }
+        for _ in 0..naps {
+            std::thread::sleep(NAP);
+            if let Ok(delivery) = input.try_recv() {
+                return Some(delivery);
+            }
+        }
+        None
+    }
 }
 
 /// The next batch; once `shutdown` is cancelled (removed on reload), only what is already
