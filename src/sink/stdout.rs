@@ -439,6 +439,25 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_full_batch_sets_how_the_writer_waits_and_a_partial_one_keeps_it() {
+        let batch = |messages: usize, size: usize, streaming: bool| Batch {
+            upstream: Arc::from("feed"),
+            events: (1..=messages as u64)
+                .map(|seq| text(seq, "x".repeat(size)))
+                .collect(),
+            streaming,
+        };
+        let small_full = batch(NAP_AFTER_MESSAGES, 64, true);
+        let large_full = batch(1, 1 << 20, true);
+        let partial = batch(3, 64, false);
+        assert_eq!(Pace::Trickle.after(&small_full), Pace::StreamingSmall);
+        assert_eq!(Pace::StreamingSmall.after(&large_full), Pace::Streaming);
+        assert_eq!(Pace::Trickle.after(&partial), Pace::Trickle);
+        assert_eq!(Pace::StreamingSmall.after(&partial), Pace::StreamingSmall);
+        assert_eq!(Pace::Streaming.after(&partial), Pace::Streaming);
+    }
+
     #[tokio::test]
     async fn the_limit_stops_data_and_says_so() {
         let ndjson = Encoding {
