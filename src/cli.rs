@@ -77,13 +77,13 @@ struct ConnectArgs {
     #[arg(long)]
     origin: Option<String>,
     /// Send a Ping after this long without any frame; 0s turns autoping off.
-    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "20s", value_parser = wsbridge::config::parse_duration)]
     ping_interval: Duration,
     /// After our Ping, no frame for this long means the connection is dead.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = wsbridge::config::parse_duration)]
     ping_timeout: Duration,
     /// TCP + TLS + WebSocket handshake must finish within this.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = wsbridge::config::parse_duration)]
     connect_timeout: Duration,
     /// Largest message accepted (and stdin line sent), like 64KiB or 16MiB.
     #[arg(long, default_value = "16MiB", value_parser = parse_size_arg)]
@@ -114,8 +114,9 @@ struct ConnectArgs {
     /// Send stdin; print nothing.
     #[arg(long)]
     send_only: bool,
-    /// How long to wait for the peer's Close after ours.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    /// How long to wait for the peer's Close after ours. After Ctrl-C or SIGTERM, a reader of
+    /// stdout that stopped reading is waited for at most twice this long.
+    #[arg(long, default_value = "5s", value_parser = wsbridge::config::parse_duration)]
     shutdown_timeout: Duration,
     /// Only errors on stderr.
     #[arg(short, long, conflicts_with = "verbose")]
@@ -194,7 +195,7 @@ struct DemoArgs {
     #[arg(long, short = 'n')]
     count: Option<u64>,
     /// Time between ticks.
-    #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "250ms", value_parser = wsbridge::config::parse_duration)]
     interval: Duration,
 }
 

@@ -295,6 +295,14 @@ async fn refused_connection_exits_1_and_bad_usage_exits_2() {
     let out = run_with_stdin(&["ws://h/", "-H", "no colon"], b"").await;
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("Name: value"));
+    // Too long to add to a deadline: refused as usage, not a panic at the first Close.
+    let out = run_with_stdin(&["ws://h/", "--shutdown-timeout", "500000000000years"], b"").await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("at most 365 days"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[tokio::test]

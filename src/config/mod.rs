@@ -25,6 +25,24 @@ use raw::{RawConfig, RawConnectionSettings, RawReconnect, RawSink, RawUpstream};
 /// Where `run`, `check` and `status` look when neither `-c` nor `$WSBRIDGE_CONFIG` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/wsbridge/wsbridge.toml";
 
+/// The longest duration a setting takes: far beyond any sensible timeout or interval, and
+/// short enough that no deadline computed from it (`now + 2 × timeout`) can overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// Parses a duration setting ("500ms", "20s", "5m"), at most [`MAX_DURATION`]; the config
+/// file and the command line share it, so both say the same about a bad one.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text.trim()).map_err(|e| {
+        format!("{text:?} is not a duration ({e}); write it like \"500ms\", \"20s\" or \"5m\"")
+    })?;
+    if duration > MAX_DURATION {
+        return Err(format!(
+            "{text:?} is longer than wsbridge takes (at most 365 days); use a shorter duration"
+        ));
+    }
+    Ok(duration)
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -945,17 +963,10 @@ impl Validator<'_> {
     }
 
     fn duration(&mut self, s: &Spanned<String>, key: &str) -> Option<Duration> {
-        match humantime::parse_duration(s.get_ref().trim()) {
+        match parse_duration(s.get_ref()) {
             Ok(d) => Some(d),
-            Err(e) => {
-                self.error(
-                    Some(s.span()),
-                    Some(key.into()),
-                    format!(
-                        "{:?} is not a duration ({e}); write it like \"500ms\", \"20s\" or \"5m\"",
-                        s.get_ref()
-                    ),
-                );
+            Err(message) => {
+                self.error(Some(s.span()), Some(key.into()), message);
                 None
             }
         }

@@ -252,3 +252,25 @@ fn parse_errors_name_their_table() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn a_duration_longer_than_a_year_is_refused_not_left_to_overflow_a_deadline() {
+    // Deadlines are computed as `now + timeout`; an absurd timeout used to panic there.
+    let text = MINIMAL.replace(
+        "url = \"ws://127.0.0.1:9000/x\"",
+        "url = \"ws://127.0.0.1:9000/x\"\nping_timeout = \"500000000000years\"",
+    ) + "\n[daemon]\nshutdown_timeout = \"366days\"\n";
+    let errs = errors(&text).join("\n");
+    for needle in [
+        "upstream[0].ping_timeout",
+        "daemon.shutdown_timeout",
+        "at most 365 days",
+    ] {
+        assert!(errs.contains(needle), "missing {needle:?} in:\n{errs}");
+    }
+    assert_eq!(parse_duration(" 365days "), Ok(MAX_DURATION));
+    assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+    assert!(parse_duration("soon")
+        .unwrap_err()
+        .contains("not a duration"));
+}
