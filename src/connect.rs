@@ -145,8 +145,11 @@ where
     }
 
     // Either the connection ends (then the writer drains and ends), or stdout fails first
-    // (`| head` closed it) and the connection is closed early.
+    // (`| head` closed it) and the connection is closed early. Once interrupted, a reader of
+    // stdout that stopped reading is waited for until `cut_off`, no longer: the connection
+    // waits for room in stdout's input, and the writer in write(2).
     let mut written = None;
+    let mut cut_off = None;
     let exit = loop {
         tokio::select! {
             exit = &mut upstream_task => break exit,
@@ -158,11 +161,21 @@ where
                     return stdout_outcome(e);
                 }
             },
+            _ = interrupt.cancelled(), if cut_off.is_none() => {
+                cut_off = Some(tokio::time::Instant::now() + 2 * options.close_timeout);
+            }
+            _ = sleep_until_some(cut_off) => {
+                upstream_task.abort();
+                return stalled_stdout(options.close_timeout);
+            }
         }
     };
     let written = match written {
         Some(result) => result,
-        None => flatten(writer_task.await),
+        None => tokio::select! {
+            result = &mut writer_task => flatten(result),
+            _ = sleep_until_some(cut_off) => return stalled_stdout(options.close_timeout),
+        },
     };
     if let Err(e) = written {
         return stdout_outcome(e);
@@ -171,6 +184,22 @@ where
         Ok(exit) => outcome(exit, &url),
         Err(e) => Outcome::Failed(format!("the connection task failed: {e}")),
     }
+}
+
+/// Waits until `deadline`, or for ever if there is none.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Interrupted while stdout's reader had stopped reading: exit without what it did not take.
+fn stalled_stdout(close_timeout: Duration) -> Outcome {
+    Outcome::Failed(format!(
+        "interrupted, and stdout did not take the rest of the output within {} (twice --shutdown-timeout): the program reading it has stopped reading; exiting without it",
+        humantime::format_duration(2 * close_timeout)
+    ))
 }
 
 fn flatten(result: Result<Result<(), SinkError>, tokio::task::JoinError>) -> Result<(), SinkError> {

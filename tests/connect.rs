@@ -264,6 +264,52 @@ async fn a_closed_stdout_pipe_exits_0_without_an_error() {
 }
 
 #[tokio::test]
+async fn sigterm_while_stdout_is_not_read_exits_within_twice_the_shutdown_timeout() {
+    let mut server = TestServer::start(ServerOptions::default()).await;
+    let url = server.url("/");
+    // stdout is a pipe the test never reads: once it, stdout's input and the socket buffers
+    // are full, the writer waits in write(2) and the connection for room.
+    let mut child = connect_cmd(&[&url, "-U", "--shutdown-timeout", "1s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let unread_stdout = child.stdout.take().unwrap();
+    let mut conn = server.accept().await;
+    let flood = tokio::spawn(async move {
+        let message = "x".repeat(16 << 10);
+        // 16 MiB, more than all the buffers on the way hold; the send waits once they are full.
+        for _ in 0..1024 {
+            if conn.ws.send(Message::text(message.as_str())).await.is_err() {
+                break;
+            }
+        }
+        conn
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().expect("running").to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Twice --shutdown-timeout is 2 s; SOON leaves room for a loaded machine. Without the
+    // cut-off it waits for stdout's reader for good.
+    let out = tokio::time::timeout(SOON, child.wait_with_output())
+        .await
+        .expect("connect exits after SIGTERM although stdout is not read")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("stdout did not take the rest of the output within 2s"),
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    drop(unread_stdout);
+    flood.abort();
+}
+
+#[tokio::test]
 async fn rejected_handshake_exits_1_naming_the_status() {
     let server = TestServer::start(ServerOptions {
         reject: Some(403),

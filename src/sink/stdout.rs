@@ -3,7 +3,8 @@
 //! A blocking thread rather than tokio's `stdout()`: that one copies every write into a buffer
 //! of its own and hands it to the blocking pool, and /dev/null or a regular file cannot be
 //! polled anyway. The thread encodes too, so on two cores reading frames and writing lines
-//! run side by side, and a stalled pipe never holds up the runtime (keepalive goes on).
+//! run side by side, and a stalled pipe never blocks the runtime: signals, the watchdog and
+//! the other sinks go on, while the upstreams routed here wait (stdout's backpressure).
 //! Lines gather in one buffer, written when it is full or when the input runs dry, so
 //! `| jq` sees data at once and bursts cost few writes.
 
