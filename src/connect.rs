@@ -72,21 +72,39 @@ pub async fn run(options: ConnectOptions, interrupt: CancellationToken) -> Outco
     }
 }
 
-/// [`run`] on any reader and writer.
-pub async fn run_with<R, W>(
+/// [`run`] on any reader and stdout file.
+pub async fn run_with<R>(
     options: ConnectOptions,
     stdin: R,
-    stdout: W,
+    stdout: std::fs::File,
     interrupt: CancellationToken,
 ) -> Outcome
 where
     R: Read + Send + 'static,
-    W: std::io::Write + Send + 'static,
 {
     let url = options.upstream.display_url();
     let (queue_tx, queue_rx) = mpsc::channel(options.upstream.send_queue);
-    let (stdout_tx, stdout_rx) = hub::sink_input(STDOUT_BATCHES, STDOUT_BYTES);
     let stop = interrupt.child_token();
+    let encoding = Encoding {
+        format: if options.ndjson {
+            Format::Ndjson
+        } else {
+            Format::Raw
+        },
+        events: true,
+        parse_json: false,
+        binary_bytes: options.binary && !options.ndjson,
+    };
+    let mut writer = StdoutSink::new(stdout, encoding);
+    if let Some(max) = options.max_messages {
+        writer = writer.with_limit(max, stop.clone());
+    }
+    let (stdout_tx, stdout_rx) = hub::sink_input(STDOUT_BATCHES, STDOUT_BYTES);
+    // The connection is this input's only sender, as [`crate::sink::stdout::Direct`] needs.
+    let stdout_tx = match writer.direct() {
+        Some(direct) => stdout_tx.taking_now(direct),
+        None => stdout_tx,
+    };
     let sinks = if options.send_only {
         Vec::new()
     } else {
@@ -109,20 +127,6 @@ where
     let span = tracing::info_span!("connect", url = %url);
     let mut upstream_task = tokio::spawn(upstream.run().instrument(span));
 
-    let encoding = Encoding {
-        format: if options.ndjson {
-            Format::Ndjson
-        } else {
-            Format::Raw
-        },
-        events: true,
-        parse_json: false,
-        binary_bytes: options.binary && !options.ndjson,
-    };
-    let mut writer = StdoutSink::new(stdout, encoding);
-    if let Some(max) = options.max_messages {
-        writer = writer.with_limit(max, stop.clone());
-    }
     // The writer ends when the upstream task (holding the outlet) is gone.
     let mut writer_task = tokio::spawn(writer.run(
         stdout_rx,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use futures_util::{SinkExt as _, StreamExt as _};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -238,6 +238,88 @@ async fn peer_close_with_an_error_code_exits_1_naming_it() {
         stderr.contains("4001") && stderr.contains("not subscribed"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn large_messages_come_out_whole_and_in_order_to_a_reader_that_lags() {
+    // Batches of large raw payloads are written on the connection's thread while stdout takes
+    // them at once, and by the stdout thread, from where the connection stopped, once the
+    // pipe is full. A reader that reads in bursts makes the writes switch between the two.
+    let mut server = TestServer::start(ServerOptions::default()).await;
+    let url = server.url("/");
+    let mut child = connect_cmd(&[&url, "-U"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut conn = server.accept().await;
+    let count = 240usize;
+    // Sizes from 5 KiB to ~600 KiB; every seventh message has a line break (written as its
+    // JSON string, so its batch goes to the stdout thread); every fifth is small.
+    let payload = |i: usize| {
+        let size = match i % 5 {
+            0 => 40,
+            _ => 5_000 + (i * 7_919) % 600_000,
+        };
+        let mut text = format!("{i:06}:");
+        text.extend((0..size).map(|k| (b'a' + ((i + k) % 26) as u8) as char));
+        if i % 7 == 0 {
+            text.insert(10, '\n');
+        }
+        text
+    };
+    let sender = tokio::spawn(async move {
+        for i in 0..count {
+            conn.ws.send(Message::text(payload(i))).await.unwrap();
+        }
+        conn.ws
+            .send(Message::Close(Some(CloseFrame {
+                code: CloseCode::Normal,
+                reason: "".into(),
+            })))
+            .await
+            .unwrap();
+        conn
+    });
+    let mut out = Vec::new();
+    let mut chunk = vec![0u8; 256 << 10];
+    let read_all = async {
+        loop {
+            let n = stdout.read(&mut chunk).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&chunk[..n]);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    tokio::time::timeout(SOON * 3, read_all)
+        .await
+        .expect("all of stdout within the time");
+    let status = tokio::time::timeout(SOON, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let _ = sender.await;
+    let lines: Vec<&[u8]> = out.split(|&b| b == b'\n').collect();
+    assert_eq!(lines.len(), count + 1, "lines (the last one empty)");
+    for (i, line) in lines[..count].iter().enumerate() {
+        let expected = payload(i);
+        let expected = if expected.contains('\n') {
+            serde_json::to_string(&expected).unwrap()
+        } else {
+            expected
+        };
+        assert!(
+            *line == expected.as_bytes(),
+            "line {i} differs: {} bytes, expected {}; starts {:?}",
+            line.len(),
+            expected.len(),
+            String::from_utf8_lossy(&line[..line.len().min(12)])
+        );
+    }
 }
 
 #[tokio::test]
