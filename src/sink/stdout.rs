@@ -99,6 +99,9 @@ struct Progress {
 const DIRECT_MIN_BYTES: usize = 64 << 10;
 /// Two slices a line, within Linux's limit of 1,024 per `writev`.
 const DIRECT_MAX_MESSAGES: usize = 512;
+/// See [`Direct::worth_it_for_a_pipe`]: a full batch of messages up to 256 KiB (batches
+/// close at 256 KiB, so they end up to one message beyond it).
+const DIRECT_PIPE_MAX_BYTES: usize = 512 << 10;
 
 /// Writes batches of large raw payloads on the connection's own thread (`connect` only: one
 /// sender), when the stdout thread has written everything queued before and the kernel takes
@@ -115,6 +118,8 @@ const DIRECT_MAX_MESSAGES: usize = 512;
 #[derive(Debug)]
 pub struct Direct {
     out: File,
+    /// The pipe's size, when stdout is a pipe.
+    pipe_size: Option<usize>,
     encoding: Encoding,
     progress: Arc<Progress>,
     /// Cleared for good when a write fails for any reason but a full pipe (no `RWF_NOWAIT` on
@@ -132,6 +137,9 @@ impl TakeNow for Direct {
         let Some(mut lines) = self.lines(batch) else {
             return Taken::Nothing;
         };
+        if !self.worth_it_for_a_pipe(&lines) {
+            return Taken::Nothing;
+        }
         let mut lines = &mut lines[..];
         let mut written = 0;
         while !lines.is_empty() {
@@ -167,6 +175,24 @@ impl TakeNow for Direct {
 }
 
 impl Direct {
+    /// Whether writing `lines` here is worth it when stdout is a pipe (anything else takes the
+    /// payloads without copying them): the kernel copies them on this thread, which the stdout
+    /// thread would do beside the reading. Up to [`DIRECT_PIPE_MAX_BYTES`] the hand-over costs
+    /// more than the copy (4 KiB messages: 369k -> 437k msgs/s); a larger batch, or one the
+    /// pipe has no room for (a part written here and the rest there gains nothing), goes to
+    /// the thread (1 MiB messages: 1.51k msgs/s written here, 1.66k there).
+    fn worth_it_for_a_pipe(&self, lines: &[io::IoSlice<'_>]) -> bool {
+        let Some(size) = self.pipe_size else {
+            return true;
+        };
+        let bytes: usize = lines.iter().map(|line| line.len()).sum();
+        if bytes > DIRECT_PIPE_MAX_BYTES {
+            return false;
+        }
+        let queued = rustix::io::ioctl_fionread(&self.out).map_or(size, |n| n as usize);
+        bytes <= size.saturating_sub(queued)
+    }
+
     /// The batch's lines, if they are worth writing here: few, large together, and all of
     /// them payloads as they are.
     fn lines<'a>(&self, batch: &'a Batch) -> Option<Vec<io::IoSlice<'a>>> {
@@ -212,10 +238,12 @@ impl StdoutSink<File> {
             return None;
         }
         let out = self.out.try_clone().ok()?;
+        let pipe_size = rustix::pipe::fcntl_getpipe_size(&out).ok();
         let progress = Arc::new(Progress::default());
         self.progress = Some(progress.clone());
         Some(Arc::new(Direct {
             out,
+            pipe_size,
             encoding: self.encoding,
             progress,
             usable: AtomicBool::new(true),
