@@ -133,7 +133,7 @@ async fn tcp(o: Opts) -> i32 {
                 };
                 let now = Instant::now();
                 r.first.get_or_insert(now);
-                r.lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+                r.lines += count_lines(&buf[..n]);
                 r.last = Some(now);
             }
             r
@@ -171,6 +171,17 @@ async fn tcp(o: Opts) -> i32 {
     } else {
         1
     }
+}
+
+/// Line breaks in `bytes`. Counted in byte-sized sums of 255 bytes at most, which the
+/// compiler turns into wide vector compares: counting into a `usize` per byte (the plain
+/// `filter().count()`) took 40 % of the machine in the 64-client run, and the readers, not
+/// the daemon, set the total.
+fn count_lines(bytes: &[u8]) -> u64 {
+    bytes
+        .chunks(255)
+        .map(|chunk| chunk.iter().map(|&b| u8::from(b == b'\n')).sum::<u8>() as u64)
+        .sum()
 }
 
 async fn lines(o: Opts) -> i32 {
