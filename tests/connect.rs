@@ -379,11 +379,7 @@ async fn sigterm_while_stdout_is_not_read_exits_within_twice_the_shutdown_timeou
     let url = server.url("/");
     // stdout is a pipe the test never reads: once it, stdout's input and the socket buffers
     // are full, the writer waits in write(2) and the connection for room.
-    let mut child = connect_cmd(&[&url, "-U", "--shutdown-timeout", "1s"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_piped(&[&url, "-U", "--shutdown-timeout", "1s"]);
     let unread_stdout = child.stdout.take().unwrap();
     let mut conn = server.accept().await;
     let flood = tokio::spawn(async move {

@@ -134,10 +134,10 @@ impl TakeNow for Direct {
         if !idle || !self.usable.load(Ordering::Relaxed) {
             return Taken::Nothing;
         }
-        let Some(mut lines) = self.lines(batch) else {
+        let Some((mut lines, bytes)) = self.lines(batch) else {
             return Taken::Nothing;
         };
-        if !self.worth_it_for_a_pipe(&lines) {
+        if !self.worth_it_for_a_pipe(bytes) {
             return Taken::Nothing;
         }
         let mut lines = &mut lines[..];
@@ -175,17 +175,17 @@ impl TakeNow for Direct {
 }
 
 impl Direct {
-    /// Whether writing `lines` here is worth it when stdout is a pipe (anything else takes the
-    /// payloads without copying them): the kernel copies them on this thread, which the stdout
-    /// thread would do beside the reading. Up to [`DIRECT_PIPE_MAX_BYTES`] the hand-over costs
-    /// more than the copy (4 KiB messages: 369k -> 437k msgs/s); a larger batch, or one the
-    /// pipe has no room for (a part written here and the rest there gains nothing), goes to
-    /// the thread (1 MiB messages: 1.51k msgs/s written here, 1.66k there).
-    fn worth_it_for_a_pipe(&self, lines: &[io::IoSlice<'_>]) -> bool {
+    /// Whether writing `bytes` of lines here is worth it when stdout is a pipe (anything else
+    /// takes the payloads without copying them): the kernel copies them on this thread, which
+    /// the stdout thread would do beside the reading. Up to [`DIRECT_PIPE_MAX_BYTES`] the
+    /// hand-over costs more than the copy (4 KiB messages: 373k -> 405k msgs/s); a larger
+    /// batch, or one the pipe has no room for (a part written here and the rest there gains
+    /// nothing), goes to the thread (1 MiB messages: 1.51k msgs/s written here, 1.54-1.66k
+    /// there).
+    fn worth_it_for_a_pipe(&self, bytes: usize) -> bool {
         let Some(size) = self.pipe_size else {
             return true;
         };
-        let bytes: usize = lines.iter().map(|line| line.len()).sum();
         if bytes > DIRECT_PIPE_MAX_BYTES {
             return false;
         }
@@ -193,15 +193,15 @@ impl Direct {
         bytes <= size.saturating_sub(queued)
     }
 
-    /// The batch's lines, if they are worth writing here: few, large together, and all of
-    /// them payloads as they are.
-    fn lines<'a>(&self, batch: &'a Batch) -> Option<Vec<io::IoSlice<'a>>> {
+    /// The batch's lines and their size, if they are worth writing here: few, large
+    /// together, and all of them payloads as they are.
+    fn lines<'a>(&self, batch: &'a Batch) -> Option<(Vec<io::IoSlice<'a>>, usize)> {
         if batch.events.len() > DIRECT_MAX_MESSAGES {
             return None;
         }
         let lines = verbatim_lines(self.encoding, batch)?;
         let bytes: usize = lines.iter().map(|line| line.len()).sum();
-        (bytes >= DIRECT_MIN_BYTES).then_some(lines)
+        (bytes >= DIRECT_MIN_BYTES).then_some((lines, bytes))
     }
 }
 
