@@ -11,7 +11,6 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 fn connect_cmd(args: &[&str]) -> Command {
@@ -128,13 +127,7 @@ async fn headers_cookies_and_subprotocol_reach_the_server() {
         (open["type"].as_str(), open["protocol"].as_str()),
         (Some("open"), Some("v2"))
     );
-    conn.ws
-        .send(Message::Close(Some(CloseFrame {
-            code: CloseCode::Normal,
-            reason: "bye".into(),
-        })))
-        .await
-        .unwrap();
+    conn.send_close(1000, "bye").await;
     drop(conn); // a server ends the TCP connection after its Close
     let status = tokio::time::timeout(SOON, child.wait())
         .await
@@ -186,13 +179,7 @@ async fn recv_only_with_stdin_at_eof_receives_until_the_server_closes() {
     for i in 1..=5 {
         conn.send_text(&format!("late {i}")).await;
     }
-    conn.ws
-        .send(Message::Close(Some(CloseFrame {
-            code: CloseCode::Away,
-            reason: "done".into(),
-        })))
-        .await
-        .unwrap();
+    conn.send_close(1001, "done").await;
     drop(conn);
     let out = tokio::time::timeout(SOON, child.wait_with_output())
         .await
@@ -220,13 +207,7 @@ async fn peer_close_with_an_error_code_exits_1_naming_it() {
         .spawn()
         .unwrap();
     let mut conn = server.accept().await;
-    conn.ws
-        .send(Message::Close(Some(CloseFrame {
-            code: CloseCode::from(4001),
-            reason: "not subscribed".into(),
-        })))
-        .await
-        .unwrap();
+    conn.send_close(4001, "not subscribed").await;
     drop(conn);
     let out = tokio::time::timeout(SOON, child.wait_with_output())
         .await
@@ -298,13 +279,7 @@ async fn lagging_reader_gets_every_line_in_order(socket: bool) {
         for i in 0..count {
             conn.ws.send(Message::text(payload(i))).await.unwrap();
         }
-        conn.ws
-            .send(Message::Close(Some(CloseFrame {
-                code: CloseCode::Normal,
-                reason: "".into(),
-            })))
-            .await
-            .unwrap();
+        conn.send_close(1000, "").await;
         conn
     });
     let mut out = Vec::new();
@@ -544,13 +519,7 @@ async fn a_peer_that_keeps_the_socket_open_after_its_close_does_not_hang_us() {
         .spawn()
         .unwrap();
     let mut conn = server.accept().await;
-    conn.ws
-        .send(Message::Close(Some(CloseFrame {
-            code: CloseCode::Normal,
-            reason: "".into(),
-        })))
-        .await
-        .unwrap();
+    conn.send_close(1000, "").await;
     // `conn` is kept and never read again: the TCP connection stays open.
     let out = tokio::time::timeout(SOON, child.wait_with_output())
         .await

@@ -20,6 +20,8 @@ use tokio::process::{Child, ChildStdout, Command};
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -51,6 +53,18 @@ impl Conn {
     pub async fn send_text(&mut self, text: &str) {
         self.ws
             .send(Message::text(text))
+            .await
+            .expect("server send");
+    }
+
+    /// Sends a Close frame with `code` and `reason`.
+    pub async fn send_close(&mut self, code: u16, reason: &str) {
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.into(),
+        };
+        self.ws
+            .send(Message::Close(Some(frame)))
             .await
             .expect("server send");
     }
