@@ -82,3 +82,20 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
 }
+
+#[cfg(all(test, target_os = "linux", target_env = "gnu"))]
+mod tests {
+    use std::hint::black_box;
+
+    /// `f64::powf` in this binary calls the `pow` above (tokio's scheduler among its callers):
+    /// it must be C's pow, ABI and results.
+    #[test]
+    fn powf_lands_in_a_correct_pow() {
+        let powf = |x: f64, y: f64| black_box(x).powf(black_box(y));
+        assert_eq!(powf(2.0, 10.0), 1024.0);
+        assert_eq!(powf(0.9, 0.0), 1.0);
+        assert!((powf(0.9, 3.0) - 0.729).abs() < 1e-15);
+        assert!((powf(2.0, 0.5) - std::f64::consts::SQRT_2).abs() < 1e-15);
+        assert!(powf(-1.0, 0.5).is_nan());
+    }
+}
