@@ -443,7 +443,8 @@ impl Validator<'_> {
         }
 
         let mut sinks = Vec::new();
-        let mut claimed: BTreeMap<String, String> = BTreeMap::new();
+        // Each resource's first sink, and where that sink names it.
+        let mut claimed: BTreeMap<String, (String, Range<usize>)> = BTreeMap::new();
         for (i, s) in raw.sink.iter().enumerate() {
             let key = format!("sink[{i}]");
             if let Some(sink) = self.sink(s, &key, &names) {
@@ -453,33 +454,38 @@ impl Validator<'_> {
                     SinkKind::Unix { path, .. } => format!("socket path {}", path.display()),
                     SinkKind::Tcp { listen, .. } => format!("address {listen}"),
                 };
-                if let Some(first) = claimed.get(&resource) {
-                    let span = s
-                        .path
-                        .as_ref()
-                        .map(|p| p.span())
-                        .or_else(|| s.listen.as_ref().map(|l| l.span()))
-                        .unwrap_or(s.kind.span());
+                let span = s
+                    .path
+                    .as_ref()
+                    .map(|p| p.span())
+                    .or_else(|| s.listen.as_ref().map(|l| l.span()))
+                    .unwrap_or(s.kind.span());
+                if let Some((first, _)) = claimed.get(&resource) {
                     self.error(
                         Some(span),
                         Some(key.clone()),
                         format!("{resource} is already used by {first}; give each sink its own"),
                     );
                 } else {
-                    claimed.insert(resource, key.clone());
+                    claimed.insert(resource, (key.clone(), span));
                 }
                 sinks.push(sink);
             }
         }
         if let (Some(m), Some(metrics)) = (&raw.metrics, &metrics) {
             let resource = format!("address {}", metrics.listen);
-            if let Some(first) = claimed.get(&resource) {
-                let span = m.listen.as_ref().map(|l| l.span());
-                self.error(
-                    span,
-                    Some("metrics.listen".into()),
-                    format!("{resource} is already used by {first}"),
-                );
+            if let Some((first, first_span)) = claimed.get(&resource) {
+                // A defaulted `listen` has no place in the file: point at the sink's instead.
+                let (span, message) = match &m.listen {
+                    Some(listen) => (listen.span(), format!("{resource} is already used by {first}")),
+                    None => (
+                        first_span.clone(),
+                        format!(
+                            "{resource} (the default) is already used by {first}; set metrics.listen to another address"
+                        ),
+                    ),
+                };
+                self.error(Some(span), Some("metrics.listen".into()), message);
             }
         }
 

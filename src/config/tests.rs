@@ -168,6 +168,26 @@ type = "stdout"
 }
 
 #[test]
+fn metrics_on_a_sinks_address_is_an_error_at_a_line_even_when_defaulted() {
+    let sink = "[[sink]]\ntype = \"tcp\"\nlisten = \"127.0.0.1:9187\"\n";
+    // Set: the error points at metrics.listen.
+    let errs = errors(&format!("{sink}[metrics]\nlisten = \"127.0.0.1:9187\"\n"));
+    assert_eq!(
+        errs,
+        ["test.toml:5:10: metrics.listen: address 127.0.0.1:9187 is already used by sink[0]"]
+    );
+    // Defaulted (found by the fuzz test: it had no line): at the sink that holds the address.
+    let errs = errors(&format!("{sink}[metrics]\nallow_remote = false\n"));
+    assert_eq!(
+        errs,
+        [
+            "test.toml:3:10: metrics.listen: address 127.0.0.1:9187 (the default) is already used \
+          by sink[0]; set metrics.listen to another address"
+        ]
+    );
+}
+
+#[test]
 fn env_expansion_in_headers_and_cookies() {
     let text = r#"
 [[upstream]]
