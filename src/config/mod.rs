@@ -477,7 +477,10 @@ impl Validator<'_> {
             if let Some((first, first_span)) = claimed.get(&resource) {
                 // A defaulted `listen` has no place in the file: point at the sink's instead.
                 let (span, message) = match &m.listen {
-                    Some(listen) => (listen.span(), format!("{resource} is already used by {first}")),
+                    Some(listen) => (
+                        listen.span(),
+                        format!("{resource} is already used by {first}; give metrics.listen another address"),
+                    ),
                     None => (
                         first_span.clone(),
                         format!(

@@ -174,7 +174,10 @@ fn metrics_on_a_sinks_address_is_an_error_at_a_line_even_when_defaulted() {
     let errs = errors(&format!("{sink}[metrics]\nlisten = \"127.0.0.1:9187\"\n"));
     assert_eq!(
         errs,
-        ["test.toml:5:10: metrics.listen: address 127.0.0.1:9187 is already used by sink[0]"]
+        [
+            "test.toml:5:10: metrics.listen: address 127.0.0.1:9187 is already used by sink[0]; \
+          give metrics.listen another address"
+        ]
     );
     // Defaulted (found by the fuzz test: it had no line): at the sink that holds the address.
     let errs = errors(&format!("{sink}[metrics]\nallow_remote = false\n"));
