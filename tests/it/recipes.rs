@@ -2,12 +2,10 @@
 //! bash, against a local server standing in for `ws://127.0.0.1:8765/`: `/feed` streams JSON
 //! ticks, `/echo` echoes. The README cannot drift from what works.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 

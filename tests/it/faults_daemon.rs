@@ -1,12 +1,10 @@
 //! Faults around the daemon itself: a stale feed that only answers Pings, SIGTERM with
 //! records in flight, secrets under failure, and the unix socket's mode from its first moment.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures_util::StreamExt;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;

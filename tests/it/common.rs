@@ -3,7 +3,7 @@
 //! binary run as a child process with its stdout read line by line.
 
 #![allow(dead_code)]
-// each test binary uses a different part of this module
+// each area uses a different part of this module
 // tungstenite's handshake callback returns a large `Err` by design.
 #![allow(clippy::result_large_err)]
 
@@ -519,4 +519,12 @@ pub fn open_fds(pid: u32) -> Option<usize> {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .ok()
         .map(|d| d.count())
+}
+
+/// The Python for the peer tests: `$WSBRIDGE_TEST_PYTHON`, else the venv `tests/run.sh` makes.
+pub fn python() -> PathBuf {
+    match std::env::var_os("WSBRIDGE_TEST_PYTHON") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/venv/bin/python"),
+    }
 }

@@ -1,13 +1,11 @@
 //! Sinks of `wsbridge run` on real sockets: every sink type gets every message exactly and
 //! in order, fan-out to several clients, slow clients, inbound lines.
 
-mod common;
-
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::time::Duration;
 
+use crate::common::*;
 use base64::Engine as _;
-use common::*;
 use futures_util::SinkExt;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;

@@ -5,13 +5,11 @@
 //! SIGTERM, WATCHDOG=1 comes at half of WATCHDOG_USEC. Without NOTIFY_SOCKET nothing is sent
 //! (every other test file runs the daemon that way).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tokio::net::{TcpStream, UnixDatagram, UnixStream};
 use tokio::time::{timeout, Instant};
 

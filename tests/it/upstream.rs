@@ -1,11 +1,9 @@
 //! The upstream side of `wsbridge run` against a real tokio-tungstenite server: handshake
 //! contents, on_connect, reconnect after a server restart, backoff timing and autoping.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures_util::StreamExt;
 use tokio::time::Instant;
 

@@ -11,15 +11,13 @@
 //! The frozen-server test runs `tests/peers/aiohttp_server.py` with `$WSBRIDGE_TEST_PYTHON`,
 //! else `.cache/venv/bin/python` (created by `tests/run.sh`); without it, it fails saying so.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -149,13 +147,6 @@ async fn reset_connection_is_reported_at_once_and_reconnected_when_the_server_is
 const HOW_TO_FIX: &str = "run `tests/run.sh`, which creates .cache/venv with \
      tests/peers/requirements.txt, or set WSBRIDGE_TEST_PYTHON to a Python that has aiohttp";
 
-fn python() -> PathBuf {
-    match std::env::var_os("WSBRIDGE_TEST_PYTHON") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/venv/bin/python"),
-    }
-}
-
 /// `tests/peers/aiohttp_server.py` in its own process.
 struct PyServer {
     child: Child,
@@ -214,6 +205,7 @@ impl PyServer {
 }
 
 #[tokio::test]
+#[ignore = "needs Python with aiohttp: tests/run.sh sets it up and runs it"]
 async fn frozen_server_is_detected_by_ping_timeout_and_reconnected_after_it_resumes() {
     let _light = LOAD.read().await;
     let server = PyServer::start().await;
@@ -732,6 +724,7 @@ async fn footprint(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a thousand cycles take minutes; tests/run.sh runs it"]
 async fn a_thousand_reconnect_cycles_leak_no_fds_tasks_or_memory() {
     let _heavy = LOAD.write().await;
     // Accepts the handshake and hangs up at once: every other time with a Close frame, else

@@ -1,11 +1,9 @@
 //! `[metrics]`: Prometheus text at /metrics, JSON at /status, /healthz, and `wsbridge status`,
 //! scraped from a real daemon while a real server sends traffic.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 

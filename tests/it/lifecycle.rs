@@ -1,12 +1,10 @@
 //! The process around the bridge: reload on SIGHUP, `check`, refusing bad configs and
 //! unbindable sinks, and the demo.
 
-mod common;
-
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::Instant;
 
