@@ -20,10 +20,26 @@ use toml::Spanned;
 use url::Url;
 
 pub use raw::{Format, LogFormat, OnSlow, SinkType};
-use raw::{RawConfig, RawConnectionSettings, RawReconnect, RawSink, RawUpstream};
+use raw::{RawConfig, RawConnectionSettings, RawReconnect, RawSink, RawSize, RawUpstream};
 
 /// Where `run`, `check` and `status` look when neither `-c` nor `$WSBRIDGE_CONFIG` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/wsbridge/wsbridge.toml";
+
+/// The largest `buffer`, `send_queue` and `max_clients`: queues are sized from them, and
+/// tokio's semaphores panic above their own limit, which is far higher.
+pub const MAX_QUEUE: usize = 1 << 20;
+
+/// The largest `buffer_bytes`: per client, so 64 clients at the cap hold 64 GiB.
+pub const MAX_BUFFER_BYTES: usize = 1 << 30;
+
+/// A sink's `buffer` when the file does not set it.
+pub const DEFAULT_BUFFER: usize = 4096;
+
+/// A sink's `buffer_bytes` when the file does not set it.
+pub const DEFAULT_BUFFER_BYTES: usize = 16 << 20;
+
+/// A unix or tcp sink's `max_clients` when the file does not set it.
+pub const DEFAULT_MAX_CLIENTS: usize = 64;
 
 /// The longest duration a setting takes: far beyond any sensible timeout or interval, and
 /// short enough that no deadline computed from it (`now + 2 × timeout`) can overflow.
@@ -118,6 +134,9 @@ pub struct ReconnectPolicy {
     pub jitter: f64,
     /// Give up after this many attempts in a row without a stable connection; 0 = never.
     pub max_attempts: u32,
+    /// A connection counts as stable, and resets the backoff, once it has stayed open this
+    /// long: a server that sends one message and closes must not be reconnected at once.
+    pub reset_after: Duration,
 }
 
 impl Default for ReconnectPolicy {
@@ -128,6 +147,7 @@ impl Default for ReconnectPolicy {
             multiplier: 2.0,
             jitter: 0.2,
             max_attempts: 0,
+            reset_after: Duration::from_secs(30),
         }
     }
 }
@@ -224,6 +244,8 @@ pub struct SinkConfig {
     pub parse_json: bool,
     /// Records queued per client.
     pub buffer: usize,
+    /// Bytes queued per client: the bound that holds when records are large.
+    pub buffer_bytes: usize,
     /// What happens when a client's queue is full.
     pub on_slow: OnSlow,
     /// Whether client lines are sent upstream.
@@ -256,6 +278,8 @@ pub enum SinkKind {
         path: PathBuf,
         /// Its permission bits.
         mode: u32,
+        /// Connections beyond this are refused with an error record.
+        max_clients: usize,
     },
     /// A TCP listener.
     Tcp {
@@ -561,7 +585,7 @@ impl Validator<'_> {
             None => Some(defaults.max_message_size),
         };
         let send_queue = match over.send_queue.as_ref().or(base.send_queue.as_ref()) {
-            Some(n) => self.count(n, &format!("{key}.send_queue")),
+            Some(n) => self.count(n, &format!("{key}.send_queue"), MAX_QUEUE),
             None => Some(defaults.send_queue),
         };
         let reconnect = self.reconnect(base.reconnect.as_ref(), over.reconnect.as_ref(), key);
@@ -624,6 +648,12 @@ impl Validator<'_> {
                     Some(format!("{key}.reconnect.jitter")),
                     "must be between 0.0 and 1.0 (0.2 = ±20 %)".into(),
                 );
+            }
+        }
+        if let Some(s) = over.reset_after.as_ref().or(base.reset_after.as_ref()) {
+            match self.duration(s, &format!("{key}.reconnect.reset_after")) {
+                Some(d) => policy.reset_after = d,
+                None => ok = false,
             }
         }
         if let Some(n) = over.max_attempts.as_ref().or(base.max_attempts.as_ref()) {
@@ -810,7 +840,7 @@ impl Validator<'_> {
         let before = self.errors.len();
         let kind = *s.kind.get_ref();
         // Keys that only some types use: name the ones that do not belong.
-        let misplaced: [KeyRule<'_>; 6] = [
+        let misplaced: [KeyRule<'_>; 7] = [
             (
                 "path",
                 s.path.as_ref().map(Spanned::span),
@@ -829,7 +859,12 @@ impl Validator<'_> {
             (
                 "max_clients",
                 s.max_clients.as_ref().map(Spanned::span),
-                &[SinkType::Tcp],
+                &[SinkType::Unix, SinkType::Tcp],
+            ),
+            (
+                "buffer_bytes",
+                s.buffer_bytes.as_ref().map(Spanned::span),
+                &[SinkType::Unix, SinkType::Tcp],
             ),
             (
                 "allow_remote",
@@ -880,8 +915,16 @@ impl Validator<'_> {
             names
         });
         let buffer = match &s.buffer {
-            Some(b) => self.count(b, &format!("{key}.buffer")),
-            None => Some(4096),
+            Some(b) => self.count(b, &format!("{key}.buffer"), MAX_QUEUE),
+            None => Some(DEFAULT_BUFFER),
+        };
+        let buffer_bytes = match &s.buffer_bytes {
+            Some(b) => self.byte_size(b, &format!("{key}.buffer_bytes"), MAX_BUFFER_BYTES),
+            None => Some(DEFAULT_BUFFER_BYTES),
+        };
+        let max_clients = match &s.max_clients {
+            Some(n) => self.count(n, &format!("{key}.max_clients"), MAX_QUEUE),
+            None => Some(DEFAULT_MAX_CLIENTS),
         };
         let sink_kind = match kind {
             SinkType::Stdout => Some(SinkKind::Stdout),
@@ -904,12 +947,14 @@ impl Validator<'_> {
                     None => Some(0o660),
                 };
                 match &s.path {
-                    Some(p) if !p.get_ref().as_os_str().is_empty() => {
-                        mode.map(|mode| SinkKind::Unix {
+                    Some(p) if !p.get_ref().as_os_str().is_empty() => match (mode, max_clients) {
+                        (Some(mode), Some(max_clients)) => Some(SinkKind::Unix {
                             path: p.get_ref().clone(),
                             mode,
-                        })
-                    }
+                            max_clients,
+                        }),
+                        _ => None,
+                    },
                     _ => {
                         self.error(
                             Some(s.kind.span()),
@@ -921,10 +966,6 @@ impl Validator<'_> {
                 }
             }
             SinkType::Tcp => {
-                let max_clients = match &s.max_clients {
-                    Some(n) => self.count(n, &format!("{key}.max_clients")),
-                    None => Some(64),
-                };
                 let listen = match &s.listen {
                     Some(l) => self.socket_addr(l, &format!("{key}.listen")),
                     None => {
@@ -961,6 +1002,7 @@ impl Validator<'_> {
             events: s.events.unwrap_or(true),
             parse_json: s.parse_json.unwrap_or(false),
             buffer: buffer?,
+            buffer_bytes: buffer_bytes?,
             // stdout has one reader, the pipe: it is always backpressure.
             on_slow: if kind == SinkType::Stdout {
                 OnSlow::Block
@@ -1011,14 +1053,43 @@ impl Validator<'_> {
         }
     }
 
-    fn count(&mut self, n: &Spanned<i64>, key: &str) -> Option<usize> {
+    /// A count from 1 to `max`: queues and limits are sized from it, so an absurd one must
+    /// stop at `check` rather than panic or exhaust memory at `run`.
+    fn count(&mut self, n: &Spanned<i64>, key: &str, max: usize) -> Option<usize> {
         match usize::try_from(*n.get_ref()) {
-            Ok(v) if v > 0 => Some(v),
+            Ok(v) if v > 0 && v <= max => Some(v),
             _ => {
                 self.error(
                     Some(n.span()),
                     Some(key.into()),
-                    "must be a positive whole number".into(),
+                    format!("must be a whole number from 1 to {max}"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A size written as "16MiB" or as a number of bytes, from 1 byte to `max`.
+    fn byte_size(&mut self, s: &Spanned<RawSize>, key: &str, max: usize) -> Option<usize> {
+        let bytes = match s.get_ref() {
+            RawSize::Bytes(n) => u64::try_from(*n).ok(),
+            RawSize::Text(t) => parse_size::parse_size(t.trim()).ok(),
+        };
+        match bytes.and_then(|b| usize::try_from(b).ok()) {
+            Some(n) if n > 0 && n <= max => Some(n),
+            Some(_) => {
+                self.error(
+                    Some(s.span()),
+                    Some(key.into()),
+                    format!("must be from 1 byte to {}", plan::size(max)),
+                );
+                None
+            }
+            None => {
+                self.error(
+                    Some(s.span()),
+                    Some(key.into()),
+                    "not a size; write it like \"16MiB\" or as a number of bytes".into(),
                 );
                 None
             }

@@ -80,6 +80,7 @@ pub struct RawReconnect {
     pub multiplier: Option<Spanned<f64>>,
     pub jitter: Option<Spanned<f64>>,
     pub max_attempts: Option<Spanned<i64>>,
+    pub reset_after: Option<Spanned<String>>,
 }
 
 /// `[[upstream]]`. The connection settings are repeated here (not flattened) because serde
@@ -171,13 +172,46 @@ pub struct RawSink {
     pub events: Option<bool>,
     pub parse_json: Option<bool>,
     pub buffer: Option<Spanned<i64>>,
+    pub buffer_bytes: Option<Spanned<RawSize>>,
     pub on_slow: Option<Spanned<OnSlow>>,
     pub inbound: Option<Spanned<bool>>,
     // unix
     pub path: Option<Spanned<PathBuf>>,
     pub mode: Option<Spanned<String>>,
+    // unix and tcp
+    pub max_clients: Option<Spanned<i64>>,
     // tcp
     pub listen: Option<Spanned<String>>,
-    pub max_clients: Option<Spanned<i64>>,
     pub allow_remote: Option<Spanned<bool>>,
+}
+
+/// A size as the user wrote it: a string with a unit ("16MiB") or a number of bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawSize {
+    /// `"16MiB"`, parsed during validation.
+    Text(String),
+    /// `16777216`.
+    Bytes(i64),
+}
+
+impl<'de> Deserialize<'de> for RawSize {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RawSize;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a size such as \"16MiB\" or a number of bytes")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawSize, E> {
+                Ok(RawSize::Bytes(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawSize, E> {
+                Ok(RawSize::Bytes(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawSize, E> {
+                Ok(RawSize::Text(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }

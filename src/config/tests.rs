@@ -244,7 +244,8 @@ fn unix_mode_is_octal() {
         config.sinks[0].kind,
         SinkKind::Unix {
             path: "/run/x.sock".into(),
-            mode: 0o640
+            mode: 0o640,
+            max_clients: 64
         }
     );
     let errs =
@@ -296,4 +297,56 @@ fn a_duration_longer_than_a_year_is_refused_not_left_to_overflow_a_deadline() {
     assert!(parse_duration("soon")
         .unwrap_err()
         .contains("not a duration"));
+}
+
+#[test]
+fn new_client_bounds_and_reset_after_have_defaults_and_are_read() {
+    let config = parse(
+        "[[sink]]\ntype = \"unix\"\npath = \"/run/a.sock\"\n\
+         [[sink]]\ntype = \"unix\"\npath = \"/run/b.sock\"\nmax_clients = 3\nbuffer_bytes = \"1MiB\"\n\
+         [[sink]]\ntype = \"tcp\"\nlisten = \"127.0.0.1:1\"\nbuffer_bytes = 4096\n\
+         [defaults]\nreconnect = { reset_after = \"1m\" }\n\
+         [[upstream]]\nname = \"a\"\nurl = \"ws://h/\"\nreconnect = { initial = \"1s\" }\n\
+         [[upstream]]\nname = \"b\"\nurl = \"ws://h/\"\nreconnect = { reset_after = \"0s\" }\n",
+    )
+    .unwrap();
+    let s = &config.sinks;
+    assert_eq!(s[0].buffer_bytes, 16 << 20);
+    assert!(matches!(
+        s[0].kind,
+        SinkKind::Unix {
+            max_clients: 64,
+            ..
+        }
+    ));
+    assert!(matches!(s[1].kind, SinkKind::Unix { max_clients: 3, .. }));
+    assert_eq!((s[1].buffer_bytes, s[2].buffer_bytes), (1 << 20, 4096));
+    let u = &config.upstreams;
+    assert_eq!(u[0].reconnect.reset_after, Duration::from_secs(60));
+    assert_eq!(u[0].reconnect.initial, Duration::from_secs(1));
+    assert_eq!(u[1].reconnect.reset_after, Duration::ZERO);
+    assert_eq!(
+        parse(MINIMAL).unwrap().upstreams[0].reconnect.reset_after,
+        Duration::from_secs(30)
+    );
+}
+
+#[test]
+fn client_bounds_are_checked() {
+    let errs = errors(
+        "[[sink]]\ntype = \"stdout\"\nbuffer_bytes = \"1MiB\"\n\
+         [[sink]]\ntype = \"unix\"\npath = \"/run/b.sock\"\nmax_clients = 0\nbuffer_bytes = \"2GiB\"\n\
+         [[sink]]\ntype = \"tcp\"\nlisten = \"127.0.0.1:1\"\nbuffer_bytes = \"lots\"\n\
+         [[upstream]]\nname = \"a\"\nurl = \"ws://h/\"\nreconnect = { reset_after = \"soon\" }\n",
+    )
+    .join("\n");
+    for needle in [
+        "test.toml:3:16: sink[0].buffer_bytes: a stdout sink has no `buffer_bytes`",
+        "test.toml:7:15: sink[1].max_clients: must be a whole number from 1 to",
+        "test.toml:8:16: sink[1].buffer_bytes: must be from 1 byte to 1 GiB",
+        "test.toml:12:16: sink[2].buffer_bytes: not a size",
+        "upstream[0].reconnect.reset_after",
+    ] {
+        assert!(errs.contains(needle), "missing {needle:?} in:\n{errs}");
+    }
 }
