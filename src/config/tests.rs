@@ -1,3 +1,9 @@
+use std::path::Path;
+use std::time::Duration;
+
+use url::Url;
+
+use super::errors::line_column;
 use super::*;
 
 fn parse(text: &str) -> Result<Config, ConfigErrors> {
