@@ -1,6 +1,5 @@
 //! Config errors: each located by file, line, column and key, and reported all together.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -67,27 +66,4 @@ impl FloorCharBoundary for str {
         }
         index
     }
-}
-
-/// The table that holds a byte offset, as `upstream[1]` or `daemon`, from the headers before it.
-pub(super) fn table_at(text: &str, offset: usize) -> Option<String> {
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut current = None;
-    let mut position = 0;
-    for line in text.split_inclusive('\n') {
-        if position > offset {
-            break;
-        }
-        position += line.len();
-        let header = line.trim();
-        if let Some(name) = header.strip_prefix("[[").and_then(|h| h.split("]]").next()) {
-            let name = name.trim();
-            let n = counts.entry(name).or_insert(0);
-            current = Some(format!("{name}[{n}]"));
-            *n += 1;
-        } else if let Some(name) = header.strip_prefix('[').and_then(|h| h.split(']').next()) {
-            current = Some(name.trim().to_string());
-        }
-    }
-    current
 }

@@ -12,6 +12,7 @@
 
 mod errors;
 mod expand;
+mod parse;
 pub mod plan;
 pub mod raw;
 mod redact;
@@ -30,8 +31,6 @@ pub use types::{
 };
 pub use values::*;
 
-use errors::table_at;
-use raw::RawConfig;
 use validate::Validator;
 
 /// Where `run`, `check` and `status` look when neither `-c` nor `$WSBRIDGE_CONFIG` is given.
@@ -70,21 +69,26 @@ impl Config {
             env,
             errors: Vec::new(),
         };
-        let raw: RawConfig = match toml::from_str(text) {
-            Ok(raw) => raw,
-            Err(e) => {
-                let message = e.message().trim_end().to_string();
-                let table = e.span().and_then(|span| table_at(text, span.start));
-                v.error(e.span(), table, message);
-                return Err(ConfigErrors(v.errors));
-            }
-        };
-        let config = v.config(raw);
-        if v.errors.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigErrors(v.errors))
+        let parsed = parse::parse(text);
+        for p in parsed.problems {
+            let key = (!p.key.is_empty()).then_some(p.key);
+            v.error(p.span, key, p.message);
         }
+        let read_errors = v.errors.len();
+        let config = v.config(parsed.raw);
+        let mut errors = v.errors;
+        // A key removed because it was wrong is reported once, not again as missing.
+        let mut index = 0;
+        errors.retain(|e| {
+            index += 1;
+            index <= read_errors || !e.key.as_ref().is_some_and(|k| parsed.removed.contains(k))
+        });
+        if errors.is_empty() {
+            return Ok(config);
+        }
+        // In file order, as an editor shows them; errors without a position last.
+        errors.sort_by_key(|e| e.position.unwrap_or((usize::MAX, usize::MAX)));
+        Err(ConfigErrors(errors))
     }
 
     /// The upstream with this name.

@@ -10,24 +10,22 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
-/// The whole file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The whole file, read table by table (`parse.rs`): a table that could not be read is `None`,
+/// so the others keep their index in error keys.
+#[derive(Debug, Default)]
 pub struct RawConfig {
     /// `[daemon]`: process-wide settings.
-    #[serde(default)]
     pub daemon: RawDaemon,
     /// `[metrics]`: optional HTTP endpoint.
     pub metrics: Option<RawMetrics>,
     /// `[defaults]`: inherited by every `[[upstream]]`.
-    #[serde(default)]
     pub defaults: RawConnectionSettings,
     /// `[[upstream]]` tables, in file order.
-    #[serde(default)]
-    pub upstream: Vec<RawUpstream>,
+    pub upstream: Vec<Option<RawUpstream>>,
     /// `[[sink]]` tables, in file order.
-    #[serde(default)]
-    pub sink: Vec<RawSink>,
+    pub sink: Vec<Option<RawSink>>,
+    /// The names of `[[upstream]]` tables that could not be read: a sink may still name them.
+    pub unread_upstream_names: Vec<String>,
 }
 
 /// `[daemon]`.

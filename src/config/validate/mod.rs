@@ -69,8 +69,8 @@ impl Validator<'_> {
         let defaults = self.settings(&RawConnectionSettings::default(), &raw.defaults, "defaults");
         // Names first, from every table, so sinks can be checked against all of them even
         // when an upstream has other errors.
-        let mut names = HashSet::new();
-        for (i, u) in raw.upstream.iter().enumerate() {
+        let mut names: HashSet<String> = raw.unread_upstream_names.iter().cloned().collect();
+        for (i, u) in read(&raw.upstream) {
             let name = u.name.get_ref();
             if !names.insert(name.clone()) {
                 self.error(
@@ -81,7 +81,7 @@ impl Validator<'_> {
             }
         }
         let mut upstreams = Vec::new();
-        for (i, u) in raw.upstream.iter().enumerate() {
+        for (i, u) in read(&raw.upstream) {
             let key = format!("upstream[{i}]");
             if let Some(upstream) = self.upstream(u, &raw.defaults, &key, defaults.is_some()) {
                 upstreams.push(upstream);
@@ -91,7 +91,7 @@ impl Validator<'_> {
         let mut sinks = Vec::new();
         // Each resource's first sink, and where that sink names it.
         let mut claimed: BTreeMap<String, (String, Range<usize>)> = BTreeMap::new();
-        for (i, s) in raw.sink.iter().enumerate() {
+        for (i, s) in read(&raw.sink) {
             let key = format!("sink[{i}]");
             if let Some(sink) = self.sink(s, &key, &names) {
                 // Two sinks on one resource would fight over it: catch it before binding.
@@ -261,4 +261,12 @@ impl Validator<'_> {
             }
         }
     }
+}
+
+/// The tables that could be read, with their index in the file.
+fn read<T>(tables: &[Option<T>]) -> impl Iterator<Item = (usize, &T)> {
+    tables
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| t.as_ref().map(|t| (i, t)))
 }
