@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use sink::socket_file_identity;
+
 use super::errors::{line_column, ConfigError};
 use super::raw::{RawConfig, RawConnectionSettings, RawSize};
 use super::{parse_duration, plan, Config, DaemonConfig, MetricsConfig, SinkKind};
@@ -90,15 +92,20 @@ impl Validator<'_> {
 
         let mut sinks = Vec::new();
         // Each resource's first sink, and where that sink names it.
-        let mut claimed: BTreeMap<String, (String, Range<usize>)> = BTreeMap::new();
+        let mut claimed: BTreeMap<String, (String, Range<usize>, String)> = BTreeMap::new();
         for (i, s) in read(&raw.sink) {
             let key = format!("sink[{i}]");
             if let Some(sink) = self.sink(s, &key, &names) {
                 // Two sinks on one resource would fight over it: catch it before binding.
-                let resource = match &sink.kind {
-                    SinkKind::Stdout => "stdout".to_string(),
-                    SinkKind::Unix { path, .. } => format!("socket path {}", path.display()),
-                    SinkKind::Tcp { listen, .. } => format!("address {listen}"),
+                let (resource, shown) = match &sink.kind {
+                    SinkKind::Stdout => ("stdout".to_string(), "stdout".to_string()),
+                    SinkKind::Unix { path, .. } => (
+                        format!("socket path {}", socket_file_identity(path).display()),
+                        format!("socket path {}", path.display()),
+                    ),
+                    SinkKind::Tcp { listen, .. } => {
+                        (format!("address {listen}"), format!("address {listen}"))
+                    }
                 };
                 let span = s
                     .path
@@ -106,21 +113,26 @@ impl Validator<'_> {
                     .map(|p| p.span())
                     .or_else(|| s.listen.as_ref().map(|l| l.span()))
                     .unwrap_or(s.kind.span());
-                if let Some((first, _)) = claimed.get(&resource) {
+                if let Some((first, _, first_shown)) = claimed.get(&resource) {
+                    let same = if *first_shown == shown {
+                        String::new()
+                    } else {
+                        format!(" (the same file as its {first_shown})")
+                    };
                     self.error(
                         Some(span),
                         Some(key.clone()),
-                        format!("{resource} is already used by {first}; give each sink its own"),
+                        format!("{shown} is already used by {first}{same}; give each sink its own"),
                     );
                 } else {
-                    claimed.insert(resource, (key.clone(), span));
+                    claimed.insert(resource, (key.clone(), span, shown));
                 }
                 sinks.push(sink);
             }
         }
         if let (Some(m), Some(metrics)) = (&raw.metrics, &metrics) {
             let resource = format!("address {}", metrics.listen);
-            if let Some((first, first_span)) = claimed.get(&resource) {
+            if let Some((first, first_span, _)) = claimed.get(&resource) {
                 // A defaulted `listen` has no place in the file: point at the sink's instead.
                 let (span, message) = match &m.listen {
                     Some(listen) => (

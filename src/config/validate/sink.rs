@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::ops::Range;
+use std::path::{Component, Path, PathBuf};
 
 use toml::Spanned;
 
@@ -128,6 +129,16 @@ impl Validator<'_> {
                     },
                     None => Some(0o660),
                 };
+                if let Some(p) = &s.path {
+                    let length = p.get_ref().as_os_str().len();
+                    if length > MAX_SOCKET_PATH {
+                        self.error(
+                            Some(p.span()),
+                            Some(format!("{key}.path")),
+                            format!("is {length} bytes long; a unix socket path holds at most {MAX_SOCKET_PATH} (sun_path), so use a shorter one such as /run/wsbridge/NAME.sock"),
+                        );
+                    }
+                }
                 match &s.path {
                     Some(p) if !p.get_ref().as_os_str().is_empty() => match (mode, max_clients) {
                         (Some(mode), Some(max_clients)) => Some(SinkKind::Unix {
@@ -194,6 +205,45 @@ impl Validator<'_> {
             inbound: kind != SinkType::Stdout && s.inbound.as_ref().is_none_or(|i| *i.get_ref()),
         })
     }
+}
+
+/// The longest unix socket path: `sun_path` holds 108 bytes, one of them the closing NUL.
+const MAX_SOCKET_PATH: usize = 107;
+
+/// What identifies a socket file, so two spellings of one path (`/x/d.sock`, `/x/./d.sock`,
+/// `/x/../x/d.sock`, a symlinked directory) clash: the parent directory resolved by the file
+/// system when it exists, else the path with `.` and `..` removed as written.
+pub(super) fn socket_file_identity(path: &Path) -> PathBuf {
+    let lexical = lexically_normal(path);
+    let resolved = match (lexical.parent(), lexical.file_name()) {
+        (Some(parent), Some(name)) => {
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            std::fs::canonicalize(parent).ok().map(|p| p.join(name))
+        }
+        _ => None,
+    };
+    resolved.unwrap_or(lexical)
+}
+
+/// `path` without `.` components, with `..` taking away the component before it.
+fn lexically_normal(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// A type-specific sink key: its name, where it was written (if it was) and the types that use it.

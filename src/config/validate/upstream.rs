@@ -234,7 +234,14 @@ impl Validator<'_> {
                 );
             }
         }
-        if let Some(ca) = &u.ca_file {
+        let plain = url.as_ref().is_some_and(|url| url.scheme() == "ws");
+        if let (Some(ca), true) = (&u.ca_file, plain) {
+            self.error(
+                Some(ca.span()),
+                Some(format!("{key}.ca_file")),
+                "only a wss:// URL uses TLS, so ca_file would mean nothing here; remove it or use wss://".into(),
+            );
+        } else if let Some(ca) = &u.ca_file {
             if let Err(e) = crate::upstream::tls::read_ca_file(ca.get_ref()) {
                 self.error(
                     Some(ca.span()),
