@@ -26,13 +26,30 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// A URL with its user name and password replaced, safe for logs.
+/// What a hidden part of a URL shows instead.
+const HIDDEN: &str = "***";
+
+/// A URL safe for logs, records and `check`: the password and every query value show as
+/// `***` (`?token=abc&x=1` becomes `?token=***&x=***`), because feeds put API keys in both.
+/// A user name without a password is hidden too: services take tokens there as well.
 pub fn redact_url(url: &Url) -> String {
-    if url.username().is_empty() && url.password().is_none() {
-        return url.to_string();
-    }
     let mut shown = url.clone();
-    let _ = shown.set_username("redacted");
-    let _ = shown.set_password(None);
+    if url.password().is_some() {
+        let _ = shown.set_password(Some(HIDDEN));
+    } else if !url.username().is_empty() {
+        let _ = shown.set_username(HIDDEN);
+    }
+    if let Some(query) = url.query() {
+        let hidden: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) => format!("{name}={HIDDEN}"),
+                // A bare `?abc123` is a value with no name.
+                None if !pair.is_empty() => HIDDEN.to_string(),
+                None => String::new(),
+            })
+            .collect();
+        shown.set_query(Some(&hidden.join("&")));
+    }
     shown.to_string()
 }

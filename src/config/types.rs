@@ -88,7 +88,7 @@ impl Default for ReconnectPolicy {
 pub struct UpstreamConfig {
     /// Unique name: the `upstream` field of every record.
     pub name: String,
-    /// `ws://` or `wss://` URL (may hold credentials: print it with [`redact_url`]).
+    /// `ws://` or `wss://` URL (may hold credentials and query tokens: print it with [`redact_url`]).
     pub url: Url,
     /// Extra handshake headers, in name order.
     pub headers: Vec<(String, Secret)>,
@@ -143,7 +143,7 @@ impl UpstreamConfig {
         }
     }
 
-    /// The URL without credentials, for logs and records.
+    /// The URL with its password and query values hidden, for logs, records and `check`.
     pub fn display_url(&self) -> String {
         redact_url(&self.url)
     }

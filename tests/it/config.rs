@@ -166,3 +166,39 @@ fn check_refuses_ca_file_on_a_plain_ws_url() {
         "4:11: upstream[0].ca_file: only a wss:// URL uses TLS",
     );
 }
+
+#[tokio::test]
+async fn query_values_never_reach_check_records_or_logs() {
+    let secret = "qs-7b1e9d";
+    let mut server = TestServer::start(ServerOptions::default()).await;
+    let config = format!(
+        "[[upstream]]\nname = \"q\"\nurl = \"ws://operator:pw-1a2b@{}/feed?token={secret}&x=1\"\n\
+         reconnect = {{ initial = \"50ms\", max = \"100ms\" }}\n\n[[sink]]\ntype = \"stdout\"\n",
+        server.addr
+    );
+    let shown = format!("ws://operator:***@{}/feed?token=***&x=***", server.addr);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (code, plan, stderr) = check_in(dir.path(), &config);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(plan.contains(&format!("url            {shown}")), "{plan}");
+
+    let mut daemon = Daemon::start(&config).await;
+    let conn = server.accept().await;
+    let open = daemon.record_where("open", |r| r["type"] == "open").await;
+    assert_eq!(open["url"], shown.as_str(), "{open}");
+    // A lost connection is logged with its URL.
+    drop(conn);
+    daemon.wait_for_log("lost").await;
+    let error = daemon.record_where("error", |r| r["type"] == "error").await;
+    daemon.signal(15);
+    daemon.wait().await;
+    let everything = format!("{plan}\n{open}\n{error}\n{}", daemon.stderr());
+    assert!(everything.contains(&shown), "{everything}");
+    for leaked in [secret, "pw-1a2b", "x=1"] {
+        assert!(
+            !everything.contains(leaked),
+            "{leaked} leaked:\n{everything}"
+        );
+    }
+}
