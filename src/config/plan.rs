@@ -4,7 +4,7 @@
 use std::fmt::{self, Write as _};
 use std::time::Duration;
 
-use super::{Config, Format, OnSlow, SinkKind};
+use super::{Config, Format, LogFormat, OnSlow, SinkKind};
 
 /// Formats a [`Config`] for people.
 pub struct Plan<'a>(pub &'a Config);
@@ -30,7 +30,11 @@ impl fmt::Display for Plan<'_> {
         let config = self.0;
         let d = &config.daemon;
         writeln!(f, "daemon")?;
-        writeln!(f, "  log            {} ({:?})", d.log_level, d.log_format)?;
+        let format = match d.log_format {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        };
+        writeln!(f, "  log            {}, {format}", d.log_level)?;
         writeln!(f, "  shutdown       within {}", dur(d.shutdown_timeout))?;
         if let Some(m) = &config.metrics {
             writeln!(f, "metrics")?;

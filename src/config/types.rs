@@ -35,6 +35,24 @@ pub struct DaemonConfig {
     pub shutdown_timeout: Duration,
 }
 
+impl Config {
+    /// What a reload from `self` to `new` changes but cannot apply while running, as warnings
+    /// for the log: logging is set up once, and the metrics listener is bound once. Other
+    /// `[daemon]` keys (`shutdown_timeout`) take effect at once, so they do not count.
+    pub fn restart_warnings(&self, new: &Config) -> Vec<&'static str> {
+        let mut warnings = Vec::new();
+        let (old_d, new_d) = (&self.daemon, &new.daemon);
+        if (&old_d.log_level, old_d.log_format) != (&new_d.log_level, new_d.log_format) {
+            warnings
+                .push("[daemon] log_level and log_format changes take effect at the next restart");
+        }
+        if self.metrics != new.metrics {
+            warnings.push("[metrics] changes take effect at the next restart");
+        }
+        warnings
+    }
+}
+
 impl Default for DaemonConfig {
     fn default() -> Self {
         DaemonConfig {

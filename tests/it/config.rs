@@ -202,3 +202,43 @@ async fn query_values_never_reach_check_records_or_logs() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_reload_warns_about_a_restart_only_for_what_it_cannot_apply() {
+    let config = |timeout: &str, level: &str| {
+        format!(
+            "[daemon]\nlog_level = \"{level}\"\nshutdown_timeout = \"{timeout}\"\n\
+             [metrics]\nlisten = \"127.0.0.1:0\"\n{UPSTREAM}[[sink]]\ntype = \"stdout\"\n"
+        )
+    };
+    let mut daemon = Daemon::start(&config("5s", "info")).await;
+    daemon.wait_for_log("started").await;
+    // The same [daemon] logging and [metrics]; shutdown_timeout applies at once.
+    daemon.write_config(&config("3s", "info"));
+    daemon.signal(1);
+    daemon.wait_for_log("upstreams open").await;
+    assert!(
+        !daemon.stderr().contains("next restart"),
+        "{}",
+        daemon.stderr()
+    );
+    // A log level does need a restart, and says so.
+    daemon.write_config(&config("3s", "debug"));
+    daemon.signal(1);
+    daemon
+        .wait_for_log("log_level and log_format changes take effect at the next restart")
+        .await;
+    daemon.signal(15);
+    daemon.wait().await;
+}
+
+#[test]
+fn check_prints_the_log_settings_as_they_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, plan, stderr) = check_in(
+        dir.path(),
+        &format!("{UPSTREAM}[daemon]\nlog_format = \"json\"\n"),
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(plan.contains("  log            info, json\n"), "{plan}");
+}

@@ -283,3 +283,33 @@ fn client_bounds_are_checked() {
         assert!(errs.contains(needle), "missing {needle:?} in:\n{errs}");
     }
 }
+
+#[test]
+fn only_what_a_reload_cannot_apply_asks_for_a_restart() {
+    let config = parse(MINIMAL).unwrap();
+    let with = |extra: &str| parse(&format!("{MINIMAL}{extra}")).unwrap();
+    assert!(config.restart_warnings(&config.clone()).is_empty());
+    // Written out as the defaults, or a timeout that applies at once: nothing to restart.
+    let same =
+        with("[daemon]\nlog_level = \"info\"\nlog_format = \"text\"\nshutdown_timeout = \"2s\"\n");
+    assert!(config.restart_warnings(&same).is_empty());
+    let metrics = with("[metrics]\n");
+    assert!(metrics
+        .restart_warnings(&with("[metrics]\nlisten = \"127.0.0.1:9187\"\n"))
+        .is_empty());
+    let warnings = config.restart_warnings(&with("[daemon]\nlog_format = \"json\"\n[metrics]\n"));
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+}
+
+#[test]
+fn the_plan_shows_values_as_they_are_written() {
+    let plan = plan::Plan(&parse(&format!("{MINIMAL}[daemon]\nlog_format = \"json\"\n")).unwrap())
+        .to_string();
+    assert!(plan.contains("  log            info, json\n"), "{plan}");
+}
+
+#[test]
+fn tcp_sinks_on_port_zero_do_not_clash() {
+    let text = "[[sink]]\ntype = \"tcp\"\nlisten = \"127.0.0.1:0\"\n[[sink]]\ntype = \"tcp\"\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n";
+    assert_eq!(parse(text).unwrap().sinks.len(), 2);
+}
