@@ -1,6 +1,6 @@
 //! `wsbridge check` on files a user might write: every error at once with its line and key,
-//! values that used to pass `check` and then panic or fail at `run`, and URL secrets kept
-//! out of what is printed.
+//! values that must be refused by `check` rather than panic or fail at `run`, URL secrets
+//! kept out of what is printed, and what a reload says about restarts.
 
 use std::path::Path;
 use std::process::Command;

@@ -128,7 +128,7 @@ fn metrics_on_a_sinks_address_is_an_error_at_a_line_even_when_defaulted() {
           give metrics.listen another address"
         ]
     );
-    // Defaulted (found by the fuzz test: it had no line): at the sink that holds the address.
+    // Defaulted, so not in the file: at the sink that holds the address.
     let errs = errors(&format!("{sink}[metrics]\nallow_remote = false\n"));
     assert_eq!(
         errs,
@@ -212,7 +212,7 @@ fn url_passwords_and_query_values_are_redacted() {
 }
 #[test]
 fn a_duration_longer_than_a_year_is_refused_not_left_to_overflow_a_deadline() {
-    // Deadlines are computed as `now + timeout`; an absurd timeout used to panic there.
+    // Deadlines are computed as `now + timeout`: an absurd timeout would overflow there.
     let text = MINIMAL.replace(
         "url = \"ws://127.0.0.1:9000/x\"",
         "url = \"ws://127.0.0.1:9000/x\"\nping_timeout = \"500000000000years\"",
