@@ -1,3 +1,6 @@
+//! Unit tests of parsing and validation: defaults, layering, keys, ranges and redaction;
+//! `errors` covers how errors are located and reported.
+
 use std::path::Path;
 use std::time::Duration;
 
