@@ -87,6 +87,7 @@ fn config(addr: SocketAddr) -> Config {
             events: true,
             parse_json: false,
             buffer: 4096,
+            buffer_bytes: crate::config::DEFAULT_BUFFER_BYTES,
             on_slow: OnSlow::Block,
             inbound: false,
         }],

@@ -337,12 +337,10 @@ impl Supervisor {
             self.upstream_stats.remove(&name);
         }
         self.publish_directory();
-        if new.daemon != self.config.daemon {
-            warn!("[daemon] changes (log level and format) take effect at the next restart");
-        }
-        if new.metrics != self.config.metrics {
-            warn!("[metrics] changes take effect at the next restart");
-        }
+        self.config
+            .restart_warnings(&new)
+            .iter()
+            .for_each(|w| warn!("{w}"));
         self.config = new;
         self.publish_metrics();
         info!("{}", self.summary());

@@ -4,7 +4,7 @@
 use std::fmt::{self, Write as _};
 use std::time::Duration;
 
-use super::{Config, Format, OnSlow, SinkKind};
+use super::{Config, Format, LogFormat, OnSlow, SinkKind};
 
 /// Formats a [`Config`] for people.
 pub struct Plan<'a>(pub &'a Config);
@@ -13,7 +13,8 @@ fn dur(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
-fn size(bytes: usize) -> String {
+/// A byte count in the largest binary unit that divides it (`16 MiB`, `1500 B`).
+pub(crate) fn size(bytes: usize) -> String {
     const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
     let mut value = bytes as f64;
     let mut unit = 0;
@@ -29,7 +30,11 @@ impl fmt::Display for Plan<'_> {
         let config = self.0;
         let d = &config.daemon;
         writeln!(f, "daemon")?;
-        writeln!(f, "  log            {} ({:?})", d.log_level, d.log_format)?;
+        let format = match d.log_format {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        };
+        writeln!(f, "  log            {}, {format}", d.log_level)?;
         writeln!(f, "  shutdown       within {}", dur(d.shutdown_timeout))?;
         if let Some(m) = &config.metrics {
             writeln!(f, "metrics")?;
@@ -92,11 +97,12 @@ impl fmt::Display for Plan<'_> {
             };
             writeln!(
                 f,
-                "  reconnect      {} ×{} up to {}, jitter ±{:.0} %, {attempts}",
+                "  reconnect      {} ×{} up to {}, jitter ±{:.0} %, {attempts}, reset after {} open",
                 dur(r.initial),
                 r.multiplier,
                 dur(r.max),
-                r.jitter * 100.0
+                r.jitter * 100.0,
+                dur(r.reset_after)
             )?;
             writeln!(f, "  connect        timeout {}", dur(u.connect_timeout))?;
             writeln!(
@@ -112,7 +118,12 @@ impl fmt::Display for Plan<'_> {
         for s in &config.sinks {
             writeln!(f, "sink {}", s.name())?;
             match &s.kind {
-                SinkKind::Unix { mode, .. } => writeln!(f, "  mode           {mode:04o}")?,
+                SinkKind::Unix {
+                    mode, max_clients, ..
+                } => {
+                    writeln!(f, "  mode           {mode:04o}")?;
+                    writeln!(f, "  max_clients    {max_clients}")?;
+                }
                 SinkKind::Tcp { max_clients, .. } => writeln!(f, "  max_clients    {max_clients}")?,
                 SinkKind::Stdout => {}
             }
@@ -138,8 +149,9 @@ impl fmt::Display for Plan<'_> {
                 };
                 writeln!(
                     f,
-                    "  clients        buffer {} records, on_slow {slow}, inbound {}",
+                    "  clients        buffer {} records or {}, on_slow {slow}, inbound {}",
                     s.buffer,
+                    size(s.buffer_bytes),
                     if s.inbound { "on" } else { "off" }
                 )?;
             }

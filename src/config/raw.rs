@@ -10,24 +10,22 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
-/// The whole file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The whole file, read table by table (`parse.rs`): a table that could not be read is `None`,
+/// so the others keep their index in error keys.
+#[derive(Debug, Default)]
 pub struct RawConfig {
     /// `[daemon]`: process-wide settings.
-    #[serde(default)]
     pub daemon: RawDaemon,
     /// `[metrics]`: optional HTTP endpoint.
     pub metrics: Option<RawMetrics>,
     /// `[defaults]`: inherited by every `[[upstream]]`.
-    #[serde(default)]
     pub defaults: RawConnectionSettings,
     /// `[[upstream]]` tables, in file order.
-    #[serde(default)]
-    pub upstream: Vec<RawUpstream>,
+    pub upstream: Vec<Option<RawUpstream>>,
     /// `[[sink]]` tables, in file order.
-    #[serde(default)]
-    pub sink: Vec<RawSink>,
+    pub sink: Vec<Option<RawSink>>,
+    /// The names of `[[upstream]]` tables that could not be read: a sink may still name them.
+    pub unread_upstream_names: Vec<String>,
 }
 
 /// `[daemon]`.
@@ -80,6 +78,7 @@ pub struct RawReconnect {
     pub multiplier: Option<Spanned<f64>>,
     pub jitter: Option<Spanned<f64>>,
     pub max_attempts: Option<Spanned<i64>>,
+    pub reset_after: Option<Spanned<String>>,
 }
 
 /// `[[upstream]]`. The connection settings are repeated here (not flattened) because serde
@@ -171,13 +170,46 @@ pub struct RawSink {
     pub events: Option<bool>,
     pub parse_json: Option<bool>,
     pub buffer: Option<Spanned<i64>>,
+    pub buffer_bytes: Option<Spanned<RawSize>>,
     pub on_slow: Option<Spanned<OnSlow>>,
     pub inbound: Option<Spanned<bool>>,
     // unix
     pub path: Option<Spanned<PathBuf>>,
     pub mode: Option<Spanned<String>>,
+    // unix and tcp
+    pub max_clients: Option<Spanned<i64>>,
     // tcp
     pub listen: Option<Spanned<String>>,
-    pub max_clients: Option<Spanned<i64>>,
     pub allow_remote: Option<Spanned<bool>>,
+}
+
+/// A size as the user wrote it: a string with a unit ("16MiB") or a number of bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawSize {
+    /// `"16MiB"`, parsed during validation.
+    Text(String),
+    /// `16777216`.
+    Bytes(i64),
+}
+
+impl<'de> Deserialize<'de> for RawSize {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RawSize;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a size such as \"16MiB\" or a number of bytes")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawSize, E> {
+                Ok(RawSize::Bytes(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawSize, E> {
+                Ok(RawSize::Bytes(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawSize, E> {
+                Ok(RawSize::Text(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }

@@ -105,7 +105,7 @@ pub enum BoundSink {
 pub fn bind(config: &SinkConfig) -> Result<BoundSink, SinkError> {
     match &config.kind {
         SinkKind::Stdout => Ok(BoundSink::Stdout),
-        SinkKind::Unix { path, mode } => unix::bind(path, *mode).map(BoundSink::Unix),
+        SinkKind::Unix { path, mode, .. } => unix::bind(path, *mode).map(BoundSink::Unix),
         SinkKind::Tcp { listen, .. } => tcp::bind(*listen).map(BoundSink::Tcp),
     }
 }

@@ -70,6 +70,7 @@ mod tests {
             multiplier: 2.0,
             jitter,
             max_attempts,
+            ..ReconnectPolicy::default()
         }
     }
 

@@ -155,7 +155,10 @@ async fn check_rejects_a_misspelt_key_with_its_line() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let expected = format!("{}:7:1: sink[0]: unknown field `formt`", path.display());
+    let expected = format!(
+        "{}:7:1: sink[0].formt: unknown field `formt`",
+        path.display()
+    );
     assert!(stderr.contains(&expected), "{stderr}");
     assert!(out.stdout.is_empty());
 

@@ -7,6 +7,7 @@
 mod common;
 
 mod aiohttp_peer;
+mod config;
 mod connect;
 mod faults_daemon;
 mod faults_peers;

@@ -56,7 +56,11 @@ origin = "https://example.test"
     assert_eq!(open["type"], "open");
     assert_eq!(open["upstream"], "feed");
     assert_eq!(open["protocol"], "superchat");
-    assert_eq!(open["url"], server.url("/stream?x=1"));
+    assert_eq!(
+        open["url"],
+        server.url("/stream?x=***"),
+        "query values are hidden"
+    );
 
     daemon.signal(15);
     assert!(daemon.wait().await.success());

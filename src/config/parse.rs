@@ -1,0 +1,224 @@
+//! Reading the TOML text into the serde mirror one table at a time, so that a mistake in one
+//! table does not hide the mistakes in the others, and every mistake names its key.
+//!
+//! serde stops at the first error of whatever it deserializes. So the document is parsed
+//! into spanned values first; each top-level table and each `[[upstream]]` and `[[sink]]` is
+//! deserialized on its own; and when one fails at a key, that key is reported, removed and
+//! the table tried again, until it deserializes or fails as a whole (a required key missing).
+
+use std::collections::HashSet;
+use std::ops::Range;
+
+use serde::de::{DeserializeOwned, IntoDeserializer};
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+use super::raw::RawConfig;
+
+/// One problem found while reading tables: where, which key, what.
+pub(super) struct Problem {
+    pub span: Option<Range<usize>>,
+    pub key: String,
+    pub message: String,
+}
+
+/// The mirror of every table that could be read, and what could not.
+pub(super) struct Parsed {
+    /// Tables with their bad keys removed; a table that could not be read at all is `None`.
+    pub raw: RawConfig,
+    /// Every problem, a syntax error alone or each bad key of each table.
+    pub problems: Vec<Problem>,
+    /// The dotted keys that were removed: validation must not report them again as missing.
+    pub removed: HashSet<String>,
+}
+
+const TOP_LEVEL: [&str; 5] = ["daemon", "metrics", "defaults", "upstream", "sink"];
+
+/// Parses `text`; a TOML syntax error is the only problem reported (nothing after it can be
+/// trusted), otherwise every table's problems are.
+pub(super) fn parse(text: &str) -> Parsed {
+    let mut parsed = Parsed {
+        raw: RawConfig::default(),
+        problems: Vec::new(),
+        removed: HashSet::new(),
+    };
+    let document = match DeTable::parse(text) {
+        Ok(document) => document,
+        Err(e) => {
+            parsed.problems.push(Problem {
+                span: e.span(),
+                key: String::new(),
+                message: e.message().trim_end().to_string(),
+            });
+            return parsed;
+        }
+    };
+    for (name, value) in document.get_ref().iter() {
+        let name = name.get_ref().as_ref();
+        match name {
+            "daemon" => {
+                if let Some(t) = parsed.table(value, name) {
+                    parsed.raw.daemon = t;
+                }
+            }
+            "metrics" => parsed.raw.metrics = parsed.table(value, name),
+            "defaults" => {
+                if let Some(t) = parsed.table(value, name) {
+                    parsed.raw.defaults = t;
+                }
+            }
+            "upstream" => {
+                for (i, item) in parsed.array(value, name).iter().enumerate() {
+                    let upstream = parsed.table(item, &format!("upstream[{i}]"));
+                    if upstream.is_none() {
+                        // Sinks may name it: its own errors are enough.
+                        if let Some(n) = item
+                            .get_ref()
+                            .get("name")
+                            .and_then(|n| n.get_ref().as_str())
+                        {
+                            parsed.raw.unread_upstream_names.push(n.to_string());
+                        }
+                    }
+                    parsed.raw.upstream.push(upstream);
+                }
+            }
+            "sink" => {
+                for (i, item) in parsed.array(value, name).iter().enumerate() {
+                    let sink = parsed.table(item, &format!("sink[{i}]"));
+                    parsed.raw.sink.push(sink);
+                }
+            }
+            _ => parsed.problems.push(Problem {
+                span: Some(value.span()),
+                key: name.to_string(),
+                message: format!(
+                    "unknown table or key `{name}`; the top level has {}",
+                    TOP_LEVEL.join(", ")
+                ),
+            }),
+        }
+    }
+    parsed
+}
+
+impl Parsed {
+    /// The items of `[[name]]`, or none (and a problem) if `name` is not an array of tables.
+    fn array<'a, 'i>(
+        &mut self,
+        value: &'a Spanned<DeValue<'i>>,
+        name: &str,
+    ) -> &'a [Spanned<DeValue<'i>>] {
+        match value.get_ref() {
+            DeValue::Array(items) => items,
+            _ => {
+                self.problems.push(Problem {
+                    span: Some(value.span()),
+                    key: name.to_string(),
+                    message: format!("must be a list of tables: write [[{name}]] on a line of its own above each one's keys"),
+                });
+                &[]
+            }
+        }
+    }
+
+    /// Deserializes one table, reporting and removing each bad key in turn (see the module doc).
+    fn table<T: DeserializeOwned>(&mut self, value: &Spanned<DeValue<'_>>, key: &str) -> Option<T> {
+        if !value.get_ref().is_table() {
+            self.problems.push(Problem {
+                span: Some(value.span()),
+                key: key.to_string(),
+                message: format!("must be a table, not a {}", value.get_ref().type_str()),
+            });
+            return None;
+        }
+        let mut value = value.clone();
+        let mut removed_here = Vec::new();
+        loop {
+            let error = match T::deserialize(value.clone().into_deserializer()) {
+                Ok(table) => return Some(table),
+                Err(e) => e,
+            };
+            let message = plain_types(error.message().trim_end());
+            let path = error
+                .span()
+                .map(|s| key_path(&value, &s))
+                .unwrap_or_default();
+            if path.is_empty() {
+                // The table as a whole: a required key is missing. If that key was removed
+                // above, its problem is already reported.
+                let repeated = removed_here
+                    .iter()
+                    .any(|k: &String| message.starts_with(&format!("missing field `{k}`")));
+                if !repeated {
+                    self.problems.push(Problem {
+                        span: error.span().or(Some(value.span())),
+                        key: key.to_string(),
+                        message,
+                    });
+                }
+                return None;
+            }
+            let dotted = format!("{key}.{}", path.join("."));
+            self.problems.push(Problem {
+                span: error.span(),
+                key: dotted.clone(),
+                message,
+            });
+            if !remove(&mut value, &path) {
+                return None;
+            }
+            removed_here.push(path[0].clone());
+            self.removed.insert(dotted);
+        }
+    }
+}
+
+/// The keys leading from `table` to the innermost key whose name or value holds `span`;
+/// empty when the span is the table's own (or outside any key).
+fn key_path(table: &Spanned<DeValue<'_>>, span: &Range<usize>) -> Vec<String> {
+    let DeValue::Table(entries) = table.get_ref() else {
+        return Vec::new();
+    };
+    for (k, v) in entries.iter() {
+        let (ks, vs) = (k.span(), v.span());
+        let in_key = ks.start <= span.start && span.start < ks.end.max(ks.start + 1);
+        let in_value = vs.start <= span.start && span.end <= vs.end && span != &table.span();
+        if in_key || in_value {
+            let mut path = vec![k.get_ref().to_string()];
+            if in_value && v.get_ref().is_table() {
+                path.extend(key_path(v, span));
+            }
+            return path;
+        }
+    }
+    Vec::new()
+}
+
+/// Removes the key at `path`; false if there was none.
+fn remove(table: &mut Spanned<DeValue<'_>>, path: &[String]) -> bool {
+    let DeValue::Table(entries) = table.get_mut() else {
+        return false;
+    };
+    match path {
+        [] => false,
+        [last] => entries.remove(last.as_str()).is_some(),
+        [first, rest @ ..] => {
+            let mut found = false;
+            for (k, v) in entries.iter_mut() {
+                if k.get_ref() == first {
+                    found = remove(v, rest);
+                }
+            }
+            found
+        }
+    }
+}
+
+/// serde names Rust types in type errors; say what to write instead.
+fn plain_types(message: &str) -> String {
+    message
+        .replace("expected i64", "expected a whole number")
+        .replace("expected f64", "expected a number such as 2.0")
+        .replace("expected a boolean", "expected true or false")
+}

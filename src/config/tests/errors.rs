@@ -1,0 +1,184 @@
+//! Error reporting: every table's errors at once, in file order, each at its key.
+
+use super::errors;
+use crate::config::errors::line_column;
+
+#[test]
+fn misspelt_key_is_located() {
+    let text = "[[upstream]]\nname = \"a\"\nurl = \"ws://h/\"\nping_intervall = \"1s\"\n";
+    let errs = errors(text);
+    assert_eq!(errs.len(), 1);
+    assert!(
+        errs[0].starts_with("test.toml:4:1: upstream[0].ping_intervall: unknown field"),
+        "{errs:?}"
+    );
+    assert!(errs[0].contains("ping_intervall"), "{errs:?}");
+}
+
+#[test]
+fn every_error_is_reported_at_once_with_its_key() {
+    let text = r#"
+[[upstream]]
+name = "a"
+url = "http://h/"
+connect_timeout = "soon"
+
+[[upstream]]
+name = "a"
+url = "ws://h/"
+max_message_size = "lots"
+
+[[sink]]
+type = "tcp"
+listen = "0.0.0.0:7001"
+upstreams = ["nope"]
+
+[[sink]]
+type = "tcp"
+listen = "127.0.0.1:7002"
+
+[[sink]]
+type = "unix"
+path = "/tmp/x.sock"
+listen = "127.0.0.1:7003"
+"#;
+    let errs = errors(text).join("\n");
+    for needle in [
+        "upstream[0].url",
+        "scheme \"http\"",
+        "upstream[0].connect_timeout",
+        "upstream[1].name",
+        "used twice",
+        "upstream[1].max_message_size",
+        "sink[0].listen",
+        "allow_remote",
+        "sink[0].upstreams",
+        "\"nope\"",
+        "sink[2].listen",
+    ] {
+        assert!(errs.contains(needle), "missing {needle:?} in:\n{errs}");
+    }
+    assert!(errs.lines().all(|l| l.starts_with("test.toml:")), "{errs}");
+}
+
+#[test]
+fn defaults_error_is_reported_once() {
+    let text = "[defaults]\nping_timeout = \"x\"\n[[upstream]]\nname = \"a\"\nurl = \"ws://h/\"\n[[upstream]]\nname = \"b\"\nurl = \"ws://h/\"\n";
+    let errs = errors(text);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].contains("defaults.ping_timeout"), "{errs:?}");
+}
+
+#[test]
+fn line_column_counts_characters() {
+    assert_eq!(line_column("ab\ncé\nx", 6), (2, 3));
+    assert_eq!(line_column("abc", 0), (1, 1));
+}
+
+#[test]
+fn parse_errors_name_their_table() {
+    let text = "[daemon]\nlog_level = \"info\"\n[[sink]]\ntype = \"stdout\"\n[[sink]]\ntype = \"tcp\"\nlisten = \"127.0.0.1:1\"\nbufer = 3\n";
+    let errs = errors(text);
+    assert!(
+        errs[0].starts_with("test.toml:8:1: sink[1].bufer: unknown field `bufer`"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn every_table_reports_its_own_errors_in_file_order_with_keys() {
+    let text = r#"[[upstream]]
+name = "a"
+url = "ws://h/"
+bogus = 1
+ping_intervall = "1s"
+
+[[sink]]
+type = "stdoot"
+
+[[sink]]
+type = "unix"
+path = "/run/a.sock"
+colour = "red"
+"#;
+    let errs = errors(text);
+    let located: Vec<_> = errs
+        .iter()
+        .map(|e| e.split(": unknown").next().unwrap_or(e))
+        .collect();
+    assert_eq!(
+        located,
+        [
+            "test.toml:4:1: upstream[0].bogus",
+            "test.toml:5:1: upstream[0].ping_intervall",
+            "test.toml:8:8: sink[0].type",
+            "test.toml:13:1: sink[1].colour",
+        ],
+        "{errs:#?}"
+    );
+    assert!(
+        errs[2].contains("`stdoot`, expected one of `stdout`"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn type_errors_name_the_key_not_the_table() {
+    let text =
+        "[defaults]\nreconnect = { max_attempts = \"many\", jitter = \"x\" }\nsend_queue = true\n";
+    let errs = errors(text);
+    assert_eq!(
+        errs,
+        [
+            "test.toml:2:30: defaults.reconnect.max_attempts: invalid type: string \"many\", \
+             expected a whole number",
+            "test.toml:2:47: defaults.reconnect.jitter: invalid type: string \"x\", expected a \
+             number such as 2.0",
+            "test.toml:3:14: defaults.send_queue: invalid type: boolean `true`, expected a whole \
+             number",
+        ]
+    );
+}
+
+#[test]
+fn a_table_that_cannot_be_read_does_not_hide_validation_of_the_others() {
+    // The sink's upstream is named by a table that failed: no second error for that.
+    let text = r#"[[upstream]]
+name = "a"
+[[upstream]]
+name = "b"
+url = "http://h/"
+[[sink]]
+type = "stdout"
+upstreams = ["a", "b"]
+[[sink]]
+type = "unix"
+path = 5
+"#;
+    let errs = errors(text);
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+    assert!(
+        errs[0].starts_with("test.toml:1:1: upstream[0]: missing field `url`"),
+        "{errs:?}"
+    );
+    assert!(
+        errs[1].starts_with("test.toml:5:7: upstream[1].url: scheme"),
+        "{errs:?}"
+    );
+    // The removed path is not reported again as missing.
+    assert!(
+        errs[2].starts_with("test.toml:11:8: sink[1].path: invalid type"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn unknown_and_misshapen_top_level_keys_are_reported() {
+    let errs = errors("title = \"x\"\nupstream = 3\n[deamon]\nlog_level = \"info\"\n");
+    let keys: Vec<_> = errs
+        .iter()
+        .map(|e| e.split(": ").nth(1).unwrap_or(""))
+        .collect();
+    assert_eq!(keys, ["title", "upstream", "deamon"], "{errs:#?}");
+    assert!(errs[1].contains("[[upstream]]"), "{errs:?}");
+}

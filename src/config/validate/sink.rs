@@ -1,0 +1,268 @@
+//! Validation of each `[[sink]]`: the keys its type takes, its listener and client bounds.
+
+use std::collections::HashSet;
+use std::ops::Range;
+use std::path::{Component, Path, PathBuf};
+
+use toml::Spanned;
+
+use super::Validator;
+use crate::config::raw::{RawSink, SinkType};
+use crate::config::{
+    OnSlow, SinkConfig, SinkKind, DEFAULT_BUFFER, DEFAULT_BUFFER_BYTES, DEFAULT_MAX_CLIENTS,
+    MAX_BUFFER_BYTES, MAX_QUEUE,
+};
+
+impl Validator<'_> {
+    pub(super) fn sink(
+        &mut self,
+        s: &RawSink,
+        key: &str,
+        upstream_names: &HashSet<String>,
+    ) -> Option<SinkConfig> {
+        let before = self.errors.len();
+        let kind = *s.kind.get_ref();
+        // Keys that only some types use: name the ones that do not belong.
+        let misplaced: [KeyRule<'_>; 7] = [
+            (
+                "path",
+                s.path.as_ref().map(Spanned::span),
+                &[SinkType::Unix],
+            ),
+            (
+                "mode",
+                s.mode.as_ref().map(Spanned::span),
+                &[SinkType::Unix],
+            ),
+            (
+                "listen",
+                s.listen.as_ref().map(Spanned::span),
+                &[SinkType::Tcp],
+            ),
+            (
+                "max_clients",
+                s.max_clients.as_ref().map(Spanned::span),
+                &[SinkType::Unix, SinkType::Tcp],
+            ),
+            (
+                "buffer_bytes",
+                s.buffer_bytes.as_ref().map(Spanned::span),
+                &[SinkType::Unix, SinkType::Tcp],
+            ),
+            (
+                "allow_remote",
+                s.allow_remote.as_ref().map(Spanned::span),
+                &[SinkType::Tcp],
+            ),
+            (
+                "on_slow",
+                s.on_slow.as_ref().map(Spanned::span),
+                &[SinkType::Unix, SinkType::Tcp],
+            ),
+        ];
+        for (name, span, types) in misplaced {
+            if span.is_some() && !types.contains(&kind) {
+                self.error(
+                    span,
+                    Some(format!("{key}.{name}")),
+                    format!(
+                        "a {} sink has no `{name}` key; remove it or change `type`",
+                        type_name(kind)
+                    ),
+                );
+            }
+        }
+        if kind == SinkType::Stdout {
+            if let Some(inbound) = &s.inbound {
+                if *inbound.get_ref() {
+                    self.error(Some(inbound.span()), Some(format!("{key}.inbound")), "stdout has no clients to read lines from; use a unix or tcp sink for inbound".into());
+                }
+            }
+        }
+        let upstreams = s.upstreams.as_ref().map(|list| {
+            let mut names = Vec::new();
+            for n in list.get_ref() {
+                if !upstream_names.contains(n.get_ref()) {
+                    self.error(
+                        Some(n.span()),
+                        Some(format!("{key}.upstreams")),
+                        format!(
+                            "no upstream is named {:?}; the names are: {}",
+                            n.get_ref(),
+                            join_sorted(upstream_names)
+                        ),
+                    );
+                }
+                names.push(n.get_ref().clone());
+            }
+            names
+        });
+        let buffer = match &s.buffer {
+            Some(b) => self.count(b, &format!("{key}.buffer"), MAX_QUEUE),
+            None => Some(DEFAULT_BUFFER),
+        };
+        let buffer_bytes = match &s.buffer_bytes {
+            Some(b) => self.byte_size(b, &format!("{key}.buffer_bytes"), MAX_BUFFER_BYTES),
+            None => Some(DEFAULT_BUFFER_BYTES),
+        };
+        let max_clients = match &s.max_clients {
+            Some(n) => self.count(n, &format!("{key}.max_clients"), MAX_QUEUE),
+            None => Some(DEFAULT_MAX_CLIENTS),
+        };
+        let sink_kind = match kind {
+            SinkType::Stdout => Some(SinkKind::Stdout),
+            SinkType::Unix => {
+                let mode = match &s.mode {
+                    Some(m) => match u32::from_str_radix(m.get_ref().trim_start_matches("0o"), 8) {
+                        Ok(mode) if mode <= 0o777 => Some(mode),
+                        _ => {
+                            self.error(
+                                Some(m.span()),
+                                Some(format!("{key}.mode")),
+                                format!(
+                                    "{:?} is not an octal file mode; write it like \"0660\"",
+                                    m.get_ref()
+                                ),
+                            );
+                            None
+                        }
+                    },
+                    None => Some(0o660),
+                };
+                if let Some(p) = &s.path {
+                    let length = p.get_ref().as_os_str().len();
+                    if length > MAX_SOCKET_PATH {
+                        self.error(
+                            Some(p.span()),
+                            Some(format!("{key}.path")),
+                            format!("is {length} bytes long; a unix socket path holds at most {MAX_SOCKET_PATH} (sun_path), so use a shorter one such as /run/wsbridge/NAME.sock"),
+                        );
+                    }
+                }
+                match &s.path {
+                    Some(p) if !p.get_ref().as_os_str().is_empty() => match (mode, max_clients) {
+                        (Some(mode), Some(max_clients)) => Some(SinkKind::Unix {
+                            path: p.get_ref().clone(),
+                            mode,
+                            max_clients,
+                        }),
+                        _ => None,
+                    },
+                    _ => {
+                        self.error(
+                            Some(s.kind.span()),
+                            Some(format!("{key}.path")),
+                            "a unix sink needs `path`, the socket file to create".into(),
+                        );
+                        None
+                    }
+                }
+            }
+            SinkType::Tcp => {
+                let listen = match &s.listen {
+                    Some(l) => self.socket_addr(l, &format!("{key}.listen")),
+                    None => {
+                        self.error(
+                            Some(s.kind.span()),
+                            Some(format!("{key}.listen")),
+                            "a tcp sink needs `listen`, such as \"127.0.0.1:7001\"".into(),
+                        );
+                        None
+                    }
+                };
+                if let (Some(addr), Some(l)) = (listen, &s.listen) {
+                    let allowed = s.allow_remote.as_ref().is_some_and(|a| *a.get_ref());
+                    if !addr.ip().is_loopback() && !allowed {
+                        self.error(Some(l.span()), Some(format!("{key}.listen")), format!("{addr} is not a loopback address: anyone who can reach it could read the feed and write upstream; set allow_remote = true if that is intended"));
+                    }
+                }
+                match (listen, max_clients) {
+                    (Some(listen), Some(max_clients)) => Some(SinkKind::Tcp {
+                        listen,
+                        max_clients,
+                    }),
+                    _ => None,
+                }
+            }
+        };
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(SinkConfig {
+            kind: sink_kind?,
+            upstreams,
+            format: s.format.unwrap_or_default(),
+            events: s.events.unwrap_or(true),
+            parse_json: s.parse_json.unwrap_or(false),
+            buffer: buffer?,
+            buffer_bytes: buffer_bytes?,
+            // stdout has one reader, the pipe: it is always backpressure.
+            on_slow: if kind == SinkType::Stdout {
+                OnSlow::Block
+            } else {
+                s.on_slow.as_ref().map(|o| *o.get_ref()).unwrap_or_default()
+            },
+            inbound: kind != SinkType::Stdout && s.inbound.as_ref().is_none_or(|i| *i.get_ref()),
+        })
+    }
+}
+
+/// The longest unix socket path: `sun_path` holds 108 bytes, one of them the closing NUL.
+const MAX_SOCKET_PATH: usize = 107;
+
+/// What identifies a socket file, so two spellings of one path (`/x/d.sock`, `/x/./d.sock`,
+/// `/x/../x/d.sock`, a symlinked directory) clash: the parent directory resolved by the file
+/// system when it exists, else the path with `.` and `..` removed as written.
+pub(super) fn socket_file_identity(path: &Path) -> PathBuf {
+    let lexical = lexically_normal(path);
+    let resolved = match (lexical.parent(), lexical.file_name()) {
+        (Some(parent), Some(name)) => {
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            std::fs::canonicalize(parent).ok().map(|p| p.join(name))
+        }
+        _ => None,
+    };
+    resolved.unwrap_or(lexical)
+}
+
+/// `path` without `.` components, with `..` taking away the component before it.
+fn lexically_normal(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// A type-specific sink key: its name, where it was written (if it was) and the types that use it.
+type KeyRule<'a> = (&'a str, Option<Range<usize>>, &'a [SinkType]);
+
+fn type_name(kind: SinkType) -> &'static str {
+    match kind {
+        SinkType::Stdout => "stdout",
+        SinkType::Unix => "unix",
+        SinkType::Tcp => "tcp",
+    }
+}
+
+fn join_sorted(names: &HashSet<String>) -> String {
+    let mut v: Vec<_> = names.iter().map(String::as_str).collect();
+    v.sort_unstable();
+    if v.is_empty() {
+        "(none defined)".into()
+    } else {
+        v.join(", ")
+    }
+}
