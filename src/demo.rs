@@ -87,6 +87,7 @@ fn config(addr: SocketAddr) -> Config {
             events: true,
             parse_json: false,
             buffer: 4096,
+            buffer_bytes: 16 << 20,
             on_slow: OnSlow::Block,
             inbound: false,
         }],

@@ -94,8 +94,18 @@ impl SinkInput {
 /// An upstream's bounded queue of messages to send.
 pub type SendQueue = mpsc::Sender<Message>;
 
-/// The send queues of every running upstream, by name.
-pub type Directory = HashMap<String, SendQueue>;
+/// Where a sink client's inbound message for one upstream goes.
+#[derive(Debug, Clone)]
+pub struct Inbox {
+    /// The upstream's send queue.
+    pub queue: SendQueue,
+    /// The largest message the upstream takes (its `max_message_size`): a larger one would
+    /// come back from an echoing server as a message too large, ending the connection.
+    pub max_message_size: usize,
+}
+
+/// The inboxes of every running upstream, by name.
+pub type Directory = HashMap<String, Inbox>;
 
 /// Delivers one upstream's events to the sinks routed to it.
 #[derive(Debug)]
@@ -194,7 +204,7 @@ impl Hub {
         }
     }
 
-    /// Replaces the directory of upstream send queues; forgets outlets of removed upstreams.
+    /// Replaces the directory of upstream inboxes; forgets outlets of removed upstreams.
     pub fn set_upstreams(&mut self, queues: Directory) {
         self.outlets.retain(|name, _| queues.contains_key(name));
         self.directory.send_replace(Arc::new(queues));

@@ -224,6 +224,8 @@ pub struct SinkConfig {
     pub parse_json: bool,
     /// Records queued per client.
     pub buffer: usize,
+    /// Bytes queued per client (`buffer_bytes`); `on_slow` applies when either bound is hit.
+    pub buffer_bytes: usize,
     /// What happens when a client's queue is full.
     pub on_slow: OnSlow,
     /// Whether client lines are sent upstream.
@@ -256,6 +258,8 @@ pub enum SinkKind {
         path: PathBuf,
         /// Its permission bits.
         mode: u32,
+        /// Connections beyond this are refused with an error record.
+        max_clients: usize,
     },
     /// A TCP listener.
     Tcp {
@@ -829,7 +833,7 @@ impl Validator<'_> {
             (
                 "max_clients",
                 s.max_clients.as_ref().map(Spanned::span),
-                &[SinkType::Tcp],
+                &[SinkType::Unix, SinkType::Tcp],
             ),
             (
                 "allow_remote",
@@ -883,6 +887,14 @@ impl Validator<'_> {
             Some(b) => self.count(b, &format!("{key}.buffer")),
             None => Some(4096),
         };
+        let buffer_bytes = match &s.buffer_bytes {
+            Some(b) => self.size(b, &format!("{key}.buffer_bytes")),
+            None => Some(16 << 20),
+        };
+        let max_clients = match &s.max_clients {
+            Some(n) => self.count(n, &format!("{key}.max_clients")),
+            None => Some(64),
+        };
         let sink_kind = match kind {
             SinkType::Stdout => Some(SinkKind::Stdout),
             SinkType::Unix => {
@@ -905,10 +917,12 @@ impl Validator<'_> {
                 };
                 match &s.path {
                     Some(p) if !p.get_ref().as_os_str().is_empty() => {
-                        mode.map(|mode| SinkKind::Unix {
-                            path: p.get_ref().clone(),
-                            mode,
-                        })
+                        mode.zip(max_clients)
+                            .map(|(mode, max_clients)| SinkKind::Unix {
+                                path: p.get_ref().clone(),
+                                mode,
+                                max_clients,
+                            })
                     }
                     _ => {
                         self.error(
@@ -921,10 +935,6 @@ impl Validator<'_> {
                 }
             }
             SinkType::Tcp => {
-                let max_clients = match &s.max_clients {
-                    Some(n) => self.count(n, &format!("{key}.max_clients")),
-                    None => Some(64),
-                };
                 let listen = match &s.listen {
                     Some(l) => self.socket_addr(l, &format!("{key}.listen")),
                     None => {
@@ -961,6 +971,7 @@ impl Validator<'_> {
             events: s.events.unwrap_or(true),
             parse_json: s.parse_json.unwrap_or(false),
             buffer: buffer?,
+            buffer_bytes: buffer_bytes?,
             // stdout has one reader, the pipe: it is always backpressure.
             on_slow: if kind == SinkType::Stdout {
                 OnSlow::Block

@@ -112,7 +112,9 @@ impl fmt::Display for Plan<'_> {
         for s in &config.sinks {
             writeln!(f, "sink {}", s.name())?;
             match &s.kind {
-                SinkKind::Unix { mode, .. } => writeln!(f, "  mode           {mode:04o}")?,
+                SinkKind::Unix {
+                    mode, max_clients, ..
+                } => writeln!(f, "  mode           {mode:04o}, max_clients {max_clients}")?,
                 SinkKind::Tcp { max_clients, .. } => writeln!(f, "  max_clients    {max_clients}")?,
                 SinkKind::Stdout => {}
             }
@@ -138,8 +140,9 @@ impl fmt::Display for Plan<'_> {
                 };
                 writeln!(
                     f,
-                    "  clients        buffer {} records, on_slow {slow}, inbound {}",
+                    "  clients        buffer {} records or {}, on_slow {slow}, inbound {}",
                     s.buffer,
+                    size(s.buffer_bytes),
                     if s.inbound { "on" } else { "off" }
                 )?;
             }

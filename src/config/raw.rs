@@ -171,6 +171,7 @@ pub struct RawSink {
     pub events: Option<bool>,
     pub parse_json: Option<bool>,
     pub buffer: Option<Spanned<i64>>,
+    pub buffer_bytes: Option<Spanned<String>>,
     pub on_slow: Option<Spanned<OnSlow>>,
     pub inbound: Option<Spanned<bool>>,
     // unix

@@ -244,7 +244,8 @@ fn unix_mode_is_octal() {
         config.sinks[0].kind,
         SinkKind::Unix {
             path: "/run/x.sock".into(),
-            mode: 0o640
+            mode: 0o640,
+            max_clients: 64,
         }
     );
     let errs =

@@ -1,28 +1,40 @@
-//! The stdout sink: every record, in order, encoded and written by a thread of its own.
+//! The stdout sink: records written, in order, by one thread of its own.
 //!
 //! A blocking thread rather than tokio's `stdout()`: /dev/null and regular files cannot be
 //! polled, and a stalled pipe must never block the runtime (signals, the watchdog and the
-//! other sinks go on while the upstreams routed here wait: stdout's backpressure). Lines
-//! gather in one buffer, written when it is full or when the input runs dry, so `| jq` sees
-//! data at once and bursts cost few writes.
+//! other sinks go on while the upstreams routed here wait: stdout's backpressure). The
+//! shared [`Driver`] encodes; the thread takes what is queued (a blocking receive) and
+//! writes it with one `writev` whenever it has anything, so `| jq` sees data at once and a
+//! burst costs few writes. A closed pipe (`| head`) is a normal ending.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 use std::os::fd::AsFd;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{SinkError, SinkStats};
-use crate::hub::{Delivery, SinkReceiver};
-use crate::record::{Body, Encoding, LineParts};
+use super::driver::{run_single, Driver};
+use super::queue::Bounds;
+use super::writer::SinkWriter;
+use super::{Encoded, Encoder, SinkError, SinkStats};
+use crate::config::OnSlow;
+use crate::hub::SinkReceiver;
+use crate::record::Encoding;
 
-/// Lines are gathered up to this size before a write.
-const WRITE_SIZE: usize = 64 * 1024;
 /// The size stdout is given when it is a pipe (Linux's default `pipe-max-size`).
 const PIPE_SIZE: usize = 1 << 20;
+/// What may wait for the thread: a hand-over, not a buffer (stdout always blocks its
+/// upstreams when it is behind, so holding more would only cost memory).
+const HAND_OVER: Bounds = Bounds {
+    records: 4096,
+    bytes: 1 << 20,
+};
+/// Chunks per `writev`, at most (Linux takes 1,024).
+const MAX_IOVECS: usize = 256;
+
 /// The process's standard output, as a file of its own (a duplicate of fd 1), so writes go
 /// straight to the kernel without std's line buffering or lock.
 ///
@@ -46,18 +58,10 @@ pub fn process_stdout() -> Result<File, SinkError> {
     Ok(File::from(fd))
 }
 
-/// Stop after this many data messages (`connect --max-messages`).
-struct Limit {
-    remaining: u64,
-    /// Cancelled when the limit is reached, to close the connection.
-    reached: CancellationToken,
-}
-
 /// Writes records to any blocking writer; the daemon and `connect` use [`process_stdout`].
 pub struct StdoutSink<W> {
     out: W,
-    encoding: Encoding,
-    limit: Option<Limit>,
+    encoder: Encoder,
 }
 
 impl<W: Write + Send + 'static> StdoutSink<W> {
@@ -65,17 +69,13 @@ impl<W: Write + Send + 'static> StdoutSink<W> {
     pub fn new(out: W, encoding: Encoding) -> Self {
         StdoutSink {
             out,
-            encoding,
-            limit: None,
+            encoder: Encoder::new(encoding),
         }
     }
 
     /// Writes at most `max` data messages, then cancels `reached` and writes no more data.
     pub fn with_limit(mut self, max: u64, reached: CancellationToken) -> Self {
-        self.limit = Some(Limit {
-            remaining: max,
-            reached,
-        });
+        self.encoder = self.encoder.with_limit(max, reached);
         self
     }
 
@@ -86,140 +86,102 @@ impl<W: Write + Send + 'static> StdoutSink<W> {
         shutdown: CancellationToken,
         stats: Arc<SinkStats>,
     ) -> Result<(), SinkError> {
+        let writer = ThreadWriter::spawn(self.out).map_err(SinkError::Stdout)?;
+        let driver = Driver::new(
+            "stdout".into(),
+            self.encoder,
+            OnSlow::Block,
+            HAND_OVER,
+            stats,
+        );
+        run_single(input, shutdown, driver, writer)
+            .await
+            .map_err(classify)
+    }
+}
+
+/// Hands rounds to the writing thread; waits (asynchronously) while it is behind.
+struct ThreadWriter {
+    rounds: Option<mpsc::Sender<Vec<Bytes>>>,
+    done: Option<oneshot::Receiver<io::Result<()>>>,
+}
+
+impl ThreadWriter {
+    fn spawn<W: Write + Send + 'static>(out: W) -> io::Result<ThreadWriter> {
+        // One round waits while the thread writes the previous one.
+        let (tx, rx) = mpsc::channel(1);
         let (done_tx, done) = oneshot::channel();
         std::thread::Builder::new()
             .name("wsbridge-stdout".into())
             .spawn(move || {
-                let _ = done_tx.send(self.write_all(input, &shutdown, &stats));
-            })
-            .map_err(SinkError::Stdout)?;
-        done.await.unwrap_or_else(|_| {
-            Err(SinkError::Stdout(io::Error::other(
-                "the stdout writer thread panicked (a bug: please report it with the log)",
-            )))
+                let _ = done_tx.send(write_rounds(out, rx));
+            })?;
+        Ok(ThreadWriter {
+            rounds: Some(tx),
+            done: Some(done),
         })
     }
 
-    /// The thread: encode and write every batch, in order.
-    fn write_all(
-        mut self,
-        mut input: SinkReceiver,
-        shutdown: &CancellationToken,
-        stats: &SinkStats,
-    ) -> Result<(), SinkError> {
-        // Waiting for the next batch or for removal on reload (while no upstream sends) is a
-        // select, so the thread waits in a small runtime of its own (no I/O, no timers).
-        let waiter = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .map_err(SinkError::Stdout)?;
-        let mut lines = Vec::with_capacity(WRITE_SIZE);
-        loop {
-            let delivery = match input.try_recv() {
-                Ok(delivery) => delivery,
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    // The input ran dry: write what we have before waiting.
-                    write_out(&mut self.out, &mut lines)?;
-                    match waiter.block_on(next_delivery(&mut input, shutdown)) {
-                        Some(delivery) => delivery,
-                        None => break,
-                    }
-                }
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-            };
-            let written = self.encode_batch(&delivery, &mut lines)?;
-            drop(delivery); // gives its bytes back to the sink input's budget
-            stats.records_written.fetch_add(written, Ordering::Relaxed);
-            if let Some(limit) = &self.limit {
-                if limit.remaining == 0 && !limit.reached.is_cancelled() {
-                    write_out(&mut self.out, &mut lines)?;
-                    limit.reached.cancel();
-                }
-            }
-        }
-        write_out(&mut self.out, &mut lines)
-    }
-
-    /// Appends the lines of one batch to `lines`, writing whenever it is full; a large payload
-    /// that is its own line is written from where it lies, not copied. Returns the count.
-    fn encode_batch(&mut self, delivery: &Delivery, lines: &mut Vec<u8>) -> Result<u64, SinkError> {
-        let batch = &delivery.batch;
-        let mut written = 0;
-        for event in &batch.events {
-            if event.is_data() {
-                if let Some(limit) = &mut self.limit {
-                    if limit.remaining == 0 {
-                        continue;
-                    }
-                    limit.remaining -= 1;
-                }
-            }
-            // A large payload is written from where it lies or encoded piece by piece: its
-            // line never sits whole in `lines` (a 1 MiB text would double it to 2 MiB).
-            let parts = (event.payload_len() >= WRITE_SIZE)
-                .then(|| self.encoding.parts(&batch.upstream, event))
-                .flatten();
-            match parts {
-                Some(parts) => {
-                    self.write_parts(parts, lines)?;
-                    written += 1;
-                }
-                None => {
-                    if self.encoding.encode(&batch.upstream, event, lines) {
-                        written += 1;
-                    }
-                }
-            }
-            if lines.len() >= WRITE_SIZE {
-                write_out(&mut self.out, lines)?;
-            }
-        }
-        Ok(written)
-    }
-
-    /// Appends `parts` to `lines`, writing `lines` out whenever it fills up.
-    fn write_parts(&mut self, parts: LineParts<'_>, lines: &mut Vec<u8>) -> Result<(), SinkError> {
-        lines.extend_from_slice(&parts.head);
-        match parts.body {
-            Body::Verbatim(payload) => {
-                write_out(&mut self.out, lines)?;
-                self.out.write_all(payload).map_err(classify)?;
-            }
-            body => {
-                let mut at = 0;
-                while at < body.len() {
-                    at = body.encode_piece(at, WRITE_SIZE.saturating_sub(lines.len()), lines);
-                    if lines.len() >= WRITE_SIZE {
-                        write_out(&mut self.out, lines)?;
-                    }
-                }
-            }
-        }
-        lines.extend_from_slice(parts.tail);
-        Ok(())
-    }
-}
-
-/// The next batch; once `shutdown` is cancelled (removed on reload), only what is already
-/// queued, then `None`.
-async fn next_delivery(input: &mut SinkReceiver, shutdown: &CancellationToken) -> Option<Delivery> {
-    tokio::select! {
-        biased;
-        delivery = input.recv() => delivery,
-        _ = shutdown.cancelled() => {
-            input.close();
-            input.recv().await
+    /// How the thread ended.
+    async fn result(&mut self) -> io::Result<()> {
+        self.rounds = None; // lets it finish
+        match self.done.take() {
+            Some(done) => done.await.unwrap_or_else(|_| {
+                Err(io::Error::other(
+                    "the stdout writer thread panicked (a bug: please report it with the log)",
+                ))
+            }),
+            None => Ok(()),
         }
     }
 }
 
-/// Writes the gathered lines and empties the buffer.
-fn write_out(out: &mut impl Write, lines: &mut Vec<u8>) -> Result<(), SinkError> {
-    if !lines.is_empty() {
-        out.write_all(lines).map_err(classify)?;
-        lines.clear();
-        // One huge record should not keep its buffer for good.
-        if lines.capacity() > 4 * WRITE_SIZE {
-            lines.shrink_to(WRITE_SIZE);
+impl SinkWriter for ThreadWriter {
+    async fn write(&mut self, round: &[Encoded]) -> io::Result<()> {
+        let chunks = round.iter().map(|run| run.bytes().clone()).collect();
+        let sent = match &self.rounds {
+            Some(rounds) => rounds.send(chunks).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            return Ok(());
+        }
+        // The thread stopped: its error says why.
+        self.result().await?;
+        Err(io::ErrorKind::BrokenPipe.into())
+    }
+
+    async fn close(&mut self) -> io::Result<()> {
+        self.result().await
+    }
+}
+
+/// The thread: takes rounds as they come and writes each with the ones already waiting.
+fn write_rounds<W: Write>(mut out: W, mut rounds: mpsc::Receiver<Vec<Bytes>>) -> io::Result<()> {
+    while let Some(mut chunks) = rounds.blocking_recv() {
+        while chunks.len() < MAX_IOVECS {
+            match rounds.try_recv() {
+                Ok(more) => chunks.extend(more),
+                Err(_) => break,
+            }
+        }
+        write_all(&mut out, &chunks)?;
+    }
+    out.flush()
+}
+
+/// Writes every chunk, as few `writev`s as the writer allows.
+fn write_all(out: &mut impl Write, chunks: &[Bytes]) -> io::Result<()> {
+    for group in chunks.chunks(MAX_IOVECS) {
+        let mut slices: Vec<IoSlice<'_>> = group.iter().map(|c| IoSlice::new(c)).collect();
+        let mut slices = &mut slices[..];
+        while !slices.is_empty() {
+            match out.write_vectored(slices) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => IoSlice::advance_slices(&mut slices, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
     }
     Ok(())
@@ -241,6 +203,9 @@ mod tests {
     use crate::config::Format;
     use crate::hub::{sink_input, Outlet};
     use crate::record::{Event, EventKind};
+
+    /// Larger than a round, so lines span several.
+    const WRITE_SIZE: usize = 64 * 1024;
 
     /// A writer the test can read back; writes in small pieces, as a pipe may.
     #[derive(Clone, Default)]
