@@ -73,7 +73,7 @@ pub enum SinkError {
 pub struct SinkStats {
     /// Connected clients.
     pub clients: AtomicU64,
-    /// Records handed to clients (or written to stdout).
+    /// Records queued for a destination (a client, stdout).
     pub records_written: AtomicU64,
     /// Records dropped for slow clients.
     pub records_dropped: AtomicU64,
