@@ -104,11 +104,6 @@ where
         writer = writer.with_limit(max, stop.clone());
     }
     let (stdout_tx, stdout_rx) = hub::sink_input(STDOUT_BATCHES, STDOUT_BYTES);
-    // The connection is this input's only sender, as [`crate::sink::stdout::Direct`] needs.
-    let stdout_tx = match writer.direct() {
-        Some(direct) => stdout_tx.taking_now(direct),
-        None => stdout_tx,
-    };
     let sinks = if options.send_only {
         Vec::new()
     } else {

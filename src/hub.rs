@@ -12,7 +12,6 @@
 //! feed of 1 MiB messages queues a few of them, not 32 MiB.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
@@ -29,9 +28,6 @@ pub struct Batch {
     pub upstream: Arc<str>,
     /// The events, in order.
     pub events: Vec<Event>,
-    /// The upstream handed this batch on because it was full, with frames still arriving:
-    /// the next batch is moments away (the stdout writer waits for it awake, not asleep).
-    pub streaming: bool,
 }
 
 /// A batch on its way to one sink. It holds its share of the sink's byte budget until the
@@ -40,31 +36,7 @@ pub struct Batch {
 pub struct Delivery {
     /// The batch, shared with the other sinks.
     pub batch: Arc<Batch>,
-    /// How many bytes of the batch's lines the sender already wrote ([`TakeNow`]): the sink
-    /// writes the rest. Almost always 0.
-    pub written: usize,
     _budget: OwnedSemaphorePermit,
-}
-
-/// A sink that can take a batch on the sender's own thread, when nothing the sender handed it
-/// before is still unwritten and the write needs no waiting: `connect`'s stdout
-/// ([`crate::sink::stdout::Direct`]). It assumes a single sender.
-pub trait TakeNow: Send + Sync + fmt::Debug {
-    /// Writes what it can of `batch` now, without waiting.
-    fn take_now(&self, batch: &Batch) -> Taken;
-    /// Called before each batch is queued for the sink the usual way.
-    fn queueing(&self);
-}
-
-/// What [`TakeNow::take_now`] did with a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Taken {
-    /// Nothing: queue the whole batch.
-    Nothing,
-    /// All of it.
-    All,
-    /// This many bytes of its lines: queue it, for the sink to write the rest.
-    Part(usize),
 }
 
 /// The receiving end of a sink's input.
@@ -76,7 +48,6 @@ pub struct SinkInput {
     batches: mpsc::Sender<Delivery>,
     budget: Arc<Semaphore>,
     budget_bytes: u32,
-    take_now: Option<Arc<dyn TakeNow>>,
 }
 
 /// A sink's input holding at most `batches` batches and about `bytes` bytes (a batch larger
@@ -88,30 +59,14 @@ pub fn sink_input(batches: usize, bytes: usize) -> (SinkInput, SinkReceiver) {
         batches: tx,
         budget: Arc::new(Semaphore::new(budget_bytes as usize)),
         budget_bytes,
-        take_now: None,
     };
     (input, rx)
 }
 
 impl SinkInput {
-    /// This input offers each batch to `sink` first (see [`TakeNow`]; one sender only).
-    pub fn taking_now(mut self, sink: Arc<dyn TakeNow>) -> SinkInput {
-        self.take_now = Some(sink);
-        self
-    }
-
     /// Waits for room (batches and bytes), then queues the batch; does nothing if the sink is
     /// gone.
     async fn send(&self, batch: &Arc<Batch>, cost: usize) {
-        let mut written = 0;
-        if let Some(sink) = &self.take_now {
-            match sink.take_now(batch) {
-                Taken::All => return,
-                Taken::Part(bytes) => written = bytes,
-                Taken::Nothing => {}
-            }
-            sink.queueing();
-        }
         let cost = u32::try_from(cost)
             .unwrap_or(u32::MAX)
             .min(self.budget_bytes);
@@ -129,7 +84,6 @@ impl SinkInput {
         };
         let delivery = Delivery {
             batch: batch.clone(),
-            written,
             _budget: budget,
         };
         // A sink that stopped (removed on reload) just no longer receives.
@@ -140,8 +94,18 @@ impl SinkInput {
 /// An upstream's bounded queue of messages to send.
 pub type SendQueue = mpsc::Sender<Message>;
 
-/// The send queues of every running upstream, by name.
-pub type Directory = HashMap<String, SendQueue>;
+/// Where a sink client's inbound message for one upstream goes.
+#[derive(Debug, Clone)]
+pub struct Inbox {
+    /// The upstream's send queue.
+    pub queue: SendQueue,
+    /// The largest message the upstream takes (its `max_message_size`): a larger one would
+    /// come back from an echoing server as a message too large, ending the connection.
+    pub max_message_size: usize,
+}
+
+/// The inboxes of every running upstream, by name.
+pub type Directory = HashMap<String, Inbox>;
 
 /// Delivers one upstream's events to the sinks routed to it.
 #[derive(Debug)]
@@ -170,7 +134,6 @@ impl Outlet {
         let batch = Batch {
             upstream: upstream.clone(),
             events: vec![event],
-            streaming: false,
         };
         self.deliver_batch(batch, cost).await;
     }
@@ -241,7 +204,7 @@ impl Hub {
         }
     }
 
-    /// Replaces the directory of upstream send queues; forgets outlets of removed upstreams.
+    /// Replaces the directory of upstream inboxes; forgets outlets of removed upstreams.
     pub fn set_upstreams(&mut self, queues: Directory) {
         self.outlets.retain(|name, _| queues.contains_key(name));
         self.directory.send_replace(Arc::new(queues));

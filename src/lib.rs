@@ -16,9 +16,9 @@
 //!   (autoping, stale-feed detection) and reconnects with backoff.
 //! - [`hub`] routes each upstream's events to its sinks through channels bounded by batches
 //!   and by bytes.
-//! - [`sink`] writes [`record`]s to stdout (from a thread of its own; in `connect`, large raw
-//!   batches from the connection's thread when that needs no waiting) or to every client of a
-//!   unix/tcp listener, applying the `on_slow` policy per client.
+//! - [`sink`] encodes [`record`]s once per sink and writes them to stdout (from a thread of
+//!   its own) or to every client of a unix/tcp listener, each through a queue bounded in
+//!   records and bytes, applying the `on_slow` policy per client.
 //! - [`connect`] is the websocat-style pipe, built on the same upstream task.
 //! - [`demo`] is the embedded demo server.
 

@@ -440,7 +440,13 @@ impl Supervisor {
         let queues = self
             .upstreams
             .iter()
-            .map(|(name, u)| (name.clone(), u.queue.clone()))
+            .map(|(name, u)| {
+                let inbox = hub::Inbox {
+                    queue: u.queue.clone(),
+                    max_message_size: u.config.max_message_size,
+                };
+                (name.clone(), inbox)
+            })
             .collect();
         self.hub.set_upstreams(queues);
     }

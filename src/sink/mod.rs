@@ -2,13 +2,26 @@
 //! `tcp` listen and write every record to each connected client.
 //!
 //! A sink is bound synchronously by [`bind`] (so a port in use stops the daemon before it
-//! reports ready) and then run as one task that receives events from its bounded input,
-//! encodes each one once, and hands the same bytes to every client.
+//! reports ready) and then run as one task. What every sink shares:
+//! - [`driver`]: takes the batches the hub routes to the sink, encodes each once
+//!   ([`encoded`]) and hands the same bytes to every destination's queue under `on_slow`;
+//! - [`queue`]: a destination's queue, bounded in records and bytes;
+//! - [`writer`]: the [`SinkWriter`] trait a sink implements (how to write), and the task that
+//!   feeds it from its queue. A new sink is a writer and a few lines in [`BoundSink::run`].
+//!
+//! Each sink: [`stdout`] (a writer thread), [`listener`] with [`client`] and [`inbound`]
+//! (unix and tcp clients and the lines they send), [`unix`] and [`tcp`] (binding).
 
-mod clients;
+mod client;
+pub mod driver;
+pub mod encoded;
+mod inbound;
+mod listener;
+pub mod queue;
 mod stdout;
 mod tcp;
 mod unix;
+pub mod writer;
 
 use std::io;
 use std::path::PathBuf;
@@ -22,7 +35,11 @@ use crate::config::{SinkConfig, SinkKind};
 use crate::hub::{Directory, SinkReceiver};
 use crate::record::Encoding;
 
+pub use driver::Driver;
+pub use encoded::{Encoded, Encoder, Record};
+pub use queue::QueueReader;
 pub use stdout::{process_stdout, StdoutSink};
+pub use writer::SinkWriter;
 
 /// Why a sink could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +73,7 @@ pub enum SinkError {
 pub struct SinkStats {
     /// Connected clients.
     pub clients: AtomicU64,
-    /// Records handed to clients (or written to stdout).
+    /// Records queued for a destination (a client, stdout).
     pub records_written: AtomicU64,
     /// Records dropped for slow clients.
     pub records_dropped: AtomicU64,
@@ -76,7 +93,8 @@ pub struct SinkContext {
     pub shutdown: CancellationToken,
     /// Counters.
     pub stats: Arc<SinkStats>,
-    /// Longest inbound line accepted from a client, in bytes.
+    /// Longest inbound line framed from a client, in bytes (each message is then held to its
+    /// upstream's `max_message_size`).
     pub max_line: usize,
 }
 
@@ -113,6 +131,10 @@ pub fn bind(config: &SinkConfig) -> Result<BoundSink, SinkError> {
 impl BoundSink {
     /// Runs the sink until its input closes or it is cancelled.
     pub async fn run(self, ctx: SinkContext) -> Result<(), SinkError> {
+        let max_clients = match &ctx.config.kind {
+            SinkKind::Unix { max_clients, .. } | SinkKind::Tcp { max_clients, .. } => *max_clients,
+            SinkKind::Stdout => 0,
+        };
         match self {
             BoundSink::Stdout => {
                 let encoding = ctx.encoding();
@@ -121,16 +143,13 @@ impl BoundSink {
                     .await
             }
             BoundSink::Unix(binding) => {
-                let result = clients::run(clients::Listener::Unix(&binding.listener), ctx).await;
+                let listener = listener::Listener::Unix(&binding.listener);
+                let result = listener::run(listener, max_clients, ctx).await;
                 drop(binding); // removes the socket file
                 result
             }
-            BoundSink::Tcp(listener) => {
-                let max = match &ctx.config.kind {
-                    SinkKind::Tcp { max_clients, .. } => *max_clients,
-                    _ => usize::MAX,
-                };
-                clients::run(clients::Listener::Tcp(&listener, max), ctx).await
+            BoundSink::Tcp(tcp) => {
+                listener::run(listener::Listener::Tcp(&tcp), max_clients, ctx).await
             }
         }
     }

@@ -478,7 +478,6 @@ impl Upstream {
         if frames.batch.is_empty() {
             return;
         }
-        let streaming = frames.batch_full();
         // The next batch is likely the size of this one: one allocation, not one per doubling.
         let next = Vec::with_capacity(frames.batch.len());
         let events = std::mem::replace(&mut frames.batch, next);
@@ -496,7 +495,6 @@ impl Upstream {
         let batch = Batch {
             upstream: name.clone(),
             events,
-            streaming,
         };
         self.outlet.deliver_batch(batch, cost).await;
     }

@@ -1,8 +1,9 @@
 //! Faults on the sink side (issue #7, "Slow and dead readers" and "Bad input"), on real
 //! sockets against the real binary: a tcp client that stops reading under a 1 GiB feed with
 //! each `on_slow` policy (memory stays bounded, the other client misses nothing), bad input
-//! from the upstream and from sink clients, client churn, and sinks that cannot bind.
-//! Figures measured here are collected in `tests/faults_sinks.md`.
+//! from the upstream and from sink clients, client churn, sinks that cannot bind, and the
+//! bounds on a client's queue, a sink's clients and an inbound message.
+//! Tests print what they measured on lines starting with `FIGURES` (see `--nocapture`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,31 +28,20 @@ const GIB_OF_MESSAGES: u64 = (1 << 30) / MESSAGE as u64; // 16 384
 /// One such message as an NDJSON record: 87 384 bytes of base64 plus a ~77-byte envelope.
 const RECORD: u64 = 87_461;
 
-/// `block` sends 512 MiB. Its server stalls after ~80 MiB (what the chain holds, see
-/// `RSS_BOUND`), which is all the memory check needs; after the stall both clients read at
-/// the debug build's ~60 MiB/s, so 1 GiB would cost ~8 s more for nothing new.
+/// `block` sends half as much: once its server has stalled (which is all the memory check
+/// needs), more data only costs time.
 const BLOCK_TOTAL: u64 = GIB_OF_MESSAGES / 2;
 
 /// Per-client queue of the slow-reader tests (`buffer`), kept small on purpose.
 const BUFFER: usize = 64;
 
 /// The daemon's peak RSS must stay under this while a client is stalled under the feed.
-/// What the design lets it hold, at most:
-/// - the sink's input channel: 1024 events of 64 KiB. It fills only while the sink task
-///   waits on a client, i.e. with `block` (`disconnect` and `drop` never wait). Each payload
-///   is a slice of tungstenite's 128 KiB read buffer, which is freed only when every slice
-///   of it is, so 1024 events pin between 64 and 128 MiB;
-/// - each client's queue: `BUFFER` × `RECORD` = 5.3 MiB, × 2 clients = 10.7 MiB (the
-///   clients share one encoded copy of each record, so this overcounts);
-/// - per client a 64 KiB write buffer; the sink's 85 KiB encode buffer; tungstenite's read
-///   buffer (128 KiB);
-/// - the process baseline: ~16 MiB for the debug binary with its runtime (measured at
-///   start, printed as "idle daemon").
-///
-/// That is 90–155 MiB live; socket buffers are the kernel's, not the process's. Measured
-/// peaks (VmHWM, `tests/faults_sinks.md`): `block` 94–172 MiB (the allocator's share on top
-/// of the live set varies from run to run), `disconnect` and `drop` 28–35 MiB. An unbounded
-/// queue would show as ~1 GiB.
+/// What the design lets it hold: the sink's input (`SINK_INPUT_BYTES` of payloads, which
+/// pin tungstenite's read buffers they are sliced from, up to twice that), each client's
+/// queue (`BUFFER` records, well under `buffer_bytes`), a round being written per client,
+/// and the debug binary's baseline (printed as "idle daemon"). An unbounded queue would
+/// show as about 1 GiB; the bound leaves room for the allocator's share on top of the live
+/// set, which varies from run to run.
 const RSS_BOUND: u64 = 256 * MIB;
 
 /// The heavy tests share 2 cores badly: run them one at a time.
@@ -67,20 +57,20 @@ fn fds_of(pid: u32) -> usize {
     open_fds(pid).unwrap_or(0)
 }
 
-/// Samples the daemon's RSS every 20 ms; the highest seen (VmHWM is the kernel's own peak).
+/// Samples a `/proc/<pid>/status` value every 20 ms; the highest seen.
 struct RssSampler {
     peak: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 }
 
 impl RssSampler {
-    fn start(pid: u32) -> RssSampler {
+    fn start(pid: u32, key: &'static str) -> RssSampler {
         let peak = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (p, s) = (peak.clone(), stop.clone());
         tokio::spawn(async move {
             while !s.load(Ordering::Relaxed) {
-                p.fetch_max(proc_status(pid, "VmRSS"), Ordering::Relaxed);
+                p.fetch_max(proc_status(pid, key), Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         });
@@ -362,7 +352,7 @@ async fn slow_reader_disconnect_bounded_memory_and_the_other_client_misses_nothi
     let (rig, conn) = Rig::start(&format!("buffer = {BUFFER}\non_slow = \"disconnect\"")).await;
     let stalled = rig.client(1).await;
     let mut reader = FastLines::new(rig.client(2).await);
-    let rss = RssSampler::start(rig.pid);
+    let rss = RssSampler::start(rig.pid, "VmRSS");
 
     let total = GIB_OF_MESSAGES;
     let window = Arc::new(Semaphore::new(WINDOW));
@@ -416,7 +406,7 @@ async fn slow_reader_drop_counts_and_reports_the_gap_exactly() {
     let (rig, conn) = Rig::start(&format!("buffer = {BUFFER}\non_slow = \"drop\"")).await;
     let stalled = rig.client(1).await;
     let mut reader = FastLines::new(rig.client(2).await);
-    let rss = RssSampler::start(rig.pid);
+    let rss = RssSampler::start(rig.pid, "VmRSS");
 
     let total = GIB_OF_MESSAGES;
     let window = Arc::new(Semaphore::new(WINDOW));
@@ -556,7 +546,7 @@ async fn slow_reader_block_stalls_the_upstream_and_loses_nothing() {
     let (rig, conn) = Rig::start(&format!("buffer = {BUFFER}\non_slow = \"block\"")).await;
     let stalled = rig.client(1).await;
     let reader = FastLines::new(rig.client(2).await);
-    let rss = RssSampler::start(rig.pid);
+    let rss = RssSampler::start(rig.pid, "VmRSS");
 
     let total = BLOCK_TOTAL;
     let sent = Arc::new(AtomicU64::new(0));
@@ -1131,4 +1121,199 @@ async fn a_new_sink_that_cannot_bind_on_reload_is_logged_and_the_running_ones_st
     assert_eq!(added.record_where(is_data).await["data"], "both");
     daemon.signal(15);
     assert!(daemon.wait().await.success());
+}
+
+// ---------------------------------------------------------------------------------------
+// Bounds: bytes per client, clients per sink, inbound message size
+// ---------------------------------------------------------------------------------------
+
+/// Regression: client queues were bounded by records only (4096), so one stalled client of a
+/// feed of 2 MB messages held gigabytes. With `buffer_bytes` (default 16 MiB) it is cut off
+/// after a few records, and the daemon's anonymous memory stays at tens of megabytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_client_of_2_mb_messages_costs_megabytes_and_the_other_gets_every_record() {
+    const MESSAGES: u64 = 100;
+    let _heavy = HEAVY.lock().await;
+    let mut server = TestServer::start(ServerOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("feed.sock");
+    let config = format!(
+        "[[upstream]]\nname = \"feed\"\nurl = \"{}\"\n[[sink]]\ntype = \"unix\"\npath = \"{}\"\n",
+        server.url("/"),
+        sock.display()
+    );
+    let daemon = Daemon::start_in(dir, &config).await;
+    let pid = daemon.child.id().unwrap();
+    let conn = server.accept().await;
+    let stalled = connect_unix(&sock).await;
+    wait_for_client(&daemon, 1).await;
+    let mut reader = FastLines::new(connect_unix(&sock).await);
+    wait_for_client(&daemon, 2).await;
+    let rss = RssSampler::start(pid, "RssAnon");
+
+    // A few messages ahead of the reading client at most: it must not be the slow one.
+    let window = Arc::new(Semaphore::new(3));
+    let message = Message::Binary(bytes::Bytes::from(vec![0x5Au8; 2_000_000]));
+    let sent = Arc::new(AtomicU64::new(0));
+    let sender = spawn_sender(conn, message, MESSAGES, Some(window.clone()), sent);
+    read_all_in_order(&mut reader, 1, MESSAGES, Some(&window), None).await;
+    let _conn = sender.await.unwrap();
+    daemon
+        .wait_for_log("disconnecting a client that is too slow")
+        .await;
+    drop(stalled);
+    let peak = rss.peak();
+    eprintln!(
+        "FIGURES 2 MB messages, one stalled client: RssAnon peak {:.1} MiB",
+        mib(peak)
+    );
+    assert!(peak > 0, "RssAnon was never read");
+    assert!(
+        peak < 64 * MIB,
+        "the daemon's RssAnon reached {:.1} MiB",
+        mib(peak)
+    );
+}
+
+/// GET `path` from the metrics listener on `port`: the status code, or why there is none.
+async fn http_status(port: u16, path: &str) -> Result<u16, String> {
+    let request = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|e| e.to_string())?;
+        stream
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut answer = String::new();
+        stream
+            .read_to_string(&mut answer)
+            .await
+            .map_err(|e| e.to_string())?;
+        answer
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .ok_or_else(|| format!("not HTTP: {answer:?}"))
+    };
+    timeout(Duration::from_secs(5), request)
+        .await
+        .unwrap_or_else(|_| Err("no answer within 5 s".into()))
+}
+
+/// Regression: unix sinks had no `max_clients`: every local connection was kept, until the
+/// daemon ran out of descriptors and stopped answering even `/healthz`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_unix_clients_against_max_clients_64_and_healthz_answers_throughout() {
+    let mut server = TestServer::start(ServerOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("many.sock");
+    let metrics = free_port();
+    let config = format!(
+        "[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n[[upstream]]\nname = \"feed\"\nurl = \"{}\"\n[[sink]]\ntype = \"unix\"\npath = \"{}\"\nmax_clients = 64\n",
+        server.url("/"),
+        sock.display()
+    );
+    let daemon = Daemon::start_in(dir, &config).await;
+    let _conn = server.accept().await;
+    let mut kept = Vec::new();
+    for id in 1..=64 {
+        kept.push(connect_unix(&sock).await);
+        wait_for_client(&daemon, id).await;
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let health = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut answers = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                match http_status(metrics, "/healthz").await {
+                    Ok(200) => answers += 1,
+                    other => panic!("/healthz answered {other:?}"),
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            answers
+        }
+    });
+
+    // The other 936, fifty at a time: each gets the error record, then EOF.
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 64..1000 {
+        if set.len() >= 50 {
+            set.join_next().await.unwrap().unwrap();
+        }
+        let sock = sock.clone();
+        set.spawn(async move {
+            let mut reader = RecordReader::new(connect_unix(&sock).await);
+            let refusal = reader.next().await;
+            assert_eq!(refusal["type"], "error", "{refusal}");
+            let reason = refusal["error"].as_str().unwrap();
+            assert!(reason.contains("max_clients = 64"), "{reason}");
+            assert_eq!(
+                timeout(SOON, reader.next_line_or_end()).await.unwrap(),
+                None,
+                "a refused client was kept open"
+            );
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let answers = health.await.unwrap();
+    assert!(answers > 0, "/healthz was never asked");
+    let status = status_at(metrics).await;
+    assert_eq!(status.sinks[0].clients, 64, "{status:?}");
+    let refusals = daemon.stderr().matches("refusing clients").count();
+    assert!(
+        (1..100).contains(&refusals),
+        "the refusal warning is not rate-limited: {refusals} lines"
+    );
+    drop(kept);
+}
+
+/// Regression: a line from a sink client was held only to the longest line any upstream
+/// takes, so a 20 MiB message went to an upstream whose `max_message_size` is 1 MiB (and an
+/// echoing server's reply then broke the connection for every client).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbound_message_over_its_upstreams_max_message_size_is_refused_to_that_client() {
+    let mut big = TestServer::start(ServerOptions::default()).await;
+    let mut small = TestServer::start(ServerOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("in.sock");
+    let config = format!(
+        "[[upstream]]\nname = \"big\"\nurl = \"{}\"\nmax_message_size = \"64MiB\"\n[[upstream]]\nname = \"small\"\nurl = \"{}\"\nmax_message_size = \"1MiB\"\n[[sink]]\ntype = \"unix\"\npath = \"{}\"\n",
+        big.url("/"),
+        small.url("/"),
+        sock.display()
+    );
+    let daemon = Daemon::start_in(dir, &config).await;
+    let _big = big.accept().await;
+    let mut small = small.accept().await;
+    let (read_half, mut writer) = connect_unix(&sock).await.into_split();
+    wait_for_client(&daemon, 1).await;
+    let mut reader = RecordReader::new(read_half);
+
+    let mut line = b"{\"upstream\":\"small\",\"type\":\"text\",\"data\":\"".to_vec();
+    line.resize(line.len() + (20 << 20), b'x');
+    line.extend_from_slice(b"\"}\n");
+    writer.write_all(&line).await.unwrap();
+    let error = reader.record_where(|r| r["type"] == "error").await;
+    let reason = error["error"].as_str().unwrap();
+    assert!(
+        reason.contains("max_message_size of 1048576 bytes"),
+        "{error}"
+    );
+    assert_eq!(error["upstream"], "small", "{error}");
+
+    // The client is still served, and the next message the upstream gets is the next line.
+    writer
+        .write_all(b"{\"upstream\":\"small\",\"type\":\"text\",\"data\":\"after\"}\n")
+        .await
+        .unwrap();
+    assert_eq!(small.recv_text().await, "after");
+    small.send_text("still here").await;
+    assert_eq!(reader.record_where(is_data).await["data"], "still here");
 }

@@ -1,0 +1,233 @@
+//! The shared half of every sink: takes the batches the hub routes to it, encodes each once,
+//! and hands the same bytes to every destination's bounded queue under the sink's `on_slow`
+//! policy, counting what is queued and dropped. [`run_single`] runs a sink with one
+//! destination; the listener sinks drive one destination per client.
+
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::task::AbortHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::queue::{queue, Bounds, Offer, QueueReader, QueueSender};
+use super::writer::{pump, SinkWriter};
+use super::{Encoded, Encoder, SinkStats};
+use crate::config::OnSlow;
+use crate::hub::{Delivery, SinkReceiver};
+use crate::record::client_error_line;
+
+/// A destination the driver feeds.
+struct Destination {
+    id: u64,
+    queue: QueueSender,
+    /// The task writing to it, aborted when `on_slow = "disconnect"` gives up on it.
+    task: AbortHandle,
+    /// Records dropped since it last had room (`on_slow = "drop"`).
+    dropped: u64,
+}
+
+/// A destination whose queue exists and whose writer task is about to start.
+pub struct Pending {
+    /// Its id, for logs (1, 2, … per sink).
+    pub id: u64,
+    queue: QueueSender,
+}
+
+/// Encodes and fans out one sink's records.
+pub struct Driver {
+    sink: String,
+    encoder: Encoder,
+    on_slow: OnSlow,
+    bounds: Bounds,
+    stats: Arc<SinkStats>,
+    destinations: Vec<Destination>,
+    next_id: u64,
+}
+
+/// The destination is gone (closed, or disconnected for being slow).
+struct Gone;
+
+impl Driver {
+    /// A driver for the sink named `sink`, with no destinations yet.
+    pub fn new(
+        sink: String,
+        encoder: Encoder,
+        on_slow: OnSlow,
+        bounds: Bounds,
+        stats: Arc<SinkStats>,
+    ) -> Driver {
+        Driver {
+            sink,
+            encoder,
+            on_slow,
+            bounds,
+            stats,
+            destinations: Vec::new(),
+            next_id: 0,
+        }
+    }
+
+    /// A new destination's queue: spawn the task that feeds its writer from the reader (with
+    /// [`pump`]), then [`Driver::add`] it.
+    pub fn open(&mut self) -> (Pending, QueueReader) {
+        self.next_id += 1;
+        let (queue, reader) = queue(self.bounds, self.stats.clone());
+        let pending = Pending {
+            id: self.next_id,
+            queue,
+        };
+        (pending, reader)
+    }
+
+    /// Starts feeding a destination whose writer runs as `task`.
+    pub fn add(&mut self, pending: Pending, task: AbortHandle) {
+        self.destinations.push(Destination {
+            id: pending.id,
+            queue: pending.queue,
+            task,
+            dropped: 0,
+        });
+    }
+
+    /// Forgets destinations whose writer has ended; returns how many are left.
+    pub fn prune(&mut self) -> usize {
+        self.destinations.retain(|d| !d.queue.is_closed());
+        self.destinations.len()
+    }
+
+    /// Encodes `delivery` and hands it to every destination; waits only with `block`.
+    pub async fn deliver(&mut self, delivery: Delivery) {
+        let encoded = self.encoder.encode(&delivery.batch);
+        // The encoded lines take over from the batch (counted in the destinations' queues).
+        drop(delivery);
+        let Some(encoded) = encoded else { return };
+        let mut i = 0;
+        while i < self.destinations.len() {
+            let destination = &mut self.destinations[i];
+            let kept = match self.on_slow {
+                OnSlow::Block => match destination.queue.offer_waiting(&encoded).await {
+                    Offer::Queued => Ok(()),
+                    _ => Err(Gone),
+                },
+                OnSlow::Disconnect => match destination.queue.offer(&encoded) {
+                    Offer::Queued => Ok(()),
+                    Offer::Full => {
+                        warn!(sink = %self.sink, id = destination.id, buffer = self.bounds.records, buffer_bytes = self.bounds.bytes, "disconnecting a client that is too slow: its buffer is full");
+                        destination.task.abort();
+                        Err(Gone)
+                    }
+                    Offer::Gone => Err(Gone),
+                },
+                OnSlow::Drop => offer_or_drop(destination, &encoded, &self.sink, &self.stats),
+            };
+            match kept {
+                Ok(()) => i += 1,
+                Err(Gone) => {
+                    // Its queue goes with it: what it held is freed now.
+                    self.destinations.swap_remove(i);
+                }
+            }
+        }
+    }
+}
+
+/// `on_slow = "drop"`: a full queue drops the run and counts its records; once the
+/// destination has room again it first gets an error record saying how many it missed.
+fn offer_or_drop(
+    destination: &mut Destination,
+    run: &Encoded,
+    sink: &str,
+    stats: &SinkStats,
+) -> Result<(), Gone> {
+    let records = run.record_count() as u64;
+    let drop_run = |destination: &mut Destination| {
+        destination.dropped += records;
+        stats.records_dropped.fetch_add(records, Ordering::Relaxed);
+        Ok(())
+    };
+    if destination.dropped > 0 {
+        if destination.queue.is_closed() {
+            return Err(Gone);
+        }
+        if !destination.queue.has_room_to_resume(run) {
+            return drop_run(destination);
+        }
+        let notice = Encoded::notice(client_error_line(
+            None,
+            &format!(
+                "{} records were dropped because this client read too slowly (on_slow = \"drop\")",
+                destination.dropped
+            ),
+        ));
+        match destination.queue.offer(&notice) {
+            Offer::Queued => {
+                info!(
+                    sink,
+                    id = destination.id,
+                    dropped = destination.dropped,
+                    "slow client caught up"
+                );
+                destination.dropped = 0;
+            }
+            Offer::Full => return drop_run(destination),
+            Offer::Gone => return Err(Gone),
+        }
+    }
+    match destination.queue.offer(run) {
+        Offer::Queued => Ok(()),
+        Offer::Full => {
+            warn!(
+                sink,
+                id = destination.id,
+                "client too slow: dropping records for it (on_slow = \"drop\")"
+            );
+            drop_run(destination)
+        }
+        Offer::Gone => Err(Gone),
+    }
+}
+
+/// Runs a sink with one destination, written by `writer`, until its input closes or
+/// `shutdown` is cancelled (then what is already queued is still written). A write error
+/// ends the sink and is returned.
+pub async fn run_single<W: SinkWriter>(
+    mut input: SinkReceiver,
+    shutdown: CancellationToken,
+    mut driver: Driver,
+    writer: W,
+) -> io::Result<()> {
+    let (pending, reader) = driver.open();
+    let mut task = tokio::spawn(pump(reader, writer, None));
+    driver.add(pending, task.abort_handle());
+    loop {
+        tokio::select! {
+            biased;
+            // The writer failed: stop at once (the queue is gone, so nothing waits on it).
+            done = &mut task => return joined(done),
+            _ = shutdown.cancelled() => {
+                input.close();
+                while let Some(delivery) = input.recv().await {
+                    driver.deliver(delivery).await;
+                }
+                break;
+            }
+            delivery = input.recv() => match delivery {
+                Some(delivery) => driver.deliver(delivery).await,
+                None => break,
+            },
+        }
+    }
+    // Closing the queue lets the writer write what it holds, then close.
+    drop(driver);
+    joined(task.await)
+}
+
+fn joined(done: Result<io::Result<()>, tokio::task::JoinError>) -> io::Result<()> {
+    done.unwrap_or_else(|e| {
+        Err(io::Error::other(format!(
+            "the sink's writer task failed (a bug: please report it with the log): {e}"
+        )))
+    })
+}

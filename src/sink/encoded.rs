@@ -1,0 +1,231 @@
+//! Records encoded once per sink: the lines of one batch in one buffer, shared by every
+//! destination of the sink, with each record's boundary and identity (upstream, seq, ts)
+//! kept beside them. A sink that writes bytes (stdout, sockets, a file, a program's stdin)
+//! writes the buffer as it is; one that publishes per record (NATS, Redis) walks
+//! [`Encoded::records`].
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Format;
+use crate::hub::Batch;
+use crate::record::{Encoding, Event, EventKind};
+
+/// Where one record's line ends in the buffer, and which record it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Mark {
+    end: usize,
+    seq: Option<u64>,
+    ts: u64,
+}
+
+/// The lines of records encoded together: one batch of an upstream, or one notice for a
+/// single destination. Cloning it is a few reference counts, never a copy of the bytes.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    upstream: Option<Arc<str>>,
+    bytes: Bytes,
+    marks: Arc<[Mark]>,
+}
+
+/// One record of an [`Encoded`]: its line (ending in `\n`, except `connect --binary`'s raw
+/// bytes) and what a per-record publisher puts in headers or fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record<'a> {
+    /// The upstream it came from; `None` for a notice such as a drop report.
+    pub upstream: Option<&'a str>,
+    /// The data message's `seq`; `None` for open/close/error and notices.
+    pub seq: Option<u64>,
+    /// Receive time, Unix milliseconds.
+    pub ts: u64,
+    /// The encoded line.
+    pub line: &'a [u8],
+}
+
+impl Encoded {
+    /// A single line of our own for one destination (an error record to a client).
+    pub fn notice(line: Vec<u8>) -> Encoded {
+        let end = line.len();
+        Encoded {
+            upstream: None,
+            bytes: Bytes::from(line),
+            marks: Arc::from([Mark {
+                end,
+                seq: None,
+                ts: crate::record::unix_millis(),
+            }]),
+        }
+    }
+
+    /// Every line, back to back.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The size of [`Encoded::bytes`].
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether there are no bytes (never, for what a queue holds).
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// How many records the bytes hold.
+    pub fn record_count(&self) -> usize {
+        self.marks.len()
+    }
+
+    /// The records one by one.
+    pub fn records(&self) -> impl Iterator<Item = Record<'_>> {
+        let mut start = 0;
+        self.marks.iter().map(move |mark| {
+            let line = &self.bytes[start..mark.end];
+            start = mark.end;
+            Record {
+                upstream: self.upstream.as_deref(),
+                seq: mark.seq,
+                ts: mark.ts,
+                line,
+            }
+        })
+    }
+}
+
+/// Stop after this many data messages (`connect --max-messages`).
+#[derive(Debug)]
+struct Limit {
+    remaining: u64,
+    /// Cancelled when the limit is reached, to close the connection.
+    reached: CancellationToken,
+}
+
+/// Encodes batches with a sink's [`Encoding`]: the one place a sink's lines are made.
+#[derive(Debug)]
+pub struct Encoder {
+    encoding: Encoding,
+    limit: Option<Limit>,
+}
+
+impl Encoder {
+    /// An encoder writing `encoding`.
+    pub fn new(encoding: Encoding) -> Encoder {
+        Encoder {
+            encoding,
+            limit: None,
+        }
+    }
+
+    /// Encodes at most `max` data messages, then cancels `reached` and encodes no more data.
+    pub fn with_limit(mut self, max: u64, reached: CancellationToken) -> Encoder {
+        self.limit = Some(Limit {
+            remaining: max,
+            reached,
+        });
+        self
+    }
+
+    /// The lines of `batch`, or `None` if this encoding writes none of its events.
+    pub fn encode(&mut self, batch: &Batch) -> Option<Encoded> {
+        let estimate: usize = batch.events.iter().map(|e| self.estimate(e)).sum();
+        let mut bytes = Vec::with_capacity(estimate);
+        let mut marks = Vec::with_capacity(batch.events.len());
+        for event in &batch.events {
+            if event.is_data() {
+                if let Some(limit) = &mut self.limit {
+                    if limit.remaining == 0 {
+                        continue;
+                    }
+                    limit.remaining -= 1;
+                }
+            }
+            if self.encoding.encode(&batch.upstream, event, &mut bytes) {
+                marks.push(Mark {
+                    end: bytes.len(),
+                    seq: seq(event),
+                    ts: event.ts,
+                });
+            }
+        }
+        if let Some(limit) = &self.limit {
+            if limit.remaining == 0 {
+                limit.reached.cancel();
+            }
+        }
+        if marks.is_empty() {
+            return None;
+        }
+        Some(Encoded {
+            upstream: Some(batch.upstream.clone()),
+            bytes: Bytes::from(bytes),
+            marks: marks.into(),
+        })
+    }
+
+    /// About how long an event's line is, so a batch's buffer is allocated once.
+    fn estimate(&self, event: &Event) -> usize {
+        let envelope = match self.encoding.format {
+            Format::Ndjson => 96,
+            Format::Raw => 1,
+        };
+        let payload = match &event.kind {
+            EventKind::Binary { data, .. } if !self.encoding.binary_bytes => data.len() / 3 * 4 + 4,
+            _ => event.payload_len(),
+        };
+        envelope + payload
+    }
+}
+
+fn seq(event: &Event) -> Option<u64> {
+    match &event.kind {
+        EventKind::Text { seq, .. } | EventKind::Binary { seq, .. } => Some(*seq),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_keep_their_boundaries_and_identity() {
+        let encoding = Encoding {
+            format: Format::Ndjson,
+            events: false,
+            parse_json: false,
+            binary_bytes: false,
+        };
+        let batch = Batch {
+            upstream: Arc::from("feed"),
+            events: vec![
+                Event::now(EventKind::Text {
+                    seq: 7,
+                    data: "a".into(),
+                }),
+                Event::now(EventKind::Close {
+                    code: 1000,
+                    reason: String::new(),
+                    retry_in_ms: None,
+                }),
+                Event::now(EventKind::Binary {
+                    seq: 8,
+                    data: vec![1u8, 2, 3].into(),
+                }),
+            ],
+        };
+        let encoded = Encoder::new(encoding).encode(&batch).expect("two records");
+        let records: Vec<_> = encoded.records().collect();
+        assert_eq!(records.len(), 2);
+        assert_eq!(
+            (records[0].upstream, records[0].seq, records[1].seq),
+            (Some("feed"), Some(7), Some(8))
+        );
+        let mut expected = Vec::new();
+        encoding.encode("feed", &batch.events[0], &mut expected);
+        assert_eq!(records[0].line, &expected[..]);
+        assert_eq!(records[0].line.len() + records[1].line.len(), encoded.len());
+    }
+}

@@ -1,0 +1,173 @@
+//! The listener sinks (unix and tcp): one accept loop beside the sink's [`Driver`], one
+//! [`Client`] task per connection, `max_clients` enforced with an error record, and
+//! `accept` failures (out of file descriptors) backed off and reported at a bounded rate.
+
+use std::io;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use super::client::{Client, Stream};
+use super::inbound::Router;
+use super::queue::Bounds;
+use super::{Driver, Encoder, SinkContext, SinkError};
+use crate::record::client_error_line;
+
+/// How long accepting pauses after it failed: with no descriptor left, retrying at once
+/// would spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// At most one warning of a kind per this long; the others are counted into the next.
+const WARN_EVERY: Duration = Duration::from_secs(5);
+
+/// The listener of a sink.
+pub enum Listener<'a> {
+    /// A unix socket.
+    Unix(&'a tokio::net::UnixListener),
+    /// A TCP socket.
+    Tcp(&'a tokio::net::TcpListener),
+}
+
+impl Listener<'_> {
+    async fn accept(&self) -> io::Result<(Stream, String)> {
+        match self {
+            Listener::Unix(l) => {
+                let (s, _) = l.accept().await?;
+                Ok((Stream::Unix(s), "unix client".to_string()))
+            }
+            Listener::Tcp(l) => {
+                let (s, addr) = l.accept().await?;
+                let _ = s.set_nodelay(true);
+                Ok((Stream::Tcp(s), addr.to_string()))
+            }
+        }
+    }
+}
+
+/// A warning that may repeat many times a second: logged at most once per
+/// [`WARN_EVERY`], with how many times it happened since.
+#[derive(Default)]
+struct Throttled {
+    last_warning: Option<Instant>,
+    unreported: u64,
+}
+
+impl Throttled {
+    /// Counts one occurrence; returns the count to log when a warning is due.
+    fn due(&mut self) -> Option<u64> {
+        self.unreported += 1;
+        if self
+            .last_warning
+            .is_some_and(|at| at.elapsed() < WARN_EVERY)
+        {
+            return None;
+        }
+        self.last_warning = Some(Instant::now());
+        Some(std::mem::take(&mut self.unreported))
+    }
+}
+
+/// Runs a listener sink until its input closes or it is cancelled.
+pub async fn run(
+    listener: Listener<'_>,
+    max_clients: usize,
+    mut ctx: SinkContext,
+) -> Result<(), SinkError> {
+    let name = ctx.config.name();
+    let encoder = Encoder::new(ctx.encoding());
+    let mut driver = Driver::new(
+        name.clone(),
+        encoder,
+        ctx.config.on_slow,
+        Bounds::of(&ctx.config),
+        ctx.stats.clone(),
+    );
+    let router = Router {
+        config: ctx.config.clone(),
+        directory: ctx.directory.clone(),
+        max_line: ctx.max_line,
+    };
+    let mut tasks = JoinSet::new();
+    let (mut failures, mut refusals) = (Throttled::default(), Throttled::default());
+    let mut paused_until: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            biased;
+            _ = ctx.shutdown.cancelled() => break,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {
+                // A client left: free its slot now, not at the next record.
+                let clients = driver.prune();
+                ctx.stats.clients.store(clients as u64, Ordering::Relaxed);
+            }
+            _ = sleep_until_some(paused_until), if paused_until.is_some() => paused_until = None,
+            accepted = listener.accept(), if paused_until.is_none() => match accepted {
+                Ok((stream, peer)) => {
+                    if driver.prune() >= max_clients {
+                        if let Some(count) = refusals.due() {
+                            warn!(sink = %name, %peer, max_clients, count, "refusing clients: max_clients reached");
+                        }
+                        tasks.spawn(refuse(stream, max_clients));
+                        continue;
+                    }
+                    let (pending, queue) = driver.open();
+                    let client = Client {
+                        id: pending.id,
+                        peer: peer.clone(),
+                        sink: name.clone(),
+                        router: router.clone(),
+                    };
+                    debug!(sink = %name, %peer, id = pending.id, "client connected");
+                    let task = tasks.spawn(client.run(stream, queue));
+                    driver.add(pending, task);
+                    let clients = driver.prune();
+                    ctx.stats.clients.store(clients as u64, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    if let Some(count) = failures.due() {
+                        warn!(sink = %name, error = %e, count, "accepting clients fails (out of file descriptors?); pausing accepts briefly; raise LimitNOFILE or lower max_clients");
+                    }
+                    paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+                }
+            },
+            delivery = ctx.input.recv() => {
+                let Some(delivery) = delivery else { break };
+                driver.deliver(delivery).await;
+                let clients = driver.prune();
+                ctx.stats.clients.store(clients as u64, Ordering::Relaxed);
+            }
+        }
+    }
+    // Closing the queues lets each client write what it has and finish; the supervisor's
+    // shutdown deadline aborts clients that do not read (dropping the JoinSet aborts them).
+    drop(driver);
+    while tasks.join_next().await.is_some() {}
+    ctx.stats.clients.store(0, Ordering::Relaxed);
+    Ok(())
+}
+
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Tells a client over `max_clients` why it is refused, then closes.
+async fn refuse(stream: Stream, max_clients: usize) {
+    let line = client_error_line(
+        None,
+        &format!(
+            "too many clients (max_clients = {max_clients}); try again later or raise max_clients"
+        ),
+    );
+    let write = async {
+        match stream {
+            Stream::Unix(mut s) => s.write_all(&line).await,
+            Stream::Tcp(mut s) => s.write_all(&line).await,
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+}
