@@ -110,6 +110,9 @@ where
         None => stdout_tx,
     };
     let sinks = if options.send_only {
+        // Nothing is printed: without a sender the writer ends at once, and the pipe ends
+        // with the connection alone.
+        drop(stdout_tx);
         Vec::new()
     } else {
         vec![stdout_tx]
