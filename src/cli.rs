@@ -290,8 +290,8 @@ fn status(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(1));
     };
-    let status = runtime()?.block_on(wsbridge::metrics::fetch_status(metrics.listen))?;
-    print!("{}", wsbridge::metrics::render_table(&status));
+    let status = runtime()?.block_on(wsbridge::status_client::fetch_status(metrics.listen))?;
+    print!("{}", wsbridge::status_client::render_table(&status));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -34,5 +34,6 @@ pub mod metrics;
 pub mod notify;
 pub mod record;
 pub mod sink;
+pub mod status_client;
 pub mod supervisor;
 pub mod upstream;
