@@ -209,7 +209,7 @@ async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
 fn stalled_stdout(close_timeout: Duration) -> Outcome {
     Outcome::Failed(format!(
         "interrupted, and stdout did not take the rest of the output within {} (twice --shutdown-timeout): the program reading it has stopped reading; exiting without it",
-        humantime::format_duration(2 * close_timeout)
+        crate::duration::human(2 * close_timeout)
     ))
 }
 

@@ -28,6 +28,7 @@
 pub mod config;
 pub mod connect;
 pub mod demo;
+pub mod duration;
 pub mod hub;
 pub mod lines;
 pub mod metrics;

@@ -48,7 +48,7 @@ pub async fn fetch_status(addr: SocketAddr) -> Result<Status, StatusError> {
         .map_err(|_| {
             unreachable(format!(
                 "no answer within {}",
-                humantime::format_duration(ANSWER_TIMEOUT)
+                crate::duration::human(ANSWER_TIMEOUT)
             ))
         })?
         .map_err(|e| match e {

@@ -688,3 +688,29 @@ async fn send_only_sigterm_closes_within_the_shutdown_timeout_without_blaming_st
     assert!(!stderr.contains("stdout"), "stderr: {stderr}");
     drop((input, conn));
 }
+
+#[test]
+fn help_examples_are_commands_and_comments_at_any_width() {
+    for columns in ["80", "100", "200"] {
+        let out = run_ok(
+            std::process::Command::new(bin())
+                .args(["connect", "--help"])
+                .env("COLUMNS", columns),
+        );
+        let help = String::from_utf8_lossy(&out.stdout);
+        let examples = help
+            .split_once("Examples:\n")
+            .unwrap_or_else(|| panic!("no examples:\n{help}"))
+            .1;
+        for line in examples.lines().take_while(|l| !l.starts_with("Stdin EOF")) {
+            // A wrapped comment would start a line with its next word: a command to a shell.
+            assert!(
+                line.is_empty()
+                    || line.starts_with("  # ")
+                    || line.starts_with("  wsbridge ")
+                    || line.starts_with("  echo "),
+                "COLUMNS={columns}: {line:?} in\n{examples}"
+            );
+        }
+    }
+}
