@@ -16,11 +16,14 @@
 //!   (autoping, stale-feed detection) and reconnects with backoff.
 //! - [`hub`] routes each upstream's events to its sinks through channels bounded by batches
 //!   and by bytes.
-//! - [`sink`] writes [`record`]s to stdout (from a thread of its own; in `connect`, large raw
-//!   batches from the connection's thread when that needs no waiting) or to every client of a
+//! - [`sink`] writes [`record`]s to stdout (from a thread of its own) or to every client of a
 //!   unix/tcp listener, applying the `on_slow` policy per client.
+//! - [`record`] is the wire format: the event model, its one encoder, inbound parsing
+//!   ([`lines`] frames inbound lines).
+//! - [`metrics`] serves `/metrics`, `/status` and `/healthz`; [`status_client`] is
+//!   `wsbridge status`'s side of it. [`notify`] speaks systemd's notify protocol.
 //! - [`connect`] is the websocat-style pipe, built on the same upstream task.
-//! - [`demo`] is the embedded demo server.
+//! - [`demo`] is the embedded demo server. [`duration`] prints durations for people.
 
 // One `unsafe` block, reviewed: `upstream::Frames::detach_text`. Anything else is refused.
 #![deny(unsafe_code)]
