@@ -8,7 +8,6 @@ import os
 import platform
 import re
 import statistics
-import subprocess
 from collections import defaultdict
 
 p = argparse.ArgumentParser()
@@ -24,8 +23,6 @@ p.add_argument("--rustc", default="")
 p.add_argument("--sizes", default="")
 p.add_argument("--profile", default="")
 p.add_argument("--loads", default="")
-p.add_argument("--binary", default="", help="the wsbridge binary measured (for its code layout)")
-p.add_argument("--hot-symbols", default="", help="bench/hot-symbols.txt")
 a = p.parse_args()
 
 rows = defaultdict(list)
@@ -38,31 +35,6 @@ for line in open(a.raw):
     rows[(group, variant)].append(
         dict(run=int(run), n=int(n), size=int(size), wall=float(wall), cpu=float(user) + float(sys_),
              user=float(user), sys=float(sys_), rss=int(float(rss)), ok=ok == "1", extra=extra))
-
-
-def hot_layout(binary, hot_symbols):
-    """How many of the hot-symbol names the binary has, and how tightly they sit (build.rs)."""
-    names = [l.strip() for l in open(hot_symbols) if l.strip() and not l.startswith("#")]
-    try:
-        out = subprocess.run(["nm", "-S", "--defined-only", binary],
-                             capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError) as e:
-        return f"not read (`nm` failed: {e})"
-    sizes = {}
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) == 4:
-            sizes[parts[3]] = (int(parts[0], 16), int(parts[1], 16))
-    found = [sizes[n] for n in names if n in sizes]
-    if not found:
-        return f"none of the {len(names)} functions in bench/hot-symbols.txt is in the binary (regenerate it: bench/hot-symbols.sh)"
-    span = max(at + size for at, size in found) - min(at for at, size in found)
-    total = sum(size for _, size in found)
-    return (f"{len(found)} of the {len(names)} functions in bench/hot-symbols.txt found; they lie within "
-            f"{span // 1024:,} KiB of text (their sizes add up to {total // 1024:,} KiB"
-            + ("; packed by the linker)" if span < 1.25 * total else "; not packed: the linker did not take the order)")
-            + ("" if len(found) >= 0.99 * len(names) else
-               ". Some names are stale (code or toolchain changed): regenerate with `bench/hot-symbols.sh`"))
 
 
 def med(xs):
@@ -123,8 +95,6 @@ w(f"| wsbridge | {a.rev} (release build) |")
 w(f"| websocat | {a.websocat} (`cargo install --locked`), `-U -t -B max(64KiB, 2×size)` |")
 w(f"| bare client | `examples/bareclient.rs`: tokio-tungstenite 0.30, counts messages only |")
 w(f"| rustc | {a.rustc} |")
-if a.binary and a.hot_symbols:
-    w(f"| code layout | {hot_layout(a.binary, a.hot_symbols)} |")
 w(f"| sizes | {a.sizes} |")
 w("")
 w("Server: `examples/loadserver.rs` (`send` writes pre-encoded text frames straight to the "

@@ -112,7 +112,7 @@ fi
 
 WSB="$TARGET/release/wsbridge"
 if [[ -n "${WSB_WRAPPER:-}" ]]; then
-    # bench/hot-symbols.sh runs every wsbridge command through callgrind this way.
+    # A wrapper (a profiler, say) runs every wsbridge command: it finds the binary in $WSB_REAL.
     export WSB_REAL="$WSB"
     WSB="$WSB_WRAPPER"
 fi
@@ -431,6 +431,5 @@ python3 "$ROOT/bench/report.py" \
     --rustc "$(rustc --version)" \
     --sizes "N64=$N64 N4K=$N4K N1M=$N1M NSEND=$NSEND NECHO=$NECHO NIDLE=$NIDLE" \
     --loads "$LOADS" \
-    --binary "$TARGET/release/wsbridge" --hot-symbols "$SRC/bench/hot-symbols.txt" \
     --profile "$ROOT/bench/PROFILE.md"
 say "wrote $OUT (raw figures: $RAW_OUT, logs: $WORK)"

@@ -25,10 +25,9 @@ use crate::upstream::{describe, RunMode, SessionEnd, Upstream, UpstreamExit, Ups
 
 /// Batches between the connection and the stdout writer. The bytes bound the memory (a few
 /// full batches of small messages, or one large message being written while the next one
-/// waits); the count is there only so that it is bounded too, and must not bind first: with
-/// 4, an echo's replies (a batch of a few lines per read) filled it while the writer was
-/// still waking, and the connection and the writer fell into handing over a few lines at a
-/// time (500,000-line echo: 0.6M to 2.5M lines/s from run to run; with 64, 1.9M to 2.7M).
+/// waits); the count only keeps the channel bounded too and must not bind first: an echo's
+/// replies come as batches of a few lines, and a small count would have the connection and
+/// the writer hand over a few lines at a time.
 const STDOUT_BATCHES: usize = 64;
 /// See [`STDOUT_BATCHES`].
 const STDOUT_BYTES: usize = 1 << 20;
@@ -105,6 +104,9 @@ where
     }
     let (stdout_tx, stdout_rx) = hub::sink_input(STDOUT_BATCHES, STDOUT_BYTES);
     let sinks = if options.send_only {
+        // Nothing is printed: without a sender the writer ends at once, and the pipe ends
+        // with the connection alone.
+        drop(stdout_tx);
         Vec::new()
     } else {
         vec![stdout_tx]
@@ -201,7 +203,7 @@ async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
 fn stalled_stdout(close_timeout: Duration) -> Outcome {
     Outcome::Failed(format!(
         "interrupted, and stdout did not take the rest of the output within {} (twice --shutdown-timeout): the program reading it has stopped reading; exiting without it",
-        humantime::format_duration(2 * close_timeout)
+        crate::duration::human(2 * close_timeout)
     ))
 }
 

@@ -1,5 +1,7 @@
-//! `wsbridge demo`: an embedded WebSocket server on 127.0.0.1 that streams sample ticks,
-//! bridged to stdout by the real supervisor, so a new user sees the product work at once.
+//! `wsbridge demo`: an embedded WebSocket server (a random loopback port unless `--listen`
+//! says otherwise) that streams sample ticks, bridged to stdout by the real supervisor, so a
+//! new user sees the product work at once. Other clients (`wsbridge run -c config/demo.toml`
+//! with `--listen 127.0.0.1:8765`) may connect to it too.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -9,8 +11,6 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use url::Url;
 
@@ -20,18 +20,28 @@ use crate::supervisor::{Control, Supervisor};
 /// The demo's options.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
+    /// Where the embedded server listens; port 0 picks a free one.
+    pub listen: SocketAddr,
     /// Stop after this many ticks; `None` = until Ctrl-C.
     pub count: Option<u64>,
-    /// Time between ticks.
+    /// Time between ticks; anything shorter than [`MIN_INTERVAL`] is taken as that.
     pub interval: Duration,
 }
+
+/// The shortest time between ticks: a zero period would make the tick timer spin.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(1);
 
 /// Errors of the demo.
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
     /// The embedded server cannot listen.
-    #[error("cannot start the demo server on 127.0.0.1: {0}")]
-    Listen(std::io::Error),
+    #[error("cannot listen on {addr} for the demo server: {error}; pick another address with --listen, or leave it out for a free loopback port")]
+    Listen {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error (part of the message, not a source, so it is said once).
+        error: std::io::Error,
+    },
     /// The bridge could not start.
     #[error(transparent)]
     Start(#[from] crate::supervisor::StartError),
@@ -43,10 +53,14 @@ pub enum DemoError {
 /// Starts the demo server and bridges it to stdout until `controls` says stop or `count`
 /// ticks were sent.
 pub async fn run(options: DemoOptions, controls: mpsc::Receiver<Control>) -> Result<(), DemoError> {
-    let listener = TcpListener::bind("127.0.0.1:0")
+    let listen_error = |error| DemoError::Listen {
+        addr: options.listen,
+        error,
+    };
+    let listener = TcpListener::bind(options.listen)
         .await
-        .map_err(DemoError::Listen)?;
-    let addr = listener.local_addr().map_err(DemoError::Listen)?;
+        .map_err(listen_error)?;
+    let addr = listener.local_addr().map_err(listen_error)?;
     let (finished_tx, mut finished) = mpsc::channel::<()>(1);
     tokio::spawn(serve(listener, options.clone(), finished_tx));
 
@@ -112,7 +126,10 @@ fn choose_protocol(request: &Request, mut response: Response) -> Result<Response
     Ok(response)
 }
 
-/// The embedded upstream: answers the subscribe message, then sends ticks.
+/// The embedded upstream: answers the subscribe message, then sends ticks. After `count`
+/// ticks it says so on `finished` and the bridge closes the connection as it stops: that
+/// `close` record is the bridge's own, without a `retry_in_ms` (a Close from the server
+/// would read as an upstream that goes away and is reconnected to).
 async fn serve(listener: TcpListener, options: DemoOptions, finished: mpsc::Sender<()>) {
     while let Ok((stream, _)) = listener.accept().await {
         let options = options.clone();
@@ -129,7 +146,7 @@ async fn serve(listener: TcpListener, options: DemoOptions, finished: mpsc::Send
             }
             let symbols = ["BTC-USD", "ETH-USD", "SOL-USD"];
             let mut price = [64_250.0_f64, 3_120.5, 142.25];
-            let mut tick = tokio::time::interval(options.interval);
+            let mut tick = tokio::time::interval(options.interval.max(MIN_INTERVAL));
             let mut n: u64 = 0;
             loop {
                 tokio::select! {
@@ -140,13 +157,9 @@ async fn serve(listener: TcpListener, options: DemoOptions, finished: mpsc::Send
                     },
                 }
                 if options.count.is_some_and(|c| n >= c) {
-                    let frame = CloseFrame {
-                        code: CloseCode::Normal,
-                        reason: "demo finished".into(),
-                    };
-                    let _ = ws.send(Message::Close(Some(frame))).await;
-                    let _ = tokio::time::timeout(Duration::from_secs(1), ws.next()).await;
                     let _ = finished.send(()).await;
+                    // Reading answers the bridge's Close; the ticks sent before it arrive first.
+                    while let Some(Ok(_)) = ws.next().await {}
                     return;
                 }
                 let i = (n % symbols.len() as u64) as usize;

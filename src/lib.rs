@@ -19,8 +19,12 @@
 //! - [`sink`] encodes [`record`]s once per sink and writes them to stdout (from a thread of
 //!   its own) or to every client of a unix/tcp listener, each through a queue bounded in
 //!   records and bytes, applying the `on_slow` policy per client.
+//! - [`record`] is the wire format: the event model, its one encoder, inbound parsing
+//!   ([`lines`] frames inbound lines).
+//! - [`metrics`] serves `/metrics`, `/status` and `/healthz`; [`status_client`] is
+//!   `wsbridge status`'s side of it. [`notify`] speaks systemd's notify protocol.
 //! - [`connect`] is the websocat-style pipe, built on the same upstream task.
-//! - [`demo`] is the embedded demo server.
+//! - [`demo`] is the embedded demo server. [`duration`] prints durations for people.
 
 // One `unsafe` block, reviewed: `upstream::Frames::detach_text`. Anything else is refused.
 #![deny(unsafe_code)]
@@ -28,11 +32,13 @@
 pub mod config;
 pub mod connect;
 pub mod demo;
+pub mod duration;
 pub mod hub;
 pub mod lines;
 pub mod metrics;
 pub mod notify;
 pub mod record;
 pub mod sink;
+pub mod status_client;
 pub mod supervisor;
 pub mod upstream;

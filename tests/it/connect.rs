@@ -619,3 +619,98 @@ async fn sending_keeps_reading_so_a_server_that_writes_before_it_reads_gets_ever
     assert_eq!(received, EACH_WAY, "stdin lines the server received");
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
 }
+
+/// Sends SIGTERM to a child with kill(1).
+fn terminate(child: &tokio::process::Child) {
+    let status = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().expect("running").to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn send_only_with_a_refused_connection_exits_1_naming_the_error() {
+    let port = free_port();
+    let url = format!("ws://127.0.0.1:{port}/");
+    let out = run_with_stdin(&[&url, "--send-only"], b"hi\n").await;
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&format!("cannot connect to {url}")),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn send_only_exits_on_the_peers_close() {
+    let mut server = TestServer::start(ServerOptions::default()).await;
+    let url = server.url("/");
+    // stdin stays open: only the peer's Close can end it.
+    let mut child = spawn_piped(&[&url, "--send-only"]);
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(b"hi\n").await.unwrap();
+    let mut conn = server.accept().await;
+    assert_eq!(conn.recv_text().await, "hi");
+    conn.send_close(1000, "done").await;
+    let out = tokio::time::timeout(SOON, child.wait_with_output())
+        .await
+        .expect("connect --send-only exits after the peer's Close")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+    drop((input, conn));
+}
+
+#[tokio::test]
+async fn send_only_sigterm_closes_within_the_shutdown_timeout_without_blaming_stdout() {
+    let mut server = TestServer::start(ServerOptions::default()).await;
+    let url = server.url("/");
+    let mut child = spawn_piped(&[&url, "--send-only", "--shutdown-timeout", "1s"]);
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(b"hi\n").await.unwrap();
+    let mut conn = server.accept().await;
+    assert_eq!(conn.recv_text().await, "hi");
+    terminate(&child);
+    // Our Close arrives; the server does not answer it, so the client waits the whole
+    // --shutdown-timeout for the answer and then exits: once, not twice, and cleanly.
+    match conn.recv().await {
+        Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Normal),
+        other => panic!("expected Close 1000, got {other:?}"),
+    }
+    let out = tokio::time::timeout(SOON, child.wait_with_output())
+        .await
+        .expect("connect --send-only exits after SIGTERM")
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    assert!(!stderr.contains("stdout"), "stderr: {stderr}");
+    drop((input, conn));
+}
+
+#[test]
+fn help_examples_are_commands_and_comments_at_any_width() {
+    for columns in ["80", "100", "200"] {
+        let out = run_ok(
+            std::process::Command::new(bin())
+                .args(["connect", "--help"])
+                .env("COLUMNS", columns),
+        );
+        let help = String::from_utf8_lossy(&out.stdout);
+        let examples = help
+            .split_once("Examples:\n")
+            .unwrap_or_else(|| panic!("no examples:\n{help}"))
+            .1;
+        for line in examples.lines().take_while(|l| !l.starts_with("Stdin EOF")) {
+            // A wrapped comment would start a line with its next word: a command to a shell.
+            assert!(
+                line.is_empty()
+                    || line.starts_with("  # ")
+                    || line.starts_with("  wsbridge ")
+                    || line.starts_with("  echo "),
+                "COLUMNS={columns}: {line:?} in\n{examples}"
+            );
+        }
+    }
+}

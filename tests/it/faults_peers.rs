@@ -689,7 +689,7 @@ fn rss_kib(pid: u32) -> u64 {
 async fn status(addr: std::net::SocketAddr) -> wsbridge::metrics::Status {
     let deadline = Instant::now() + SOON;
     loop {
-        match wsbridge::metrics::fetch_status(addr).await {
+        match wsbridge::status_client::fetch_status(addr).await {
             Ok(s) => return s,
             Err(e) if Instant::now() > deadline => panic!("no /status: {e}"),
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,

@@ -202,7 +202,7 @@ listen = "127.0.0.1:{sink_port}"
     }
 
     async fn status(&self) -> wsbridge::metrics::Status {
-        wsbridge::metrics::fetch_status(self.metrics)
+        wsbridge::status_client::fetch_status(self.metrics)
             .await
             .expect("/status")
     }
@@ -822,7 +822,7 @@ async fn a_10_mb_line_without_newline_is_refused_and_the_client_carries_on() {
 
 /// `/status` of a daemon with `[metrics]` on `port`.
 async fn status_at(port: u16) -> wsbridge::metrics::Status {
-    wsbridge::metrics::fetch_status(([127, 0, 0, 1], port).into())
+    wsbridge::status_client::fetch_status(([127, 0, 0, 1], port).into())
         .await
         .expect("/status")
 }

@@ -9,6 +9,7 @@ mod common;
 mod aiohttp_peer;
 mod config;
 mod connect;
+mod demo;
 mod faults_daemon;
 mod faults_peers;
 mod faults_sinks;

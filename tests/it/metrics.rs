@@ -134,7 +134,7 @@ async fn counters_match_the_traffic_and_state_and_health_follow_the_upstream() {
     wait_for_sample(metrics_port, &written, records as f64).await;
 
     // Inbound: sent messages are counted.
-    let status = wsbridge::metrics::fetch_status(([127, 0, 0, 1], metrics_port).into())
+    let status = wsbridge::status_client::fetch_status(([127, 0, 0, 1], metrics_port).into())
         .await
         .unwrap();
     assert_eq!(status.upstreams[0].messages_received, 251);
@@ -252,4 +252,92 @@ async fn sigusr1_logs_the_summary() {
     .await;
     daemon.signal(10);
     daemon.wait_for_log("1/1 upstreams open").await;
+}
+
+/// A HEAD request: (status code, the answer's head, what followed the head).
+async fn head(port: u16, path: &str) -> (u16, String, String) {
+    let mut stream = connect_tcp(([127, 0, 0, 1], port).into()).await;
+    stream
+        .write_all(
+            format!("HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(SOON, stream.read_to_string(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let (head, rest) = answer.split_once("\r\n\r\n").unwrap();
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, head.to_ascii_lowercase(), rest.to_string())
+}
+
+#[tokio::test]
+async fn head_is_answered_like_get_without_a_body() {
+    let mut server = TestServer::start(ServerOptions::default()).await;
+    let (metrics_port, sink_port) = (free_port(), free_port());
+    let _daemon = Daemon::start(&config(&server.url("/"), metrics_port, sink_port)).await;
+    let _conn = server.accept().await;
+    wait_for_sample(
+        metrics_port,
+        "wsbridge_upstream_state{upstream=\"feed\"}",
+        1.0,
+    )
+    .await;
+    for path in ["/healthz", "/status", "/metrics"] {
+        let (code, head_text, rest) = head(metrics_port, path).await;
+        assert_eq!(code, 200, "HEAD {path}: {head_text}");
+        assert!(rest.is_empty(), "HEAD {path} has no body: {rest:?}");
+        let (_, body) = get(metrics_port, path).await;
+        if path == "/healthz" {
+            // The other documents change between two requests; this one does not.
+            assert!(
+                head_text.contains(&format!("content-length: {}", body.len())),
+                "HEAD {path} announces GET's length: {head_text}"
+            );
+        }
+    }
+    let mut stream = connect_tcp(([127, 0, 0, 1], metrics_port).into()).await;
+    stream
+        .write_all(b"POST /healthz HTTP/1.0\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(SOON, stream.read_to_string(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.0 405"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("allow: get, head"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn a_taken_metrics_port_is_reported_once_with_what_to_do() {
+    // Held by the test for the daemon's whole life.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let metrics_port = taken.local_addr().unwrap().port();
+    let server = TestServer::start(ServerOptions::default()).await;
+    let mut daemon = Daemon::start(&config(&server.url("/"), metrics_port, free_port())).await;
+    let status = tokio::time::timeout(SOON, daemon.child.wait())
+        .await
+        .expect("run exits when [metrics] cannot bind")
+        .unwrap();
+    assert_eq!(status.code(), Some(1));
+    let stderr = daemon.stderr();
+    assert!(
+        stderr.contains(&format!(
+            "cannot listen on 127.0.0.1:{metrics_port} for [metrics]"
+        )) && stderr.contains("pick a free port"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("Address already in use").count(),
+        1,
+        "the OS error once: {stderr}"
+    );
+    drop(taken);
 }

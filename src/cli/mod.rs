@@ -4,13 +4,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use futures_util::StreamExt;
-use tokio::sync::mpsc;
 
 use wsbridge::config::{Config, LogFormat, DEFAULT_CONFIG_PATH};
 use wsbridge::supervisor::{Control, Supervisor};
+
+mod process;
+
+use process::{current_thread_runtime, init_logging, runtime, signals};
 
 /// Bridge WebSocket connections to stdout, Unix sockets and local TCP listeners as NDJSON.
 #[derive(Debug, Parser)]
@@ -49,15 +50,27 @@ struct ConfigArg {
     config: PathBuf,
 }
 
+// Each comment has a line of its own, and no line is wider than 80 columns: clap wraps
+// long lines, and a comment wrapped onto the next line would read as a command.
 const CONNECT_EXAMPLES: &str = "Examples:
-  wsbridge connect wss://stream.example.com/ws -U | jq -c .        # receive only, pretty-print
-  echo '{\"op\":\"subscribe\"}' | wsbridge connect ws://127.0.0.1:8765/   # send one line, print replies until the peer closes
-  wsbridge connect ws://h/ws --on-connect '{\"op\":\"sub\"}' --reconnect -U >> feed.log
+  # receive only, one compact JSON value per line
+  wsbridge connect wss://stream.example.com/ws -U | jq -c .
+
+  # send one line, print the replies until the peer closes
+  echo '{\"op\":\"subscribe\"}' | wsbridge connect ws://127.0.0.1:8765/
+
+  # subscribe after every (re)connect, append the feed to a file
+  wsbridge connect ws://h/ --on-connect '{\"op\":\"sub\"}' --reconnect -U >>feed.log
+
+  # NDJSON records with seq, ts and open/close/error events
   wsbridge connect ws://h/ws --ndjson -U | jq 'select(.type==\"text\") | .seq'
+
+  # a binary round trip, byte for byte
   wsbridge connect ws://h/bin --binary < frame.bin > reply.bin
 
-Stdin EOF sends Close (1000) and exits 0 after the peer's Close. A peer Close with 1000/1001
-exits 0, any other code exits 1; connection failures exit 1 with a one-line reason.";
+Stdin EOF sends Close (1000) and exits 0 after the peer's Close. A peer Close
+with 1000/1001 exits 0, any other code exits 1; connection failures exit 1
+with a one-line reason.";
 
 #[derive(Debug, Args)]
 struct ConnectArgs {
@@ -194,9 +207,22 @@ struct DemoArgs {
     /// Stop after this many ticks (default: run until Ctrl-C).
     #[arg(long, short = 'n')]
     count: Option<u64>,
-    /// Time between ticks.
-    #[arg(long, default_value = "250ms", value_parser = wsbridge::config::parse_duration)]
+    /// Time between ticks, at least 1ms.
+    #[arg(long, default_value = "250ms", value_parser = parse_interval)]
     interval: Duration,
+    /// Where the embedded server listens (default: a free loopback port). With
+    /// 127.0.0.1:8765, `wsbridge run -c config/demo.toml` connects to it too.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    listen: std::net::SocketAddr,
+}
+
+/// A duration of at least [`wsbridge::demo::MIN_INTERVAL`].
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let interval = wsbridge::config::parse_duration(s)?;
+    if interval < wsbridge::demo::MIN_INTERVAL {
+        return Err("the time between ticks must be at least 1ms".into());
+    }
+    Ok(interval)
 }
 
 impl Cli {
@@ -257,6 +283,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         let controls = signals()?;
         let options = wsbridge::demo::DemoOptions {
+            listen: args.listen,
             count: args.count,
             interval: args.interval,
         };
@@ -290,8 +317,8 @@ fn status(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(1));
     };
-    let status = runtime()?.block_on(wsbridge::metrics::fetch_status(metrics.listen))?;
-    print!("{}", wsbridge::metrics::render_table(&status));
+    let status = runtime()?.block_on(wsbridge::status_client::fetch_status(metrics.listen))?;
+    print!("{}", wsbridge::status_client::render_table(&status));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -335,69 +362,4 @@ fn connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     // A read of stdin may still be blocked in the runtime's thread pool: do not wait for it.
     runtime.shutdown_background();
     Ok(code)
-}
-
-fn current_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-}
-
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("wsbridge")
-        .build()
-        .context("cannot start the async runtime")
-}
-
-/// SIGTERM/SIGINT → Shutdown, SIGHUP → Reload, SIGUSR1 → Report, as a channel the
-/// supervisor selects on.
-fn signals() -> anyhow::Result<mpsc::Receiver<Control>> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
-    let mut signals = signal_hook_tokio::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
-        .context("cannot install signal handlers")?;
-    let (tx, rx) = mpsc::channel(8);
-    tokio::spawn(async move {
-        while let Some(signal) = signals.next().await {
-            let control = match signal {
-                SIGHUP => Control::Reload,
-                SIGUSR1 => Control::Report,
-                _ => Control::Shutdown,
-            };
-            if tx.send(control).await.is_err() {
-                break;
-            }
-        }
-    });
-    Ok(rx)
-}
-
-/// Logs go to stderr (stdout carries data only); `RUST_LOG` overrides the config's level.
-fn init_logging(level: &str, format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    // tungstenite traces the whole handshake request, Authorization and Cookie included:
-    // whatever the user asked for, those crates log at debug at most, so secrets never reach
-    // a log line.
-    let filter = if filter.max_level_hint() == Some(tracing::level_filters::LevelFilter::TRACE) {
-        ["tungstenite=debug", "tokio_tungstenite=debug"]
-            .iter()
-            .filter_map(|d| d.parse().ok())
-            .fold(filter, |f, d| f.add_directive(d))
-    } else {
-        filter
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        // Colour only for a person at a terminal, never into the journal or a file.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
 }

@@ -1,0 +1,172 @@
+//! What an operator sees of a running bridge: Prometheus text at `/metrics`, JSON at
+//! `/status`, and `/healthz` (200 while every required upstream is open, else 503).
+//!
+//! The counters themselves live next to the code that moves the data ([`UpstreamStats`],
+//! [`SinkStats`], plain relaxed atomics); this module only reads them at scrape time. The
+//! supervisor publishes the current set of upstreams and sinks after start and each reload.
+//! [`Status`] is the `/status` document; `prometheus` renders the same figures for
+//! Prometheus, and `server` answers HTTP. The `wsbridge status` client is
+//! [`crate::status_client`].
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+use crate::record::unix_millis;
+use crate::sink::SinkStats;
+use crate::upstream::{Cause, State, UpstreamStats};
+
+mod prometheus;
+mod server;
+
+pub use server::{bind, serve, MetricsBindError};
+
+/// The upstreams and sinks the supervisor currently runs, with their counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    current: RwLock<Published>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Published {
+    upstreams: Vec<(String, bool, Arc<UpstreamStats>)>,
+    sinks: Vec<(String, Arc<SinkStats>)>,
+}
+
+/// `/status`: one entry per upstream and per sink.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    /// Whether every required upstream is open (what `/healthz` answers).
+    pub healthy: bool,
+    /// The upstreams, in config order.
+    pub upstreams: Vec<UpstreamStatus>,
+    /// The sinks, in config order.
+    pub sinks: Vec<SinkStatus>,
+    /// Tasks alive in the runtime (upstreams, sinks, clients, …): a leak shows here.
+    pub tasks: u64,
+}
+
+/// One upstream in [`Status`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UpstreamStatus {
+    /// Its name.
+    pub name: String,
+    /// `connecting`, `open`, `backoff` or `stopped`.
+    pub state: String,
+    /// Whether `/healthz` needs it open.
+    pub required: bool,
+    /// Completed handshakes.
+    pub connects: u64,
+    /// Ended connections and failed attempts, by cause.
+    pub disconnects: BTreeMap<String, u64>,
+    /// Data messages received.
+    pub messages_received: u64,
+    /// Payload bytes received.
+    pub bytes_received: u64,
+    /// Messages sent upstream.
+    pub messages_sent: u64,
+    /// Seconds since the last data message, if any arrived.
+    pub last_message_age_seconds: Option<f64>,
+    /// The last Ping round trip, if any.
+    pub ping_rtt_seconds: Option<f64>,
+}
+
+/// One sink in [`Status`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SinkStatus {
+    /// `stdout`, `unix:PATH` or `tcp:ADDR`.
+    pub name: String,
+    /// Connected clients.
+    pub clients: u64,
+    /// Records handed to clients (or written to stdout).
+    pub records_written: u64,
+    /// Records dropped for slow clients.
+    pub records_dropped: u64,
+    /// Bytes queued for clients, not yet written.
+    pub bytes_buffered: u64,
+}
+
+fn state_name(state: State) -> &'static str {
+    match state {
+        State::Connecting => "connecting",
+        State::Open => "open",
+        State::Backoff => "backoff",
+        State::Stopped => "stopped",
+    }
+}
+
+impl Metrics {
+    /// Replaces the published upstreams (name, required, stats) and sinks (name, stats).
+    pub fn publish(
+        &self,
+        upstreams: Vec<(String, bool, Arc<UpstreamStats>)>,
+        sinks: Vec<(String, Arc<SinkStats>)>,
+    ) {
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        *current = Published { upstreams, sinks };
+    }
+
+    fn published(&self) -> Published {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The figures now.
+    pub fn status(&self) -> Status {
+        let published = self.published();
+        let now = unix_millis();
+        let upstreams: Vec<UpstreamStatus> = published
+            .upstreams
+            .iter()
+            .map(|(name, required, s)| {
+                let last = s.last_message_ms.load(Ordering::Relaxed);
+                let rtt = s.ping_rtt_us.load(Ordering::Relaxed);
+                UpstreamStatus {
+                    name: name.clone(),
+                    state: state_name(s.state()).into(),
+                    required: *required,
+                    connects: s.connects.load(Ordering::Relaxed),
+                    disconnects: Cause::ALL
+                        .iter()
+                        .map(|c| {
+                            (
+                                c.as_str().to_string(),
+                                s.disconnects[*c as usize].load(Ordering::Relaxed),
+                            )
+                        })
+                        .collect(),
+                    messages_received: s.messages_received.load(Ordering::Relaxed),
+                    bytes_received: s.bytes_received.load(Ordering::Relaxed),
+                    messages_sent: s.messages_sent.load(Ordering::Relaxed),
+                    last_message_age_seconds: (last > 0)
+                        .then(|| now.saturating_sub(last) as f64 / 1000.0),
+                    ping_rtt_seconds: (rtt > 0).then(|| rtt as f64 / 1e6),
+                }
+            })
+            .collect();
+        let sinks = published
+            .sinks
+            .iter()
+            .map(|(name, s)| SinkStatus {
+                name: name.clone(),
+                clients: s.clients.load(Ordering::Relaxed),
+                records_written: s.records_written.load(Ordering::Relaxed),
+                records_dropped: s.records_dropped.load(Ordering::Relaxed),
+                bytes_buffered: s.bytes_buffered.load(Ordering::Relaxed),
+            })
+            .collect();
+        let healthy = upstreams.iter().all(|u| !u.required || u.state == "open");
+        let tasks = tokio::runtime::Handle::try_current()
+            .map_or(0, |h| h.metrics().num_alive_tasks() as u64);
+        Status {
+            healthy,
+            upstreams,
+            sinks,
+            tasks,
+        }
+    }
+}

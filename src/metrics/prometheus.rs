@@ -1,0 +1,169 @@
+//! `/metrics`: the figures of [`Metrics::status`] in the Prometheus/OpenMetrics text format,
+//! read from the counters at each scrape.
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use tracing::warn;
+
+use super::{Metrics, SinkStatus, UpstreamStatus};
+
+impl Metrics {
+    /// `/metrics` in the Prometheus/OpenMetrics text format.
+    pub fn prometheus(self: &Arc<Self>) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Collect(self.clone())));
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
+            warn!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}
+
+/// Reads [`Metrics`] into prometheus-client's encoder at each scrape.
+#[derive(Debug)]
+struct Collect(Arc<Metrics>);
+
+fn family<M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    rows: impl IntoIterator<Item = (Vec<(&'static str, String)>, M)>,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+    for (labels, value) in rows {
+        value.encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for Collect {
+    fn encode(&self, mut e: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let status = self.0.status();
+        let up = |u: &UpstreamStatus| vec![("upstream", u.name.clone())];
+        let sink = |s: &SinkStatus| vec![("sink", s.name.clone())];
+        let state_number = |s: &str| match s {
+            "connecting" => 0,
+            "open" => 1,
+            "backoff" => 2,
+            _ => 3,
+        };
+        let ups = &status.upstreams;
+        family(
+            &mut e,
+            "wsbridge_upstream_state",
+            "0 connecting, 1 open, 2 backoff, 3 stopped",
+            MetricType::Gauge,
+            ups.iter()
+                .map(|u| (up(u), ConstGauge::new(state_number(&u.state) as i64))),
+        )?;
+        family(
+            &mut e,
+            "wsbridge_upstream_connects",
+            "Completed WebSocket handshakes",
+            MetricType::Counter,
+            ups.iter().map(|u| (up(u), ConstCounter::new(u.connects))),
+        )?;
+        family(
+            &mut e,
+            "wsbridge_upstream_disconnects",
+            "Ended connections and failed attempts, by cause",
+            MetricType::Counter,
+            ups.iter().flat_map(|u| {
+                u.disconnects.iter().map(|(cause, n)| {
+                    (
+                        vec![("upstream", u.name.clone()), ("cause", cause.clone())],
+                        ConstCounter::new(*n),
+                    )
+                })
+            }),
+        )?;
+        family(
+            &mut e,
+            "wsbridge_upstream_messages_received",
+            "Data messages received",
+            MetricType::Counter,
+            ups.iter()
+                .map(|u| (up(u), ConstCounter::new(u.messages_received))),
+        )?;
+        family(
+            &mut e,
+            "wsbridge_upstream_bytes_received",
+            "Payload bytes received",
+            MetricType::Counter,
+            ups.iter()
+                .map(|u| (up(u), ConstCounter::new(u.bytes_received))),
+        )?;
+        family(
+            &mut e,
+            "wsbridge_upstream_messages_sent",
+            "Messages sent upstream (on_connect and inbound)",
+            MetricType::Counter,
+            ups.iter()
+                .map(|u| (up(u), ConstCounter::new(u.messages_sent))),
+        )?;
+        family(
+            &mut e,
+            "wsbridge_upstream_last_message_age_seconds",
+            "Seconds since the last data message",
+            MetricType::Gauge,
+            ups.iter().filter_map(|u| {
+                u.last_message_age_seconds
+                    .map(|a| (up(u), ConstGauge::new(a)))
+            }),
+        )?;
+        family(
+            &mut e,
+            "wsbridge_upstream_ping_rtt_seconds",
+            "Round trip of the last answered Ping",
+            MetricType::Gauge,
+            ups.iter()
+                .filter_map(|u| u.ping_rtt_seconds.map(|r| (up(u), ConstGauge::new(r)))),
+        )?;
+        let sinks = &status.sinks;
+        family(
+            &mut e,
+            "wsbridge_sink_clients",
+            "Connected clients",
+            MetricType::Gauge,
+            sinks
+                .iter()
+                .map(|s| (sink(s), ConstGauge::new(s.clients as i64))),
+        )?;
+        family(
+            &mut e,
+            "wsbridge_sink_records_written",
+            "Records handed to clients or written to stdout",
+            MetricType::Counter,
+            sinks
+                .iter()
+                .map(|s| (sink(s), ConstCounter::new(s.records_written))),
+        )?;
+        family(
+            &mut e,
+            "wsbridge_sink_records_dropped",
+            "Records dropped for slow clients",
+            MetricType::Counter,
+            sinks
+                .iter()
+                .map(|s| (sink(s), ConstCounter::new(s.records_dropped))),
+        )?;
+        family(
+            &mut e,
+            "wsbridge_sink_bytes_buffered",
+            "Bytes queued for clients, not yet written",
+            MetricType::Gauge,
+            sinks
+                .iter()
+                .map(|s| (sink(s), ConstGauge::new(s.bytes_buffered as i64))),
+        )?;
+        Ok(())
+    }
+}
