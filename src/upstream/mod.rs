@@ -13,10 +13,11 @@ pub mod tls;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -370,13 +371,11 @@ impl Upstream {
                     // interval); a Close starts the wait for the peer to hang up.
                     let answers_ping = frames.keepalive.awaiting_pong();
                     let was_closing = frames.peer_close.is_some();
-                    let mut step = frames.on_frame(frame, now, ts, self.config.max_message_size);
-                    // Take every frame that is already here before handing the batch on.
-                    while matches!(step, Step::Continue) && !frames.batch_full() {
-                        match ws.next().now_or_never() {
-                            Some(frame) => step = frames.on_frame(frame, now, ts, self.config.max_message_size),
-                            None => break,
-                        }
+                    let max = self.config.max_message_size;
+                    let mut step = frames.on_frame(frame, now, ts, max);
+                    if matches!(step, Step::Continue) {
+                        // Take every frame that is already here before handing the batch on.
+                        step = poll_fn(|cx| Poll::Ready(frames.take_ready(&mut ws, cx, now, ts, max))).await;
                     }
                     self.deliver(name, &mut frames, ts).await;
                     if frames.peer_close.is_some() && !was_closing {
@@ -403,10 +402,7 @@ impl Upstream {
                         // `connect` at stdin EOF queues a Close behind its last line.
                         let close = match message {
                             Message::Close(frame) => Some(frame),
-                            message => match self.send_queued(&mut ws, &mut outgoing, message) {
-                                Ok(close) => close,
-                                Err(e) => break SessionEnd::Failed(Cause::ConnectionLost, format!("sending a message: {e}")),
-                            },
+                            message => self.send_queued(&mut outgoing, message),
                         };
                         if let Some(frame) = close {
                             let (code, reason) = frame.as_ref().map_or((1005, String::new()), |f| (f.code.into(), f.reason.to_string()));
@@ -425,9 +421,7 @@ impl Upstream {
                     match frames.keepalive.check(now) {
                         Due::Ping => {
                             frames.keepalive.ping_sent(now);
-                            if let Err(e) = outgoing.send(&mut ws, Message::Ping(Default::default())) {
-                                break SessionEnd::Failed(Cause::ConnectionLost, format!("sending a Ping: {e}"));
-                            }
+                            outgoing.send(Message::Ping(Default::default()));
                         }
                         Due::Dead(cause, reason) => break SessionEnd::Failed(cause, reason),
                         Due::Wait(_) => {}
@@ -444,28 +438,27 @@ impl Upstream {
     /// `connect` at stdin EOF) followed them.
     fn send_queued(
         &mut self,
-        ws: &mut WsStream,
         outgoing: &mut Outgoing,
         first: Message,
-    ) -> Result<Option<Option<CloseFrame>>, WsError> {
-        outgoing.send(ws, first)?;
+    ) -> Option<Option<CloseFrame>> {
+        outgoing.send(first);
         let mut sent = 1u64;
         let mut closing = None;
-        while sent < MAX_BATCH as u64 && outgoing.accepting() {
+        while sent < MAX_BATCH as u64 {
             match self.queue.try_recv() {
                 Ok(Message::Close(frame)) => {
                     closing = Some(frame);
                     break;
                 }
                 Ok(message) => {
-                    outgoing.send(ws, message)?;
+                    outgoing.send(message);
                     sent += 1;
                 }
                 Err(_) => break,
             }
         }
         self.stats.messages_sent.fetch_add(sent, Ordering::Relaxed);
-        Ok(closing)
+        closing
     }
 
     /// Hands the frames gathered so far to the sinks and publishes the counters.
@@ -511,9 +504,7 @@ impl Upstream {
         frames: &mut Frames,
         name: &Arc<str>,
     ) {
-        if outgoing.send(ws, Message::Close(frame)).is_err() {
-            return;
-        }
+        outgoing.send(Message::Close(frame));
         let deadline = Instant::now() + self.close_timeout;
         let max = self.config.max_message_size;
         while let Ok(io) =
@@ -662,14 +653,32 @@ impl Frames {
         Some(self.arena.split().freeze())
     }
 
-    /// [`Frames::detach`] for text: the copy is UTF-8 as the original is, so it is not checked
-    /// again (that check was 5 % of the reading thread at 64 B, more for larger texts).
-    #[allow(unsafe_code)]
+    /// [`Frames::detach`] for text. The copy is checked to be UTF-8 again (it is, being the
+    /// same bytes): one pass over bytes just copied, still in cache.
     fn detach_text(&mut self, text: &Utf8Bytes) -> Option<Utf8Bytes> {
-        let copy = self.detach(text.as_bytes())?;
-        // SAFETY: `copy` holds exactly the bytes of `text`, which tungstenite checked to be
-        // UTF-8 (a `Utf8Bytes` is UTF-8 by construction).
-        Some(unsafe { Utf8Bytes::from_bytes_unchecked(copy) })
+        Utf8Bytes::try_from(self.detach(text.as_bytes())?).ok()
+    }
+
+    /// Takes the frames that are already here into the batch, until it is full or the
+    /// session must act on one (registering `cx` for the next frame when none is left).
+    fn take_ready(
+        &mut self,
+        ws: &mut WsStream,
+        cx: &mut Context<'_>,
+        now: Instant,
+        ts: u64,
+        max_message_size: usize,
+    ) -> Step {
+        while !self.batch_full() {
+            let Poll::Ready(frame) = ws.poll_next_unpin(cx) else {
+                break;
+            };
+            let step = self.on_frame(frame, now, ts, max_message_size);
+            if !matches!(step, Step::Continue) {
+                return step;
+            }
+        }
+        Step::Continue
     }
 
     fn push(&mut self, ts: u64, len: usize, kind: impl FnOnce(u64) -> EventKind) {
