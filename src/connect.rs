@@ -100,9 +100,6 @@ where
         binary_bytes: options.binary && !options.ndjson,
     };
     let mut writer = StdoutSink::new(stdout, encoding);
-    if let Some(max) = options.max_messages {
-        writer = writer.with_limit(max, stop.clone());
-    }
     let (stdout_tx, stdout_rx) = hub::sink_input(STDOUT_BATCHES, STDOUT_BYTES);
     // The connection is this input's only sender, as [`crate::sink::stdout::Direct`] needs.
     let stdout_tx = match writer.direct() {
@@ -127,6 +124,7 @@ where
             RunMode::Once
         },
         close_timeout: options.close_timeout,
+        max_messages: options.max_messages,
     };
     let span = tracing::info_span!("connect", url = %url);
     let mut upstream_task = tokio::spawn(upstream.run().instrument(span));

@@ -255,18 +255,17 @@ impl Supervisor {
             .into_iter()
             .partition(|s| wanted.iter().any(|c| **c == *s.config));
         self.sinks = keep;
+        // Stop them all, then wait for them together: one slow client does not hold up the
+        // others' ends.
+        let mut stopping = Vec::new();
         let mut stopped = Vec::new();
         for sink in stop {
             info!(sink = %sink.config.name(), "stopping sink (removed or changed)");
             sink.cancel.cancel();
-            finish_reloading(
-                sink.task,
-                Instant::now() + timeout,
-                &format!("sink {}", sink.config.name()),
-            )
-            .await;
+            stopping.push((format!("sink {}", sink.config.name()), sink.task));
             stopped.push(sink.config);
         }
+        finish_reloading(stopping, Instant::now() + timeout).await;
         for (config, bound) in fresh {
             info!(sink = %config.name(), "starting sink");
             self.spawn_sink(config, bound);
@@ -301,8 +300,12 @@ impl Supervisor {
         }
         self.route_sinks();
 
-        // Upstreams, by name.
+        // Upstreams, by name. Every changed or removed one is sent its Close at once, and
+        // then they are waited for together (each within the same deadline); a changed one
+        // reconnects once its old connection is closed.
         let mut old = std::mem::take(&mut self.upstreams);
+        let mut closing = Vec::new();
+        let mut changed = Vec::new();
         for config in &new.upstreams {
             match old.remove(&config.name) {
                 Some(running) if *running.config == *config => {
@@ -311,13 +314,8 @@ impl Supervisor {
                 Some(running) => {
                     info!(upstream = %config.name, "settings changed; reconnecting");
                     running.cancel.cancel();
-                    finish_reloading(
-                        running.task,
-                        Instant::now() + timeout,
-                        &format!("upstream {}", config.name),
-                    )
-                    .await;
-                    self.spawn_upstream(Arc::new(config.clone()));
+                    closing.push((format!("upstream {}", config.name), running.task));
+                    changed.push(Arc::new(config.clone()));
                 }
                 None => {
                     info!(upstream = %config.name, "new upstream");
@@ -328,13 +326,12 @@ impl Supervisor {
         for (name, running) in old {
             info!(upstream = %name, "removed; closing");
             running.cancel.cancel();
-            finish_reloading(
-                running.task,
-                Instant::now() + timeout,
-                &format!("upstream {name}"),
-            )
-            .await;
+            closing.push((format!("upstream {name}"), running.task));
             self.upstream_stats.remove(&name);
+        }
+        finish_reloading(closing, Instant::now() + timeout).await;
+        for config in changed {
+            self.spawn_upstream(config);
         }
         self.publish_directory();
         if new.daemon != self.config.daemon {
@@ -397,6 +394,7 @@ impl Supervisor {
             goodbye: CloseCode::Away,
             mode: RunMode::Reconnect,
             close_timeout: self.config.daemon.shutdown_timeout / 2,
+            max_messages: None,
         };
         let span = tracing::info_span!("upstream", upstream = %config.name);
         let task = tokio::spawn(upstream.run().instrument(span));
@@ -471,19 +469,27 @@ fn same_resource(a: &SinkKind, b: &SinkKind) -> bool {
     }
 }
 
-/// [`finish`] during a reload, petting systemd's watchdog while it waits: a reload waiting
-/// (within `shutdown_timeout`) for slow peers to close is busy, not hung. Not for shutdown,
-/// which comes after STOPPING=1, when systemd's stop timeout is what applies.
-async fn finish_reloading<T>(task: JoinHandle<T>, deadline: Instant, what: &str) {
+/// [`finish`] for every task, all at once, during a reload, petting systemd's watchdog while
+/// it waits: a reload waiting (within `shutdown_timeout`) for slow peers to close is busy,
+/// not hung. Not for shutdown, which comes after STOPPING=1, when systemd's stop timeout is
+/// what applies.
+async fn finish_reloading<T>(tasks: Vec<(String, JoinHandle<T>)>, deadline: Instant) {
+    if tasks.is_empty() {
+        return;
+    }
+    let finishing = futures_util::future::join_all(
+        tasks
+            .into_iter()
+            .map(|(what, task)| async move { finish(task, deadline, &what).await }),
+    );
     let Some(period) = notify::watchdog_interval() else {
-        return finish(task, deadline, what).await;
+        return drop(finishing.await);
     };
     let mut pet = tokio::time::interval(period);
-    let finishing = finish(task, deadline, what);
     tokio::pin!(finishing);
     loop {
         tokio::select! {
-            () = &mut finishing => return,
+            _ = &mut finishing => return,
             _ = pet.tick() => notify::watchdog(),
         }
     }

@@ -66,11 +66,15 @@ pub(super) struct Frames {
     pub(super) seq: u64,
     /// The round trip of a Pong that answered our Ping, to publish.
     pub(super) rtt: Option<Duration>,
+    /// Data messages still to take before the session must close (`connect --max-messages`);
+    /// later ones are dropped.
+    pub(super) remaining: Option<u64>,
 }
 
 impl Frames {
     /// The state of a session opened with this keepalive, its first `seq` the one after `seq`.
-    pub(super) fn new(keepalive: Keepalive, seq: u64) -> Frames {
+    /// `remaining` is the message limit left, if any.
+    pub(super) fn new(keepalive: Keepalive, seq: u64, remaining: Option<u64>) -> Frames {
         Frames {
             keepalive,
             peer_close: None,
@@ -80,11 +84,29 @@ impl Frames {
             arena: BytesMut::with_capacity(ARENA_SIZE),
             seq,
             rtt: None,
+            remaining,
         }
     }
 
     pub(super) fn batch_full(&self) -> bool {
-        self.batch.len() >= MAX_BATCH || self.batch_bytes >= MAX_BATCH_BYTES
+        self.batch.len() >= MAX_BATCH || self.batch_bytes >= MAX_BATCH_BYTES || self.limit_reached()
+    }
+
+    /// The message limit is reached: the session closes.
+    pub(super) fn limit_reached(&self) -> bool {
+        self.remaining == Some(0)
+    }
+
+    /// Counts a data message against the limit; false if it is beyond it (dropped).
+    fn take_one(&mut self) -> bool {
+        match &mut self.remaining {
+            Some(0) => false,
+            Some(n) => {
+                *n -= 1;
+                true
+            }
+            None => true,
+        }
     }
 
     /// Copies a small payload out of tungstenite's read buffer into ours. Handed on as it
@@ -151,13 +173,17 @@ impl Frames {
         match frame {
             Some(Ok(Message::Text(data))) => {
                 self.keepalive.data_received(now);
-                let data = self.detach_text(&data).unwrap_or(data);
-                self.push(ts, data.len(), |seq| EventKind::Text { seq, data });
+                if self.take_one() {
+                    let data = self.detach_text(&data).unwrap_or(data);
+                    self.push(ts, data.len(), |seq| EventKind::Text { seq, data });
+                }
             }
             Some(Ok(Message::Binary(data))) => {
                 self.keepalive.data_received(now);
-                let data = self.detach(&data).unwrap_or(data);
-                self.push(ts, data.len(), |seq| EventKind::Binary { seq, data });
+                if self.take_one() {
+                    let data = self.detach(&data).unwrap_or(data);
+                    self.push(ts, data.len(), |seq| EventKind::Binary { seq, data });
+                }
             }
             // tungstenite queues the Pong itself; it goes out as we keep polling.
             Some(Ok(Message::Ping(_))) | Some(Ok(Message::Frame(_))) => {
@@ -228,6 +254,7 @@ mod tests {
         Frames::new(
             Keepalive::new(None, Duration::from_secs(10), None, Instant::now()),
             0,
+            None,
         )
     }
 
@@ -277,5 +304,28 @@ mod tests {
                 "copied or not by size ({len} bytes)"
             );
         }
+    }
+
+    #[test]
+    fn the_limit_takes_that_many_data_messages_and_drops_the_rest() {
+        let mut frames = frames();
+        frames.remaining = Some(2);
+        let now = Instant::now();
+        for i in 0..5 {
+            assert!(!frames.limit_reached() || i >= 2);
+            frames.on_frame(Some(Ok(Message::text(format!("m{i}")))), now, 0, usize::MAX);
+            // Pings are not data: they neither count nor are dropped from keepalive.
+            frames.on_frame(Some(Ok(Message::Ping(Bytes::new()))), now, 0, usize::MAX);
+        }
+        assert!(frames.limit_reached() && frames.batch_full());
+        let texts: Vec<_> = frames
+            .batch
+            .iter()
+            .map(|e| match &e.kind {
+                EventKind::Text { seq, data } => (*seq, data.to_string()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(texts, [(1, "m0".to_string()), (2, "m1".to_string())]);
     }
 }

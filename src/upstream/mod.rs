@@ -60,4 +60,8 @@ pub struct Upstream {
     pub mode: RunMode,
     /// How long to wait for the peer's Close after ours.
     pub close_timeout: Duration,
+    /// Data messages still to deliver; then the task closes with 1000 and ends, as after
+    /// being cancelled (`connect --max-messages`). Counted down across reconnects. `None`:
+    /// no limit.
+    pub max_messages: Option<u64>,
 }

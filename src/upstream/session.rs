@@ -47,7 +47,8 @@ impl Upstream {
             self.config.receive_timeout,
             opened,
         );
-        let mut frames = Frames::new(keepalive, self.stats.seq.load(Ordering::Relaxed));
+        let seq = self.stats.seq.load(Ordering::Relaxed);
+        let mut frames = Frames::new(keepalive, seq, self.max_messages);
         let timer = tokio::time::sleep_until(frames.keepalive.deadline());
         tokio::pin!(timer);
         let mut queue_open = true;
@@ -92,6 +93,11 @@ impl Upstream {
                         timer.as_mut().reset(frames.keepalive.deadline());
                     }
                     match step {
+                        Step::Continue if frames.limit_reached() => {
+                            let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+                            self.close(&mut ws, &mut outgoing, Some(frame), &mut frames, name).await;
+                            break SessionEnd::Closed { code: CloseCode::Normal.into(), reason: String::new() };
+                        }
                         Step::Continue => {}
                         Step::End(end) => break end,
                         Step::Refuse { code, cause, reason } => {
@@ -136,6 +142,7 @@ impl Upstream {
                 }
             }
         };
+        self.max_messages = frames.remaining;
         (end, frames.got_data || opened.elapsed() >= stable_after)
     }
 

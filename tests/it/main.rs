@@ -8,6 +8,7 @@ mod common;
 
 mod aiohttp_peer;
 mod connect;
+mod connect_upstream;
 mod faults_daemon;
 mod faults_peers;
 mod faults_sinks;
