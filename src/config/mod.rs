@@ -118,6 +118,9 @@ pub struct ReconnectPolicy {
     pub jitter: f64,
     /// Give up after this many attempts in a row without a stable connection; 0 = never.
     pub max_attempts: u32,
+    /// A connection that stayed open this long is stable: the backoff starts over from
+    /// `initial`. Shorter ones count as failed attempts, whatever they delivered.
+    pub reset_after: Duration,
 }
 
 impl Default for ReconnectPolicy {
@@ -128,6 +131,7 @@ impl Default for ReconnectPolicy {
             multiplier: 2.0,
             jitter: 0.2,
             max_attempts: 0,
+            reset_after: Duration::from_secs(30),
         }
     }
 }
@@ -637,6 +641,12 @@ impl Validator<'_> {
                         "must be 0 (retry forever) or a positive count".into(),
                     );
                 }
+            }
+        }
+        if let Some(s) = over.reset_after.as_ref().or(base.reset_after.as_ref()) {
+            match self.duration(s, &format!("{key}.reconnect.reset_after")) {
+                Some(d) => policy.reset_after = d,
+                None => ok = false,
             }
         }
         if ok && policy.max < policy.initial {

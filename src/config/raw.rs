@@ -80,6 +80,7 @@ pub struct RawReconnect {
     pub multiplier: Option<Spanned<f64>>,
     pub jitter: Option<Spanned<f64>>,
     pub max_attempts: Option<Spanned<i64>>,
+    pub reset_after: Option<Spanned<String>>,
 }
 
 /// `[[upstream]]`. The connection settings are repeated here (not flattened) because serde

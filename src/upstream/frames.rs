@@ -56,8 +56,6 @@ pub(super) struct Frames {
     pub(super) keepalive: Keepalive,
     /// The peer's Close (code, reason), once it came.
     pub(super) peer_close: Option<(u16, String)>,
-    /// A data message arrived in this session.
-    pub(super) got_data: bool,
     pub(super) batch: Vec<Event>,
     pub(super) batch_bytes: usize,
     /// Where small payloads are copied to (see [`Frames::detach`]).
@@ -78,7 +76,6 @@ impl Frames {
         Frames {
             keepalive,
             peer_close: None,
-            got_data: false,
             batch: Vec::new(),
             batch_bytes: 0,
             arena: BytesMut::with_capacity(ARENA_SIZE),
@@ -153,7 +150,6 @@ impl Frames {
     }
 
     fn push(&mut self, ts: u64, len: usize, kind: impl FnOnce(u64) -> EventKind) {
-        self.got_data = true;
         self.seq += 1;
         self.batch_bytes += len;
         self.batch.push(Event {

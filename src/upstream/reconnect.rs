@@ -69,11 +69,10 @@ impl Upstream {
                             }),
                         )
                         .await;
-                    let (end, stable) = self.session(connected.ws, &name).await;
+                    backoff.opened();
+                    let end = self.session(connected.ws, &name).await;
+                    backoff.closed();
                     self.stats.count_disconnect(end.cause());
-                    if stable {
-                        backoff.reset();
-                    }
                     end
                 }
             };

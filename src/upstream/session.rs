@@ -25,19 +25,13 @@ use crate::record::Event;
 
 impl Upstream {
     /// One open connection: `on_connect`, then frames, queued messages and keepalive until it
-    /// ends. Returns how it ended and whether it counts as stable for backoff (it delivered
-    /// data or stayed open for `reconnect.max`).
-    pub(super) async fn session(
-        &mut self,
-        mut ws: WsStream,
-        name: &Arc<str>,
-    ) -> (SessionEnd, bool) {
+    /// ends. Returns how it ended.
+    pub(super) async fn session(&mut self, mut ws: WsStream, name: &Arc<str>) -> SessionEnd {
         let opened = Instant::now();
-        let stable_after = self.config.reconnect.max;
         for text in &self.config.on_connect {
             if let Err(e) = ws.send(Message::text(text.as_str())).await {
                 let reason = format!("sending on_connect message: {e}");
-                return (SessionEnd::Failed(Cause::ConnectionLost, reason), false);
+                return SessionEnd::Failed(Cause::ConnectionLost, reason);
             }
             self.stats.messages_sent.fetch_add(1, Ordering::Relaxed);
         }
@@ -143,7 +137,7 @@ impl Upstream {
             }
         };
         self.max_messages = frames.remaining;
-        (end, frames.got_data || opened.elapsed() >= stable_after)
+        end
     }
 
     /// Sends a queued message and the data messages queued behind it, while tungstenite takes

@@ -79,3 +79,23 @@ async fn max_messages_in_ndjson_ends_with_our_close_record() {
     assert_eq!(kinds, ["open", "m1", "m2", "m3", "close"], "{records:?}");
     assert_eq!(records[4]["code"], 1000);
 }
+
+/// `connect --reconnect` follows the same backoff: a server that sends one message and closes
+/// is not reconnected to every `initial`.
+#[tokio::test]
+async fn connect_reconnect_backs_off_from_a_server_that_sends_one_message_and_closes() {
+    let server = TestServer::start(ServerOptions::default()).await;
+    let url = server.url("/");
+    let mut accepts = crate::upstream::send_one_and_close(server);
+    let mut child = spawn_connect(&[&url, "-U", "--reconnect"]);
+    drop(child.stdin.take());
+    // The default initial delay is 500 ms: connections at 0, 0.5, 1.5, 3.5 s, then 7.5 s.
+    // Before, one every 500 ms: ~10.
+    let connects =
+        crate::upstream::connects_within(&mut accepts, std::time::Duration::from_secs(5)).await;
+    assert!(
+        (2..=5).contains(&connects),
+        "{connects} connections in 5 s, expected about 4"
+    );
+    drop(child);
+}
