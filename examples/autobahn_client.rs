@@ -36,6 +36,7 @@ async fn session(url: Url, echo: bool) -> Result<Vec<String>, String> {
         mode: RunMode::Once,
         close_timeout: Duration::from_secs(5),
         max_messages: None,
+        linger: Duration::ZERO,
     };
     let task = tokio::spawn(upstream.run());
     let mut texts = Vec::new();

@@ -56,7 +56,8 @@ const CONNECT_EXAMPLES: &str = "Examples:
   wsbridge connect ws://h/ws --ndjson -U | jq 'select(.type==\"text\") | .seq'
   wsbridge connect ws://h/bin --binary < frame.bin > reply.bin
 
-Stdin EOF sends Close (1000) and exits 0 after the peer's Close. A peer Close with 1000/1001
+At stdin EOF, replies are read until the peer has been quiet for --linger (1s); then Close
+(1000) goes out and connect exits 0 after the peer's Close. A peer Close with 1000/1001
 exits 0, any other code exits 1; connection failures exit 1 with a one-line reason.";
 
 #[derive(Debug, Args)]
@@ -114,6 +115,12 @@ struct ConnectArgs {
     /// Send stdin; print nothing.
     #[arg(long)]
     send_only: bool,
+    /// After stdin EOF, keep reading until the peer has sent nothing for this long, then send
+    /// Close (1000). Servers such as Python `websockets` answer a Close at once and drop the
+    /// replies they had not sent, so closing right at EOF loses them; a peer that never goes
+    /// quiet (a live feed) keeps connect running until it closes or Ctrl-C. 0s: close at EOF.
+    #[arg(long, default_value = "1s", value_parser = wsbridge::config::parse_duration)]
+    linger: Duration,
     /// How long to wait for the peer's Close after ours. After Ctrl-C or SIGTERM, a reader of
     /// stdout that stopped reading is waited for at most twice this long.
     #[arg(long, default_value = "5s", value_parser = wsbridge::config::parse_duration)]
@@ -185,6 +192,7 @@ impl ConnectArgs {
             recv_only: self.recv_only,
             send_only: self.send_only,
             close_timeout: self.shutdown_timeout,
+            linger: self.linger,
         })
     }
 }

@@ -52,6 +52,8 @@ pub struct ConnectOptions {
     pub send_only: bool,
     /// After our Close, how long to wait for the peer's.
     pub close_timeout: Duration,
+    /// After stdin EOF, how long the peer must be quiet before our Close goes out.
+    pub linger: Duration,
 }
 
 /// How the pipe ended, mapped to an exit code by the caller.
@@ -125,6 +127,7 @@ where
         },
         close_timeout: options.close_timeout,
         max_messages: options.max_messages,
+        linger: options.linger,
     };
     let span = tracing::info_span!("connect", url = %url);
     let mut upstream_task = tokio::spawn(upstream.run().instrument(span));

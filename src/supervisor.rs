@@ -395,6 +395,7 @@ impl Supervisor {
             mode: RunMode::Reconnect,
             close_timeout: self.config.daemon.shutdown_timeout / 2,
             max_messages: None,
+            linger: Duration::ZERO,
         };
         let span = tracing::info_span!("upstream", upstream = %config.name);
         let task = tokio::spawn(upstream.run().instrument(span));

@@ -64,4 +64,9 @@ pub struct Upstream {
     /// being cancelled (`connect --max-messages`). Counted down across reconnects. `None`:
     /// no limit.
     pub max_messages: Option<u64>,
+    /// When a Close comes through the send queue (`connect` at stdin EOF), keep reading until
+    /// the peer has sent nothing for this long (and our last messages are written), then send
+    /// it. Servers such as Python `websockets` answer a Close at once and drop the replies they
+    /// had not sent yet. Zero: send it at once.
+    pub linger: Duration,
 }

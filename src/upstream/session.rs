@@ -47,6 +47,11 @@ impl Upstream {
         tokio::pin!(timer);
         let mut queue_open = true;
         let mut outgoing = Outgoing::default();
+        // The Close that `connect` queued at stdin EOF, held back while the peer is still
+        // answering (see [`Upstream::linger`]); sent once it has been quiet that long.
+        let mut lingering: Option<Option<CloseFrame>> = None;
+        let linger = tokio::time::sleep_until(opened);
+        tokio::pin!(linger);
         // Made once: a new `cancelled()` future on every turn of a hot loop costs.
         let shutdown = self.shutdown.clone();
         let cancelled = shutdown.cancelled();
@@ -63,7 +68,13 @@ impl Upstream {
                 io = poll_fn(|cx| outgoing.poll(&mut ws, cx)) => {
                     let frame = match io {
                         Io::Frame(frame) => frame,
-                        Io::Flushed(Ok(())) => continue,
+                        Io::Flushed(Ok(())) => {
+                            // Our last messages are out only now: their answers are still to come.
+                            if lingering.is_some() {
+                                linger.as_mut().reset(Instant::now() + self.linger);
+                            }
+                            continue;
+                        }
                         Io::Flushed(Err(e)) => break SessionEnd::Failed(Cause::ConnectionLost, format!("sending a message: {e}")),
                     };
                     let now = Instant::now();
@@ -77,6 +88,9 @@ impl Upstream {
                     if matches!(step, Step::Continue) {
                         // Take every frame that is already here before handing the batch on.
                         step = poll_fn(|cx| Poll::Ready(frames.take_ready(&mut ws, cx, now, ts, max))).await;
+                    }
+                    if lingering.is_some() && !frames.batch.is_empty() {
+                        linger.as_mut().reset(now + self.linger);
                     }
                     self.deliver(name, &mut frames, ts).await;
                     if frames.peer_close.is_some() && !was_closing {
@@ -103,21 +117,35 @@ impl Upstream {
                     }
                 }
                 // Only once what was sent before is written: tungstenite's buffer stays bounded.
-                message = self.queue.recv(), if queue_open && outgoing.idle() && frames.peer_close.is_none() => match message {
+                message = self.queue.recv(), if queue_open && lingering.is_none() && outgoing.idle() && frames.peer_close.is_none() => match message {
                     Some(message) => {
                         // `connect` at stdin EOF queues a Close behind its last line.
                         let close = match message {
                             Message::Close(frame) => Some(frame),
                             message => self.send_queued(&mut outgoing, message),
                         };
-                        if let Some(frame) = close {
-                            let (code, reason) = frame.as_ref().map_or((1005, String::new()), |f| (f.code.into(), f.reason.to_string()));
-                            self.close(&mut ws, &mut outgoing, frame, &mut frames, name).await;
-                            break SessionEnd::Closed { code, reason };
+                        match close {
+                            Some(frame) if self.linger.is_zero() => {
+                                let (code, reason) = frame.as_ref().map_or((1005, String::new()), |f| (f.code.into(), f.reason.to_string()));
+                                self.close(&mut ws, &mut outgoing, frame, &mut frames, name).await;
+                                break SessionEnd::Closed { code, reason };
+                            }
+                            Some(frame) => {
+                                debug!(linger = %humantime::format_duration(self.linger), "end of input; waiting for the peer to go quiet before closing");
+                                lingering = Some(frame);
+                                linger.as_mut().reset(Instant::now() + self.linger);
+                            }
+                            None => {}
                         }
                     }
                     None => queue_open = false,
                 },
+                _ = &mut linger, if lingering.is_some() => {
+                    let frame = lingering.take().flatten();
+                    let (code, reason) = frame.as_ref().map_or((1005, String::new()), |f| (f.code.into(), f.reason.to_string()));
+                    self.close(&mut ws, &mut outgoing, frame, &mut frames, name).await;
+                    break SessionEnd::Closed { code, reason };
+                }
                 _ = &mut timer => {
                     if let Some((code, reason)) = frames.peer_close.take() {
                         debug!("the peer did not end the connection after its Close; dropping it");

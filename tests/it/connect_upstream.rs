@@ -99,3 +99,104 @@ async fn connect_reconnect_backs_off_from_a_server_that_sends_one_message_and_cl
     );
     drop(child);
 }
+
+// ---------------------------------------------------------------------------------------
+// Lingering after stdin EOF, against Python `websockets`, which answers our Close at once and
+// drops the echoes it had not sent: closing right at EOF got 0 of 3 replies, 87,877 of
+// 100,000, and none of a 100 KB binary round trip.
+
+/// `tests/peers/websockets_echo.py` in its own process; it exits when this is dropped.
+struct WebsocketsEcho {
+    _child: tokio::process::Child,
+    port: u16,
+}
+
+impl WebsocketsEcho {
+    async fn start() -> WebsocketsEcho {
+        use tokio::io::AsyncBufReadExt;
+        let python = python();
+        let how = "set WSBRIDGE_TEST_PYTHON to a Python with `websockets` (tests/peers/requirements.txt), or run tests/run.sh";
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/websockets_echo.py");
+        let mut child = Command::new(&python)
+            .arg(&script)
+            .stdin(Stdio::piped()) // held by `child`: EOF (our end) ends the server
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}; {how}", python.display()));
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("websockets_echo.py listening within 30 s")
+            .unwrap()
+            .unwrap_or_else(|| panic!("websockets_echo.py exited; {how}"));
+        let port = first
+            .strip_prefix("LISTENING ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("expected `LISTENING <port>`, got {first:?}"));
+        WebsocketsEcho {
+            _child: child,
+            port,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}/", self.port)
+    }
+}
+
+/// The README's recipe: `wsbridge connect URL < file > replies` (default `--linger`).
+async fn send_file(url: &str, extra: &[&str], input: &[u8]) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("requests");
+    std::fs::write(&path, input).unwrap();
+    let child = Command::new(bin())
+        .arg("connect")
+        .arg(url)
+        .args(extra)
+        .kill_on_drop(true)
+        .stdin(std::fs::File::open(&path).unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = tokio::time::timeout(SOON * 3, child.wait_with_output())
+        .await
+        .expect("connect exits in time")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    out.stdout
+}
+
+#[tokio::test]
+#[ignore = "needs Python websockets; tests/run.sh runs it"]
+async fn sending_three_lines_to_a_websockets_echo_server_keeps_every_reply() {
+    let server = WebsocketsEcho::start().await;
+    let input = b"{\"op\":\"add\",\"n\":1}\n{\"op\":\"add\",\"n\":2}\n{\"op\":\"add\",\"n\":3}\n";
+    let replies = send_file(&server.url(), &[], input).await;
+    assert_eq!(text(&replies), text(input));
+}
+
+#[tokio::test]
+#[ignore = "needs Python websockets; tests/run.sh runs it"]
+async fn sending_100000_lines_to_a_websockets_echo_server_keeps_every_reply() {
+    let server = WebsocketsEcho::start().await;
+    let input: String = (1..=100_000).map(|i| format!("line {i}\n")).collect();
+    let replies = send_file(&server.url(), &[], input.as_bytes()).await;
+    let replies = text(&replies);
+    assert_eq!(replies.lines().count(), 100_000);
+    assert!(replies == input, "the replies differ from the lines sent");
+}
+
+#[tokio::test]
+#[ignore = "needs Python websockets; tests/run.sh runs it"]
+async fn a_100kb_binary_round_trip_through_websockets_comes_back_whole() {
+    let server = WebsocketsEcho::start().await;
+    let input: Vec<u8> = (0..100_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let replies = send_file(&server.url(), &["--binary"], &input).await;
+    assert_eq!(replies.len(), input.len());
+    assert!(replies == input, "the bytes differ");
+}
