@@ -106,7 +106,8 @@ struct ConnectArgs {
     /// Exit after this many messages were received.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     max_messages: Option<u64>,
-    /// An extra root certificate (PEM) for wss://.
+    /// An extra root certificate (PEM) for wss://; a certificate in it that is exactly the
+    /// server's own (a self-signed one, even marked CA:TRUE) is trusted as it is.
     #[arg(long)]
     ca_file: Option<PathBuf>,
     /// Ignore stdin; stay connected until the peer closes (for cron, systemd, `< /dev/null`).

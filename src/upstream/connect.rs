@@ -40,8 +40,13 @@ pub enum ConnectError {
         body: String,
     },
     /// TLS failed (certificate, protocol).
-    #[error("TLS handshake failed: {0}; for a private CA set ca_file")]
-    Tls(String),
+    #[error("TLS handshake failed: {reason}; {hint}")]
+    Tls {
+        /// What rustls reported.
+        reason: String,
+        /// What to do about it.
+        hint: &'static str,
+    },
     /// TCP or DNS failed.
     #[error("{0}")]
     Io(String),
@@ -182,15 +187,49 @@ fn classify(error: WsError) -> ConnectError {
                 .unwrap_or_default();
             ConnectError::Rejected { status, body }
         }
-        WsError::Tls(e) => ConnectError::Tls(e.to_string()),
+        WsError::Tls(e) => ConnectError::Tls {
+            reason: e.to_string(),
+            hint: GENERIC_TLS_HINT,
+        },
         // tokio-tungstenite hands rustls' handshake errors over as I/O errors.
         WsError::Io(e) => match e
             .get_ref()
             .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         {
-            Some(tls) => ConnectError::Tls(tls.to_string()),
+            Some(tls) => ConnectError::Tls {
+                reason: tls.to_string(),
+                hint: tls_hint(tls),
+            },
             None => ConnectError::Io(e.to_string()),
         },
         other => ConnectError::Handshake(other.to_string()),
+    }
+}
+
+const GENERIC_TLS_HINT: &str =
+    "check that the server speaks TLS on this port; for a private CA set ca_file to its certificate (PEM)";
+
+/// What to do about a failed certificate check, case by case.
+fn tls_hint(error: &rustls::Error) -> &'static str {
+    use rustls::CertificateError as C;
+    let rustls::Error::InvalidCertificate(cert) = error else {
+        return GENERIC_TLS_HINT;
+    };
+    match cert {
+        C::UnknownIssuer => {
+            "no trusted CA signed the server's certificate: for a private CA set ca_file to the CA's certificate (PEM); for a self-signed server set ca_file to the server's own certificate, which pins it"
+        }
+        C::NotValidForName | C::NotValidForNameContext { .. } => {
+            "the certificate does not name the URL's host: connect by a name it lists, or pin it by setting ca_file to that exact certificate"
+        }
+        C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. } => {
+            "the certificate is outside its validity period: renew it on the server, or check this machine's clock"
+        }
+        // WebPKI refuses a certificate marked CA:TRUE as a server's own (OpenSSL 3 makes
+        // self-signed certificates that way by default).
+        other if format!("{other:?}").contains("CaUsedAsEndEntity") => {
+            "the server presents a CA certificate (CA:TRUE, as `openssl req -x509` makes by default) as its own: set ca_file to that exact certificate to pin it, or give the server a certificate signed by that CA"
+        }
+        _ => GENERIC_TLS_HINT,
     }
 }
