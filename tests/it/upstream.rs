@@ -340,3 +340,30 @@ type = "stdout"
     }
     assert_eq!(retries, [200, 400, 800, 1600]);
 }
+
+/// `ws://user:pass@host/` sends `Authorization: Basic …` (user info percent-decoded), as
+/// aiohttp and curl do; the user info itself goes nowhere else: not in the Host header, and
+/// not in the `open` record or the log.
+#[tokio::test]
+async fn url_user_info_is_sent_as_basic_auth() {
+    use base64::Engine as _;
+    let mut server = TestServer::start(ServerOptions::default()).await;
+    let url = format!("ws://feed-user:s3cret%40pw@{}/ws", server.addr);
+    let mut daemon = Daemon::start(&upstream_config(&url, "")).await;
+    let conn = server.accept().await;
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("feed-user:s3cret@pw")
+    );
+    assert_eq!(conn.header("authorization"), Some(expected.as_str()));
+    assert_eq!(conn.header("host"), Some(server.addr.to_string().as_str()));
+    assert_eq!(conn.path, "/ws");
+    let open = daemon.record_where("open", |r| r["type"] == "open").await;
+    assert!(!open.to_string().contains("s3cret"), "{open}");
+    daemon.signal(15);
+    assert!(daemon.wait().await.success());
+    assert!(
+        !daemon.stderr().contains("s3cret"),
+        "the URL's password reached the log"
+    );
+}
