@@ -35,6 +35,8 @@ async fn session(url: Url, echo: bool) -> Result<Vec<String>, String> {
         goodbye: CloseCode::Normal,
         mode: RunMode::Once,
         close_timeout: Duration::from_secs(5),
+        max_messages: None,
+        linger: Duration::ZERO,
     };
     let task = tokio::spawn(upstream.run());
     let mut texts = Vec::new();

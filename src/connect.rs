@@ -51,6 +51,8 @@ pub struct ConnectOptions {
     pub send_only: bool,
     /// After our Close, how long to wait for the peer's.
     pub close_timeout: Duration,
+    /// After stdin EOF, how long the peer must be quiet before our Close goes out.
+    pub linger: Duration,
 }
 
 /// How the pipe ended, mapped to an exit code by the caller.
@@ -98,10 +100,7 @@ where
         parse_json: false,
         binary_bytes: options.binary && !options.ndjson,
     };
-    let mut writer = StdoutSink::new(stdout, encoding);
-    if let Some(max) = options.max_messages {
-        writer = writer.with_limit(max, stop.clone());
-    }
+    let writer = StdoutSink::new(stdout, encoding);
     let (stdout_tx, stdout_rx) = hub::sink_input(STDOUT_BATCHES, STDOUT_BYTES);
     let sinks = if options.send_only {
         // Nothing is printed: without a sender the writer ends at once, and the pipe ends
@@ -124,6 +123,8 @@ where
             RunMode::Once
         },
         close_timeout: options.close_timeout,
+        max_messages: options.max_messages,
+        linger: options.linger,
     };
     let span = tracing::info_span!("connect", url = %url);
     let mut upstream_task = tokio::spawn(upstream.run().instrument(span));

@@ -26,8 +26,7 @@
 //! - [`connect`] is the websocat-style pipe, built on the same upstream task.
 //! - [`demo`] is the embedded demo server. [`duration`] prints durations for people.
 
-// One `unsafe` block, reviewed: `upstream::Frames::detach_text`. Anything else is refused.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 pub mod config;
 pub mod connect;

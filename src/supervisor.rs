@@ -3,7 +3,10 @@
 //!
 //! Startup binds every sink first (so a port in use stops the daemon before anything
 //! connects), then starts one task per upstream. Controls arrive as a typed stream of
-//! [`Control`] values, so tests drive the supervisor without sending signals.
+//! [`Control`] values, so tests drive the supervisor without sending signals. Reloads are
+//! applied in `reload`.
+
+mod reload;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -17,7 +20,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
-use crate::config::{Config, ConfigErrors, SinkConfig, SinkKind, UpstreamConfig};
+use crate::config::{Config, ConfigErrors, SinkConfig, UpstreamConfig};
 use crate::hub::{self, Hub, SendQueue, SinkInput};
 use crate::metrics::Metrics;
 use crate::notify;
@@ -226,126 +229,6 @@ impl Supervisor {
         info!("stopped");
     }
 
-    /// Applies a new, valid config: unchanged upstreams and sinks keep running.
-    async fn apply(&mut self, new: Config) {
-        let timeout = new.daemon.shutdown_timeout;
-        // Sinks. Bind the new ones whose address nobody holds first: if one fails, the reload
-        // is refused before anything changed.
-        let wanted: Vec<Arc<SinkConfig>> = new.sinks.iter().cloned().map(Arc::new).collect();
-        let is_running =
-            |c: &SinkConfig, sinks: &[RunningSink]| sinks.iter().any(|s| *s.config == *c);
-        let mut fresh = Vec::new();
-        for config in wanted.iter().filter(|c| !is_running(c, &self.sinks)) {
-            let held = self
-                .sinks
-                .iter()
-                .any(|s| same_resource(&s.config.kind, &config.kind));
-            if held {
-                continue;
-            }
-            match sink::bind(config) {
-                Ok(bound) => fresh.push((config.clone(), bound)),
-                Err(e) => {
-                    error!(sink = %config.name(), "reload refused, the running config stays: {e}");
-                    return;
-                }
-            }
-        }
-        let (keep, stop): (Vec<_>, Vec<_>) = std::mem::take(&mut self.sinks)
-            .into_iter()
-            .partition(|s| wanted.iter().any(|c| **c == *s.config));
-        self.sinks = keep;
-        let mut stopped = Vec::new();
-        for sink in stop {
-            info!(sink = %sink.config.name(), "stopping sink (removed or changed)");
-            sink.cancel.cancel();
-            finish_reloading(
-                sink.task,
-                Instant::now() + timeout,
-                &format!("sink {}", sink.config.name()),
-            )
-            .await;
-            stopped.push(sink.config);
-        }
-        for (config, bound) in fresh {
-            info!(sink = %config.name(), "starting sink");
-            self.spawn_sink(config, bound);
-        }
-        // Sinks that replace a stopped one on the same address or path.
-        let replacing: Vec<_> = wanted
-            .iter()
-            .filter(|c| !is_running(c, &self.sinks))
-            .cloned()
-            .collect();
-        for config in &replacing {
-            match sink::bind(config) {
-                Ok(bound) => {
-                    info!(sink = %config.name(), "restarting sink with its new settings");
-                    self.spawn_sink(config.clone(), bound);
-                }
-                Err(e) => {
-                    error!(sink = %config.name(), "cannot start the changed sink: {e}; restoring its previous settings");
-                    if let Some(old) = stopped
-                        .iter()
-                        .find(|o| same_resource(&o.kind, &config.kind))
-                    {
-                        match sink::bind(old) {
-                            Ok(bound) => self.spawn_sink(old.clone(), bound),
-                            Err(e) => {
-                                error!(sink = %old.name(), "cannot restore the sink either: {e}")
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        self.route_sinks();
-
-        // Upstreams, by name.
-        let mut old = std::mem::take(&mut self.upstreams);
-        for config in &new.upstreams {
-            match old.remove(&config.name) {
-                Some(running) if *running.config == *config => {
-                    self.upstreams.insert(config.name.clone(), running);
-                }
-                Some(running) => {
-                    info!(upstream = %config.name, "settings changed; reconnecting");
-                    running.cancel.cancel();
-                    finish_reloading(
-                        running.task,
-                        Instant::now() + timeout,
-                        &format!("upstream {}", config.name),
-                    )
-                    .await;
-                    self.spawn_upstream(Arc::new(config.clone()));
-                }
-                None => {
-                    info!(upstream = %config.name, "new upstream");
-                    self.spawn_upstream(Arc::new(config.clone()));
-                }
-            }
-        }
-        for (name, running) in old {
-            info!(upstream = %name, "removed; closing");
-            running.cancel.cancel();
-            finish_reloading(
-                running.task,
-                Instant::now() + timeout,
-                &format!("upstream {name}"),
-            )
-            .await;
-            self.upstream_stats.remove(&name);
-        }
-        self.publish_directory();
-        self.config
-            .restart_warnings(&new)
-            .iter()
-            .for_each(|w| warn!("{w}"));
-        self.config = new;
-        self.publish_metrics();
-        info!("{}", self.summary());
-    }
-
     fn spawn_sink(&mut self, config: Arc<SinkConfig>, bound: BoundSink) {
         let (input, receiver) = hub::sink_input(SINK_INPUT, SINK_INPUT_BYTES);
         let cancel = CancellationToken::new();
@@ -395,6 +278,8 @@ impl Supervisor {
             goodbye: CloseCode::Away,
             mode: RunMode::Reconnect,
             close_timeout: self.config.daemon.shutdown_timeout / 2,
+            max_messages: None,
+            linger: Duration::ZERO,
         };
         let span = tracing::info_span!("upstream", upstream = %config.name);
         let task = tokio::spawn(upstream.run().instrument(span));
@@ -462,34 +347,6 @@ impl Supervisor {
             .max()
             .unwrap_or(16 << 20);
         largest / 3 * 4 + 4096
-    }
-}
-
-/// Whether two sinks would use the same address or path.
-fn same_resource(a: &SinkKind, b: &SinkKind) -> bool {
-    match (a, b) {
-        (SinkKind::Stdout, SinkKind::Stdout) => true,
-        (SinkKind::Unix { path: p, .. }, SinkKind::Unix { path: q, .. }) => p == q,
-        (SinkKind::Tcp { listen: x, .. }, SinkKind::Tcp { listen: y, .. }) => x == y,
-        _ => false,
-    }
-}
-
-/// [`finish`] during a reload, petting systemd's watchdog while it waits: a reload waiting
-/// (within `shutdown_timeout`) for slow peers to close is busy, not hung. Not for shutdown,
-/// which comes after STOPPING=1, when systemd's stop timeout is what applies.
-async fn finish_reloading<T>(task: JoinHandle<T>, deadline: Instant, what: &str) {
-    let Some(period) = notify::watchdog_interval() else {
-        return finish(task, deadline, what).await;
-    };
-    let mut pet = tokio::time::interval(period);
-    let finishing = finish(task, deadline, what);
-    tokio::pin!(finishing);
-    loop {
-        tokio::select! {
-            () = &mut finishing => return,
-            _ = pet.tick() => notify::watchdog(),
-        }
     }
 }
 

@@ -68,9 +68,10 @@ const CONNECT_EXAMPLES: &str = "Examples:
   # a binary round trip, byte for byte
   wsbridge connect ws://h/bin --binary < frame.bin > reply.bin
 
-Stdin EOF sends Close (1000) and exits 0 after the peer's Close. A peer Close
-with 1000/1001 exits 0, any other code exits 1; connection failures exit 1
-with a one-line reason.";
+At stdin EOF, replies are read until the peer has been quiet for --linger
+(1s); then Close (1000) goes out and connect exits 0 after the peer's Close.
+A peer Close with 1000/1001 exits 0, any other code exits 1; connection
+failures exit 1 with a one-line reason.";
 
 #[derive(Debug, Args)]
 struct ConnectArgs {
@@ -118,7 +119,8 @@ struct ConnectArgs {
     /// Exit after this many messages were received.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     max_messages: Option<u64>,
-    /// An extra root certificate (PEM) for wss://.
+    /// An extra root certificate (PEM) for wss://; a certificate in it that is exactly the
+    /// server's own (a self-signed one, even marked CA:TRUE) is trusted as it is.
     #[arg(long)]
     ca_file: Option<PathBuf>,
     /// Ignore stdin; stay connected until the peer closes (for cron, systemd, `< /dev/null`).
@@ -127,6 +129,12 @@ struct ConnectArgs {
     /// Send stdin; print nothing.
     #[arg(long)]
     send_only: bool,
+    /// After stdin EOF, keep reading until the peer has sent nothing for this long, then send
+    /// Close (1000). Servers such as Python `websockets` answer a Close at once and drop the
+    /// replies they had not sent, so closing right at EOF loses them; a peer that never goes
+    /// quiet (a live feed) keeps connect running until it closes or Ctrl-C. 0s: close at EOF.
+    #[arg(long, default_value = "1s", value_parser = wsbridge::config::parse_duration)]
+    linger: Duration,
     /// How long to wait for the peer's Close after ours. After Ctrl-C or SIGTERM, a reader of
     /// stdout that stopped reading is waited for at most twice this long.
     #[arg(long, default_value = "5s", value_parser = wsbridge::config::parse_duration)]
@@ -198,6 +206,7 @@ impl ConnectArgs {
             recv_only: self.recv_only,
             send_only: self.send_only,
             close_timeout: self.shutdown_timeout,
+            linger: self.linger,
         })
     }
 }

@@ -1,8 +1,10 @@
-//! Delays between reconnect attempts: capped exponential growth with jitter.
+//! Delays between reconnect attempts: capped exponential growth with jitter, counted from
+//! the last connection that stayed open `reset_after`.
 
 use std::time::Duration;
 
 use rand::Rng;
+use tokio::time::Instant;
 
 use crate::config::ReconnectPolicy;
 
@@ -10,8 +12,12 @@ use crate::config::ReconnectPolicy;
 #[derive(Debug)]
 pub struct Backoff {
     policy: ReconnectPolicy,
-    /// Attempts that failed in a row since the last stable connection.
+    /// Attempts that failed in a row since the last stable connection. A connection that
+    /// ended before `reset_after` counts as a failure, however much data it delivered: a
+    /// server that sends an error and closes must not be reconnected to at `initial` forever.
     failures: u32,
+    /// When the current connection opened.
+    opened: Option<Instant>,
 }
 
 impl Backoff {
@@ -20,10 +26,26 @@ impl Backoff {
         Backoff {
             policy,
             failures: 0,
+            opened: None,
         }
     }
 
-    /// Forget past failures after a connection that stayed up.
+    /// A connection opened now.
+    pub fn opened(&mut self) {
+        self.opened = Some(Instant::now());
+    }
+
+    /// The connection ended now: if it stayed open `reset_after`, past failures are forgotten
+    /// and the next delay is `initial` again.
+    pub fn closed(&mut self) {
+        if let Some(opened) = self.opened.take() {
+            if opened.elapsed() >= self.policy.reset_after {
+                self.reset();
+            }
+        }
+    }
+
+    /// Forget past failures.
     pub fn reset(&mut self) {
         self.failures = 0;
     }
@@ -120,5 +142,39 @@ mod tests {
     fn huge_failure_counts_do_not_overflow() {
         let b = Backoff::new(policy(0.0, 0));
         assert_eq!(b.nominal(u32::MAX), Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_a_connection_that_stayed_open_reset_after_resets_the_count() {
+        let step = |b: &mut Backoff| b.next_delay().unwrap().as_millis();
+        let mut b = Backoff::new(policy(0.0, 0));
+        assert_eq!(step(&mut b), 100);
+        // Connections that close within reset_after (30 s) keep the count growing.
+        for want in [200, 400, 800] {
+            b.opened();
+            tokio::time::advance(Duration::from_secs(29)).await;
+            b.closed();
+            assert_eq!(step(&mut b), want);
+        }
+        // One that stayed open 30 s starts over.
+        b.opened();
+        tokio::time::advance(Duration::from_secs(30)).await;
+        b.closed();
+        assert_eq!(step(&mut b), 100);
+        // A failed attempt (no open) after it counts on from there.
+        assert_eq!(step(&mut b), 200);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reset_after_zero_resets_after_any_connection() {
+        let mut b = Backoff::new(ReconnectPolicy {
+            reset_after: Duration::ZERO,
+            ..policy(0.0, 0)
+        });
+        b.next_delay();
+        b.next_delay();
+        b.opened();
+        b.closed();
+        assert_eq!(b.next_delay(), Some(Duration::from_millis(100)));
     }
 }

@@ -40,8 +40,13 @@ pub enum ConnectError {
         body: String,
     },
     /// TLS failed (certificate, protocol).
-    #[error("TLS handshake failed: {0}; for a private CA set ca_file")]
-    Tls(String),
+    #[error("TLS handshake failed: {reason}; {hint}")]
+    Tls {
+        /// What rustls reported.
+        reason: String,
+        /// What to do about it.
+        hint: &'static str,
+    },
     /// TCP or DNS failed.
     #[error("{0}")]
     Io(String),
@@ -53,10 +58,16 @@ pub enum ConnectError {
     TlsSetup(#[from] super::tls::CaFileError),
 }
 
-/// Builds the handshake request for an upstream.
+/// Builds the handshake request for an upstream. User info in the URL (`ws://user:pass@host/`)
+/// becomes `Authorization: Basic …`, as aiohttp and curl send it, unless an Authorization
+/// header is configured; it is never part of the request itself.
 pub fn request(config: &UpstreamConfig) -> Result<Request<()>, ConnectError> {
-    let mut request = config
-        .url
+    let mut url = config.url.clone();
+    let basic = basic_auth(&url);
+    // Both fail only for URLs that cannot have user info, which then has none to remove.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    let mut request = url
         .as_str()
         .into_client_request()
         .map_err(|e| ConnectError::Handshake(e.to_string()))?;
@@ -66,6 +77,11 @@ pub fn request(config: &UpstreamConfig) -> Result<Request<()>, ConnectError> {
         let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid("header name"))?;
         let value = HeaderValue::from_str(value.expose()).map_err(|_| invalid("header"))?;
         headers.append(name, value);
+    }
+    if let Some(basic) = basic.filter(|_| !headers.contains_key(header::AUTHORIZATION)) {
+        let mut value = HeaderValue::from_str(&basic).map_err(|_| invalid("URL user info"))?;
+        value.set_sensitive(true);
+        headers.insert(header::AUTHORIZATION, value);
     }
     if !config.cookies.is_empty() {
         let cookie = config
@@ -93,6 +109,43 @@ pub fn request(config: &UpstreamConfig) -> Result<Request<()>, ConnectError> {
         );
     }
     Ok(request)
+}
+
+/// `Basic base64(user:password)` from the URL's user info (percent-decoded), if it has any.
+fn basic_auth(url: &url::Url) -> Option<String> {
+    use base64::Engine as _;
+    if url.username().is_empty() && url.password().is_none() {
+        return None;
+    }
+    let mut credentials = percent_decode(url.username());
+    credentials.push(b':');
+    credentials.extend(percent_decode(url.password().unwrap_or("")));
+    let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
+    Some(format!("Basic {encoded}"))
+}
+
+/// Decodes `%XX` escapes (the URL keeps user info percent-encoded); anything else is kept.
+fn percent_decode(s: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut rest = s.as_bytes();
+    while let Some((&byte, tail)) = rest.split_first() {
+        let escaped = (byte == b'%')
+            .then(|| tail.get(..2))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(decoded) => {
+                out.push(decoded);
+                rest = &tail[2..];
+            }
+            None => {
+                out.push(byte);
+                rest = tail;
+            }
+        }
+    }
+    out
 }
 
 /// Frame limits for a connection: one frame may be as large as a whole message.
@@ -182,15 +235,106 @@ fn classify(error: WsError) -> ConnectError {
                 .unwrap_or_default();
             ConnectError::Rejected { status, body }
         }
-        WsError::Tls(e) => ConnectError::Tls(e.to_string()),
+        WsError::Tls(e) => ConnectError::Tls {
+            reason: e.to_string(),
+            hint: GENERIC_TLS_HINT,
+        },
         // tokio-tungstenite hands rustls' handshake errors over as I/O errors.
         WsError::Io(e) => match e
             .get_ref()
             .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         {
-            Some(tls) => ConnectError::Tls(tls.to_string()),
+            Some(tls) => ConnectError::Tls {
+                reason: tls.to_string(),
+                hint: tls_hint(tls),
+            },
             None => ConnectError::Io(e.to_string()),
         },
         other => ConnectError::Handshake(other.to_string()),
+    }
+}
+
+const GENERIC_TLS_HINT: &str =
+    "check that the server speaks TLS on this port; for a private CA set ca_file to its certificate (PEM)";
+
+/// What to do about a failed certificate check, case by case.
+fn tls_hint(error: &rustls::Error) -> &'static str {
+    use rustls::CertificateError as C;
+    let rustls::Error::InvalidCertificate(cert) = error else {
+        return GENERIC_TLS_HINT;
+    };
+    match cert {
+        C::UnknownIssuer => {
+            "no trusted CA signed the server's certificate: for a private CA set ca_file to the CA's certificate (PEM); for a self-signed server set ca_file to the server's own certificate, which pins it"
+        }
+        C::NotValidForName | C::NotValidForNameContext { .. } => {
+            "the certificate does not name the URL's host: connect by a name it lists, or pin it by setting ca_file to that exact certificate"
+        }
+        C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. } => {
+            "the certificate is outside its validity period: renew it on the server, or check this machine's clock"
+        }
+        // WebPKI refuses a certificate marked CA:TRUE as a server's own (OpenSSL 3 makes
+        // self-signed certificates that way by default).
+        other if format!("{other:?}").contains("CaUsedAsEndEntity") => {
+            "the server presents a CA certificate (CA:TRUE, as `openssl req -x509` makes by default) as its own: set ca_file to that exact certificate to pin it, or give the server a certificate signed by that CA"
+        }
+        _ => GENERIC_TLS_HINT,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(url: &str) -> UpstreamConfig {
+        UpstreamConfig::new("feed", url::Url::parse(url).unwrap())
+    }
+
+    #[test]
+    fn url_user_info_becomes_basic_auth_and_leaves_the_request() {
+        // "Aladdin:open sesame", the example of RFC 7617, with a space and an @ escaped.
+        let req = super::request(&config(
+            "ws://Aladdin:open%20sesame@example.com:9000/ws?x=1",
+        ))
+        .unwrap();
+        assert_eq!(
+            req.headers()[header::AUTHORIZATION],
+            "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+        );
+        assert_eq!(req.uri().to_string(), "ws://example.com:9000/ws?x=1");
+        assert_eq!(req.headers()[header::HOST], "example.com:9000");
+        let req = super::request(&config("ws://a%40b:p%3Aq@h/")).unwrap();
+        let expected = format!(
+            "Basic {}",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "a@b:p:q")
+        );
+        assert_eq!(req.headers()[header::AUTHORIZATION], expected.as_str());
+    }
+
+    #[test]
+    fn a_configured_authorization_header_wins_over_the_url() {
+        let mut config = config("ws://user:pass@h/");
+        config.headers.push((
+            "authorization".into(),
+            crate::config::Secret::new("Bearer t"),
+        ));
+        let req = super::request(&config).unwrap();
+        let values: Vec<_> = req
+            .headers()
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .collect();
+        assert_eq!(values, ["Bearer t"]);
+    }
+
+    #[test]
+    fn no_user_info_no_authorization_and_stray_percents_are_kept() {
+        assert!(!super::request(&config("ws://h/"))
+            .unwrap()
+            .headers()
+            .contains_key(header::AUTHORIZATION));
+        assert_eq!(percent_decode("100%"), b"100%");
+        assert_eq!(percent_decode("%zz%4"), b"%zz%4");
+        assert_eq!(percent_decode("%C3%A9"), "é".as_bytes());
     }
 }

@@ -1,17 +1,17 @@
-//! The writing side of one session: frames handed to tungstenite without waiting for the
-//! socket, and the session's single wait for "a frame arrived or a write finished".
+//! The writing side of one session: frames on their way out, and the session's single wait
+//! for "a frame arrived or a write finished".
 //!
 //! A session must keep reading while its writes wait. The usual echo server answers each
 //! message before it reads the next, so it stops reading while its answers back up; a client
 //! that stopped reading until its own writes went out would then wait for a server that waits
-//! for it, for good. So nothing here waits for the socket: a frame tungstenite cannot take yet
-//! is held, and [`Outgoing::poll`] finishes the flush while it reads.
+//! for it, for good. So nothing here waits for the socket: frames are held, and
+//! [`Outgoing::poll`] hands them to tungstenite and finishes the flush while it reads, all with
+//! the task's own [`Context`], so a socket that becomes writable wakes the session.
 
 use std::collections::VecDeque;
-use std::future::poll_fn;
 use std::task::{Context, Poll};
 
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::connect::WsStream;
@@ -20,8 +20,7 @@ use super::connect::WsStream;
 pub(super) enum Io {
     /// A frame, an error, or the end of the stream.
     Frame(Option<Result<Message, WsError>>),
-    /// Everything handed to tungstenite has been written and the held frames handed over
-    /// (or writing failed).
+    /// Everything held has been handed to tungstenite and written (or writing failed).
     Flushed(Result<(), WsError>),
 }
 
@@ -30,8 +29,8 @@ pub(super) enum Io {
 pub(super) struct Outgoing {
     /// tungstenite holds frames that are not written yet.
     flushing: bool,
-    /// Frames tungstenite could not take yet, in order; they go before anything sent later.
-    /// At most a queued message, a Ping and a Close wait here.
+    /// Frames not handed to tungstenite yet, in order. At most one flush's worth of queued
+    /// messages (the session takes more only when [`Outgoing::idle`]), a Ping and a Close.
     held: VecDeque<Message>,
 }
 
@@ -41,29 +40,30 @@ impl Outgoing {
         !self.flushing && self.held.is_empty()
     }
 
-    /// tungstenite took everything so far (more may follow in the same flush).
-    pub(super) fn accepting(&self) -> bool {
-        self.held.is_empty()
-    }
-
-    /// Hands `message` to tungstenite if it takes it now; else holds it until what tungstenite
-    /// has is written. Either way the message is on its way; an error means the connection
-    /// failed.
-    pub(super) fn send(&mut self, ws: &mut WsStream, message: Message) -> Result<(), WsError> {
+    /// Puts `message` on its way; the next [`Outgoing::poll`] hands it to tungstenite. An
+    /// error writing it comes back from there as [`Io::Flushed`].
+    pub(super) fn send(&mut self, message: Message) {
         self.flushing = true;
-        if self.held.is_empty() && try_ready(ws)? {
-            return ws.start_send_unpin(message);
-        }
         self.held.push_back(message);
-        Ok(())
     }
 
-    /// Waits for the next frame, finishing a flush meanwhile. A finished flush is reported
-    /// even though nothing arrived, so the caller sees [`Outgoing::idle`] change.
+    /// Waits for the next frame, handing over held frames and finishing a flush meanwhile. A
+    /// finished flush is reported even though nothing arrived, so the caller sees
+    /// [`Outgoing::idle`] change.
     pub(super) fn poll(&mut self, ws: &mut WsStream, cx: &mut Context<'_>) -> Poll<Io> {
-        if self.flushing {
-            if let Poll::Ready(result) = ws.poll_flush_unpin(cx) {
-                return Poll::Ready(Io::Flushed(result.and_then(|()| self.flushed(ws))));
+        while self.flushing {
+            if let Err(e) = self.hand_over(ws, cx) {
+                return Poll::Ready(Io::Flushed(Err(e)));
+            }
+            match ws.poll_flush_unpin(cx) {
+                Poll::Ready(Err(e)) => return Poll::Ready(Io::Flushed(Err(e))),
+                // Written; tungstenite takes frames again, so hand over the rest.
+                Poll::Ready(Ok(())) if !self.held.is_empty() => continue,
+                Poll::Ready(Ok(())) => {
+                    self.flushing = false;
+                    return Poll::Ready(Io::Flushed(Ok(())));
+                }
+                Poll::Pending => break,
             }
         }
         ws.poll_next_unpin(cx).map(Io::Frame)
@@ -74,26 +74,20 @@ impl Outgoing {
         self.held.clear();
     }
 
-    /// A flush finished: hands over the frames that were held.
-    fn flushed(&mut self, ws: &mut WsStream) -> Result<(), WsError> {
-        self.flushing = false;
-        while let Some(message) = self.held.pop_front() {
-            self.flushing = true;
-            if !try_ready(ws)? {
-                self.held.push_front(message);
-                break;
+    /// Hands held frames to tungstenite while it takes them (it does until its write buffer
+    /// is full; then it waits for the socket, registered with `cx`).
+    fn hand_over(&mut self, ws: &mut WsStream, cx: &mut Context<'_>) -> Result<(), WsError> {
+        while !self.held.is_empty() {
+            match ws.poll_ready_unpin(cx) {
+                Poll::Ready(Ok(())) => {
+                    if let Some(message) = self.held.pop_front() {
+                        ws.start_send_unpin(message)?;
+                    }
+                }
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => break,
             }
-            ws.start_send_unpin(message)?;
         }
         Ok(())
-    }
-}
-
-/// Whether tungstenite takes a frame now (it does once what it holds is written).
-fn try_ready(ws: &mut WsStream) -> Result<bool, WsError> {
-    match poll_fn(|cx| ws.poll_ready_unpin(cx)).now_or_never() {
-        Some(Ok(())) => Ok(true),
-        Some(Err(e)) => Err(e),
-        None => Ok(false),
     }
 }

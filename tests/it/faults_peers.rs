@@ -418,17 +418,30 @@ type TlsWs = tokio_tungstenite::WebSocketStream<tokio_rustls::server::TlsStream<
 /// A wss:// server with a self-signed certificate for localhost and 127.0.0.1; each
 /// connection is reported as the WebSocket or the reason it failed.
 async fn tls_server() -> (u16, String, mpsc::UnboundedReceiver<Result<TlsWs, String>>) {
+    tls_server_with(false).await
+}
+
+/// [`tls_server`] whose self-signed certificate is marked CA:TRUE when `is_ca` (as OpenSSL 3's
+/// `openssl req -x509` makes them by default).
+async fn tls_server_with(
+    is_ca: bool,
+) -> (u16, String, mpsc::UnboundedReceiver<Result<TlsWs, String>>) {
     use tokio_rustls::rustls;
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+    let key_pair = rcgen::KeyPair::generate().unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
             .unwrap();
-    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der());
+    if is_ca {
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    }
+    let cert = params.self_signed(&key_pair).unwrap();
+    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(key_pair.serialize_der());
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
-        .with_single_cert(vec![certified.cert.der().clone()], key.into())
+        .with_single_cert(vec![cert.der().clone()], key.into())
         .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -449,7 +462,7 @@ async fn tls_server() -> (u16, String, mpsc::UnboundedReceiver<Result<TlsWs, Str
             });
         }
     });
-    (port, certified.cert.pem(), rx)
+    (port, cert.pem(), rx)
 }
 
 #[tokio::test]
@@ -510,11 +523,9 @@ async fn untrusted_certificate_is_reported_at_once_and_ca_file_fixes_it() {
     );
 }
 
-/// `ConnectError::Tls` ("TLS handshake failed: …; for a private CA set ca_file") is what
-/// src/upstream/connect.rs means to report, but tokio-tungstenite 0.30 returns a failed
-/// rustls handshake as `Error::Io` (tls.rs: `Err(e) => Err(Error::Io(e))`), so `classify`
-/// makes it `ConnectError::Io` and the record reads only
-/// `cannot connect to wss://…/: invalid peer certificate: UnknownIssuer`, without the hint.
+/// An untrusted certificate is reported as "TLS handshake failed: …" with what to do about it.
+/// tokio-tungstenite returns rustls' handshake errors as `Error::Io`, which `classify` must
+/// look inside; else the record read only "invalid peer certificate: UnknownIssuer".
 #[tokio::test]
 async fn tls_failure_record_says_tls_handshake_failed_and_suggests_ca_file() {
     let _light = LOAD.read().await;
@@ -528,6 +539,55 @@ async fn tls_failure_record_says_tls_handshake_failed_and_suggests_ca_file() {
         "{error}"
     );
     assert!(error_text(&error).contains("ca_file"), "the hint: {error}");
+}
+
+/// A self-signed certificate marked CA:TRUE, given as `ca_file`, is the server's own: it is
+/// trusted as a pin. WebPKI alone refuses it ("CaUsedAsEndEntity").
+#[tokio::test]
+async fn a_self_signed_ca_certificate_in_ca_file_is_pinned_and_trusted() {
+    let _light = LOAD.read().await;
+    let (port, pem, mut conns) = tls_server_with(true).await;
+    let url = format!("wss://localhost:{port}/");
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("server.pem");
+    std::fs::write(&ca, &pem).unwrap();
+    let extra = format!("ca_file = \"{}\"", ca.display());
+    let mut daemon = Daemon::start_in(dir, &one_upstream(&url, &extra)).await;
+    let mut ws = match timeout(SOON, conns.recv()).await.unwrap().unwrap() {
+        Ok(ws) => ws,
+        Err(e) => panic!(
+            "the handshake failed at the server: {e}; stderr:\n{}",
+            daemon.stderr()
+        ),
+    };
+    let open = daemon.next_record().await;
+    assert_eq!(open["type"], "open", "{open}");
+    ws.send(Message::text("pinned")).await.unwrap();
+    let r = daemon.record_where("data", is_data).await;
+    assert_eq!(r["data"], "pinned");
+}
+
+/// A pin is that certificate only: another self-signed one in `ca_file` does not let this
+/// server in, and the error says what to do.
+#[tokio::test]
+async fn a_pin_trusts_only_that_exact_certificate() {
+    let _light = LOAD.read().await;
+    let (port, _pem, _conns) = tls_server_with(true).await;
+    let (_other_port, other_pem, _other_conns) = tls_server_with(true).await;
+    let url = format!("wss://localhost:{port}/");
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("other.pem");
+    std::fs::write(&ca, &other_pem).unwrap();
+    let extra = format!("ca_file = \"{}\"", ca.display());
+    let mut daemon = Daemon::start_in(dir, &one_upstream(&url, &extra)).await;
+    let error = daemon.next_record().await;
+    assert_eq!(error["type"], "error", "{error}");
+    let text = error_text(&error);
+    assert!(text.contains("TLS handshake failed"), "{error}");
+    assert!(
+        text.contains("set ca_file to that exact certificate"),
+        "the hint says how to pin: {error}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

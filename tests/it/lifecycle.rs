@@ -299,3 +299,49 @@ async fn demo_into_a_closed_pipe_exits_0_quietly() {
         "an error was printed: {stderr}"
     );
 }
+
+/// A reload sends Close to every changed and removed upstream at once and then waits for them
+/// together. These peers never answer Close, so each takes its whole close timeout (half of
+/// `shutdown_timeout`, here 30 s): one after the other, the second Close would come 30 s late.
+#[tokio::test]
+async fn a_reload_closes_changed_and_removed_upstreams_together() {
+    let mut changed_server = TestServer::start(ServerOptions::default()).await;
+    let mut removed_server = TestServer::start(ServerOptions::default()).await;
+    let (changed_url, removed_url) = (changed_server.url("/"), removed_server.url("/"));
+    let config = |changed_extra: &str, with_removed: bool| {
+        let mut config = format!(
+            "[daemon]\nshutdown_timeout = \"60s\"\n\n[[upstream]]\nname = \"changed\"\nurl = \"{changed_url}\"\n{changed_extra}\n"
+        );
+        if with_removed {
+            config.push_str(&format!(
+                "\n[[upstream]]\nname = \"removed\"\nurl = \"{removed_url}\"\n"
+            ));
+        }
+        config.push_str("\n[[sink]]\ntype = \"stdout\"\n");
+        config
+    };
+    let mut daemon = Daemon::start(&config("", true)).await;
+    let mut changed = changed_server.accept().await;
+    let mut removed = removed_server.accept().await;
+    for _ in 0..2 {
+        daemon.record_where("open", |r| r["type"] == "open").await;
+    }
+
+    daemon.write_config(&config("on_connect = [\"v2\"]", false));
+    daemon.signal(1);
+    // Each `recv` waits at most SOON (10 s), well below the 30 s a serial reload would take.
+    let (to_changed, to_removed) = tokio::join!(changed.recv(), removed.recv());
+    for (what, message) in [("changed", to_changed), ("removed", to_removed)] {
+        match message {
+            tokio_tungstenite::tungstenite::Message::Close(Some(f)) => {
+                assert_eq!(u16::from(f.code), 1001, "{what}")
+            }
+            other => panic!("{what}: expected Close 1001, got {other:?}"),
+        }
+    }
+    // Hanging up ends both old connections; the changed upstream comes back with its new
+    // settings.
+    drop((changed, removed));
+    let mut again = changed_server.accept().await;
+    assert_eq!(again.recv_text().await, "v2");
+}

@@ -9,6 +9,7 @@ mod common;
 mod aiohttp_peer;
 mod config;
 mod connect;
+mod connect_upstream;
 mod demo;
 mod faults_daemon;
 mod faults_peers;

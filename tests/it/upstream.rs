@@ -272,3 +272,102 @@ async fn rejected_handshake_names_the_status() {
         "the error should name the URL: {text}"
     );
 }
+
+/// A server that greets every connection with one message and Close 4000 (as exchanges do to
+/// refuse a subscription); each accepted connection's time goes to the returned channel.
+pub(crate) fn send_one_and_close(
+    mut server: TestServer,
+) -> tokio::sync::mpsc::UnboundedReceiver<Instant> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let mut conn = server.accept_any().await;
+            let _ = tx.send(Instant::now());
+            tokio::spawn(async move {
+                conn.send_text("{\"error\":\"invalid subscription\"}").await;
+                conn.send_close(4000, "invalid subscription").await;
+                // Read on until the client answers and hangs up.
+                while let Some(Ok(_)) = conn.ws.next().await {}
+            });
+        }
+    });
+    rx
+}
+
+/// Connections accepted within `window` after the first.
+pub(crate) async fn connects_within(
+    accepts: &mut tokio::sync::mpsc::UnboundedReceiver<Instant>,
+    window: Duration,
+) -> usize {
+    let first = tokio::time::timeout(SOON, accepts.recv())
+        .await
+        .expect("a first connection in time")
+        .unwrap();
+    let mut count = 1;
+    while let Ok(Some(_)) = tokio::time::timeout_at(first + window, accepts.recv()).await {
+        count += 1;
+    }
+    count
+}
+
+/// A data message does not reset the backoff; only `reconnect.reset_after` open does. Against
+/// a server that sends one message and closes, the delays keep growing.
+#[tokio::test]
+async fn a_server_that_sends_one_message_and_closes_gets_growing_delays() {
+    let server = TestServer::start(ServerOptions::default()).await;
+    let url = server.url("/");
+    let mut accepts = send_one_and_close(server);
+    let config = format!(
+        r#"
+[[upstream]]
+name = "strict"
+url = "{url}"
+reconnect = {{ initial = "200ms", max = "60s", multiplier = 2.0, jitter = 0.0, reset_after = "30s" }}
+
+[[sink]]
+type = "stdout"
+"#
+    );
+    let mut daemon = Daemon::start(&config).await;
+    // Connections at 0, 0.2, 0.6, 1.4, 3.0 s, then 6.2 s: five in the first 5 s (sleeps never
+    // end early, so a slow machine only makes fewer). Before, one every 200 ms: ~25.
+    let connects = connects_within(&mut accepts, Duration::from_secs(5)).await;
+    assert!(
+        (3..=6).contains(&connects),
+        "{connects} connections in 5 s, expected about 5"
+    );
+    let mut retries = Vec::new();
+    while retries.len() < 4 {
+        let r = daemon.record_where("close", |r| r["type"] == "close").await;
+        assert_eq!(r["code"], 4000, "{r}");
+        retries.push(r["retry_in_ms"].as_u64().expect("retry_in_ms"));
+    }
+    assert_eq!(retries, [200, 400, 800, 1600]);
+}
+
+/// `ws://user:pass@host/` sends `Authorization: Basic …` (user info percent-decoded), as
+/// aiohttp and curl do; the user info itself goes nowhere else: not in the Host header, and
+/// not in the `open` record or the log.
+#[tokio::test]
+async fn url_user_info_is_sent_as_basic_auth() {
+    use base64::Engine as _;
+    let mut server = TestServer::start(ServerOptions::default()).await;
+    let url = format!("ws://feed-user:s3cret%40pw@{}/ws", server.addr);
+    let mut daemon = Daemon::start(&upstream_config(&url, "")).await;
+    let conn = server.accept().await;
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("feed-user:s3cret@pw")
+    );
+    assert_eq!(conn.header("authorization"), Some(expected.as_str()));
+    assert_eq!(conn.header("host"), Some(server.addr.to_string().as_str()));
+    assert_eq!(conn.path, "/ws");
+    let open = daemon.record_where("open", |r| r["type"] == "open").await;
+    assert!(!open.to_string().contains("s3cret"), "{open}");
+    daemon.signal(15);
+    assert!(daemon.wait().await.success());
+    assert!(
+        !daemon.stderr().contains("s3cret"),
+        "the URL's password reached the log"
+    );
+}

@@ -1,0 +1,327 @@
+//! The reading side of one session: each frame (or the end of the stream) taken into the
+//! batch of events being gathered, the keepalive state, and the peer's Close.
+//!
+//! Small payloads are copied out of tungstenite's read buffer into an arena of ours (see
+//! [`Frames::detach`]); the batch goes to the sinks when it is full or nothing more is here.
+
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+
+use super::connect::WsStream;
+use super::keepalive::Keepalive;
+use super::stats::{Cause, SessionEnd};
+use crate::record::{Event, EventKind};
+
+/// At most this many messages, or [`MAX_BATCH_BYTES`], are gathered before the batch is
+/// handed to the sinks (and at most this many queued messages are sent per flush).
+pub(super) const MAX_BATCH: usize = 1024;
+/// See [`MAX_BATCH`].
+const MAX_BATCH_BYTES: usize = 256 << 10;
+/// Payloads smaller than this are copied out of the read buffer ([`Frames::detach`]).
+const DETACH_BELOW: usize = 16 << 10;
+/// The allocation size of the buffer small payloads are copied to.
+const ARENA_SIZE: usize = 64 << 10;
+
+/// What one frame means for the session.
+pub(super) enum Step {
+    /// Keep reading.
+    Continue,
+    /// The connection ended.
+    End(SessionEnd),
+    /// The peer broke a rule we can name: close with `code` (1009 too big, 1007 invalid
+    /// UTF-8), then end.
+    Refuse {
+        code: CloseCode,
+        cause: Cause,
+        reason: String,
+    },
+}
+
+pub(super) fn close_reason(code: CloseCode) -> &'static str {
+    match code {
+        CloseCode::Size => "message too big",
+        CloseCode::Invalid => "invalid UTF-8 in a text message",
+        _ => "",
+    }
+}
+
+/// The reading side of one session: keepalive, the peer's Close, the batch being gathered.
+pub(super) struct Frames {
+    pub(super) keepalive: Keepalive,
+    /// The peer's Close (code, reason), once it came.
+    pub(super) peer_close: Option<(u16, String)>,
+    pub(super) batch: Vec<Event>,
+    pub(super) batch_bytes: usize,
+    /// Where small payloads are copied to (see [`Frames::detach`]).
+    arena: BytesMut,
+    /// The last `seq` given out (this task is the only writer while it runs).
+    pub(super) seq: u64,
+    /// The round trip of a Pong that answered our Ping, to publish.
+    pub(super) rtt: Option<Duration>,
+    /// Data messages still to take before the session must close (`connect --max-messages`);
+    /// later ones are dropped.
+    pub(super) remaining: Option<u64>,
+}
+
+impl Frames {
+    /// The state of a session opened with this keepalive, its first `seq` the one after `seq`.
+    /// `remaining` is the message limit left, if any.
+    pub(super) fn new(keepalive: Keepalive, seq: u64, remaining: Option<u64>) -> Frames {
+        Frames {
+            keepalive,
+            peer_close: None,
+            batch: Vec::new(),
+            batch_bytes: 0,
+            arena: BytesMut::with_capacity(ARENA_SIZE),
+            seq,
+            rtt: None,
+            remaining,
+        }
+    }
+
+    pub(super) fn batch_full(&self) -> bool {
+        self.batch.len() >= MAX_BATCH || self.batch_bytes >= MAX_BATCH_BYTES || self.limit_reached()
+    }
+
+    /// The message limit is reached: the session closes.
+    pub(super) fn limit_reached(&self) -> bool {
+        self.remaining == Some(0)
+    }
+
+    /// Counts a data message against the limit; false if it is beyond it (dropped).
+    fn take_one(&mut self) -> bool {
+        match &mut self.remaining {
+            Some(0) => false,
+            Some(n) => {
+                *n -= 1;
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// Copies a small payload out of tungstenite's read buffer into ours. Handed on as it
+    /// came, a payload keeps the connection's whole read buffer shared until the sinks are
+    /// done with it, and tungstenite then reads into a fresh buffer sized for one frame: one
+    /// read(2) per 4 KiB message. Detached, the read buffer is free again at once and each
+    /// read takes up to `read_buffer_size`. Our buffer is shared by many payloads: one
+    /// allocation per 64 KiB, not one per message.
+    fn detach(&mut self, payload: &[u8]) -> Option<Bytes> {
+        if payload.len() >= DETACH_BELOW {
+            return None; // a large payload fills its read buffer anyway
+        }
+        self.arena.reserve(payload.len());
+        self.arena.extend_from_slice(payload);
+        Some(self.arena.split().freeze())
+    }
+
+    /// [`Frames::detach`] for text. The copy is checked to be UTF-8 again (it is, being the
+    /// same bytes): one pass over bytes just copied, still in cache.
+    fn detach_text(&mut self, text: &Utf8Bytes) -> Option<Utf8Bytes> {
+        Utf8Bytes::try_from(self.detach(text.as_bytes())?).ok()
+    }
+
+    /// Takes the frames that are already here into the batch, until it is full or the
+    /// session must act on one (registering `cx` for the next frame when none is left).
+    pub(super) fn take_ready(
+        &mut self,
+        ws: &mut WsStream,
+        cx: &mut Context<'_>,
+        now: Instant,
+        ts: u64,
+        max_message_size: usize,
+    ) -> Step {
+        while !self.batch_full() {
+            let Poll::Ready(frame) = ws.poll_next_unpin(cx) else {
+                break;
+            };
+            let step = self.on_frame(frame, now, ts, max_message_size);
+            if !matches!(step, Step::Continue) {
+                return step;
+            }
+        }
+        Step::Continue
+    }
+
+    fn push(&mut self, ts: u64, len: usize, kind: impl FnOnce(u64) -> EventKind) {
+        self.seq += 1;
+        self.batch_bytes += len;
+        self.batch.push(Event {
+            ts,
+            kind: kind(self.seq),
+        });
+    }
+
+    /// Takes one frame (or the end of the stream) into the session state.
+    pub(super) fn on_frame(
+        &mut self,
+        frame: Option<Result<Message, WsError>>,
+        now: Instant,
+        ts: u64,
+        max_message_size: usize,
+    ) -> Step {
+        match frame {
+            Some(Ok(Message::Text(data))) => {
+                self.keepalive.data_received(now);
+                if self.take_one() {
+                    let data = self.detach_text(&data).unwrap_or(data);
+                    self.push(ts, data.len(), |seq| EventKind::Text { seq, data });
+                }
+            }
+            Some(Ok(Message::Binary(data))) => {
+                self.keepalive.data_received(now);
+                if self.take_one() {
+                    let data = self.detach(&data).unwrap_or(data);
+                    self.push(ts, data.len(), |seq| EventKind::Binary { seq, data });
+                }
+            }
+            // tungstenite queues the Pong itself; it goes out as we keep polling.
+            Some(Ok(Message::Ping(_))) | Some(Ok(Message::Frame(_))) => {
+                self.keepalive.frame_received(now)
+            }
+            Some(Ok(Message::Pong(_))) => {
+                if let Some(rtt) = self.keepalive.pong_received(now) {
+                    self.rtt = Some(rtt);
+                }
+            }
+            Some(Ok(Message::Close(frame))) => {
+                // tungstenite answers the Close; the server should now end the TCP connection.
+                self.keepalive.frame_received(now);
+                self.peer_close = Some(frame.map_or((1005, String::new()), |f| {
+                    (u16::from(f.code), f.reason.to_string())
+                }));
+            }
+            Some(Err(WsError::ConnectionClosed)) | None => {
+                return Step::End(match self.peer_close.take() {
+                    Some((code, reason)) => SessionEnd::PeerClosed { code, reason },
+                    None => SessionEnd::Failed(
+                        Cause::ConnectionLost,
+                        "the connection ended without a Close frame".into(),
+                    ),
+                });
+            }
+            Some(Err(e)) => {
+                if let Some((code, reason)) = self.peer_close.take() {
+                    return Step::End(SessionEnd::PeerClosed { code, reason });
+                }
+                let reason = read_error(&e, max_message_size);
+                // Errors we can name to the peer get a Close saying so before we hang up.
+                let refusal = match e {
+                    WsError::Capacity(_) => Some((CloseCode::Size, Cause::MessageTooBig)),
+                    WsError::Utf8(_) => Some((CloseCode::Invalid, Cause::ConnectionLost)),
+                    _ => None,
+                };
+                if let Some((code, cause)) = refusal {
+                    return Step::Refuse {
+                        code,
+                        cause,
+                        reason,
+                    };
+                }
+                return Step::End(SessionEnd::Failed(Cause::ConnectionLost, reason));
+            }
+        }
+        Step::Continue
+    }
+}
+
+fn read_error(error: &WsError, max_message_size: usize) -> String {
+    use tokio_tungstenite::tungstenite::error::CapacityError;
+    match error {
+        WsError::Capacity(CapacityError::MessageTooLong { size, .. }) => format!(
+            "the peer sent a message of {size} bytes, larger than max_message_size ({max_message_size} bytes); raise max_message_size if such messages are expected"
+        ),
+        WsError::Io(e) => format!("connection error: {e}"),
+        other => format!("WebSocket error: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames() -> Frames {
+        Frames::new(
+            Keepalive::new(None, Duration::from_secs(10), None, Instant::now()),
+            0,
+            None,
+        )
+    }
+
+    #[tokio::test]
+    async fn payloads_come_through_whole_whether_copied_or_not() {
+        let mut frames = frames();
+        // Sizes around the copy threshold and enough of them to fill several arenas.
+        let sizes = [0, 1, 64, 4096, DETACH_BELOW - 1, DETACH_BELOW, 100_000];
+        let mut sent = Vec::new();
+        for round in 0..20u8 {
+            for (i, &size) in sizes.iter().enumerate() {
+                let fill = round.wrapping_mul(31).wrapping_add(i as u8);
+                // Multi-byte characters too: a copied text must still be the same string.
+                let text = "x".repeat(size) + "é€" + &fill.to_string();
+                let binary = Bytes::from(vec![fill; size]);
+                let message = if i % 2 == 0 {
+                    Message::text(text.clone())
+                } else {
+                    Message::Binary(binary.clone())
+                };
+                let original = match &message {
+                    Message::Text(t) => t.as_bytes().as_ptr(),
+                    Message::Binary(b) => b.as_ptr(),
+                    _ => unreachable!(),
+                };
+                frames.on_frame(Some(Ok(message.clone())), Instant::now(), 0, usize::MAX);
+                sent.push((message, original));
+            }
+        }
+        assert_eq!(frames.batch.len(), sent.len());
+        for (event, (message, original)) in frames.batch.iter().zip(&sent) {
+            let (got, kept) = match (&event.kind, message) {
+                (EventKind::Text { data, .. }, Message::Text(t)) => (
+                    data.as_str() == t.as_str(),
+                    data.as_bytes().as_ptr() == *original,
+                ),
+                (EventKind::Binary { data, .. }, Message::Binary(b)) => {
+                    (data == b, data.as_ptr() == *original)
+                }
+                other => panic!("kind changed: {other:?}"),
+            };
+            assert!(got, "payload changed");
+            let len = event.payload_len();
+            assert_eq!(
+                kept,
+                len >= DETACH_BELOW,
+                "copied or not by size ({len} bytes)"
+            );
+        }
+    }
+
+    #[test]
+    fn the_limit_takes_that_many_data_messages_and_drops_the_rest() {
+        let mut frames = frames();
+        frames.remaining = Some(2);
+        let now = Instant::now();
+        for i in 0..5 {
+            assert!(!frames.limit_reached() || i >= 2);
+            frames.on_frame(Some(Ok(Message::text(format!("m{i}")))), now, 0, usize::MAX);
+            // Pings are not data: they neither count nor are dropped from keepalive.
+            frames.on_frame(Some(Ok(Message::Ping(Bytes::new()))), now, 0, usize::MAX);
+        }
+        assert!(frames.limit_reached() && frames.batch_full());
+        let texts: Vec<_> = frames
+            .batch
+            .iter()
+            .map(|e| match &e.kind {
+                EventKind::Text { seq, data } => (*seq, data.to_string()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(texts, [(1, "m0".to_string()), (2, "m1".to_string())]);
+    }
+}

@@ -1,0 +1,176 @@
+//! The reconnect loop of one upstream task: connect, run a session, record how it ended,
+//! wait out the backoff and go again, until cancelled, given up, or (in [`RunMode::Once`])
+//! the first connection ends.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{debug, info, warn};
+
+use super::backoff::Backoff;
+use super::connect::{self, ConnectError};
+use super::stats::{describe, Cause, SessionEnd, State, UpstreamExit};
+use super::tls;
+use super::{RunMode, Upstream};
+use crate::record::{Event, EventKind};
+
+impl Upstream {
+    /// Runs until cancelled, given up, or (in [`RunMode::Once`]) the connection ends.
+    pub async fn run(mut self) -> UpstreamExit {
+        let name: Arc<str> = Arc::from(self.config.name.as_str());
+        let url = self.config.display_url();
+        let tls = if self.config.url.scheme() == "wss" {
+            match tls::client_config(self.config.ca_file.as_deref()) {
+                Ok(c) => Some(c),
+                Err(e) => return self.fail_setup(&name, e.into()).await,
+            }
+        } else {
+            None
+        };
+        let mut backoff = Backoff::new(self.config.reconnect.clone());
+        loop {
+            self.stats.set_state(State::Connecting);
+            debug!(%url, "connecting");
+            let attempt = tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                attempt = connect::open(&self.config, tls.clone()) => attempt,
+            };
+            let end = match attempt {
+                Err(error) => {
+                    self.stats.count_disconnect(Cause::ConnectFailed);
+                    if self.mode == RunMode::Once {
+                        self.stats.set_state(State::Stopped);
+                        return UpstreamExit::ConnectFailed(error);
+                    }
+                    let message = format!("cannot connect to {url}: {error}");
+                    match self.schedule_retry(&mut backoff) {
+                        Some(delay) => {
+                            warn!(retry_in = %humantime::format_duration(delay), "{message}");
+                            self.emit_error(&name, message, Some(delay)).await;
+                            if !self.sleep(delay).await {
+                                break;
+                            }
+                            continue;
+                        }
+                        None => return self.give_up(&name, &backoff, message).await,
+                    }
+                }
+                Ok(connected) => {
+                    self.stats.connects.fetch_add(1, Ordering::Relaxed);
+                    self.stats.set_state(State::Open);
+                    info!(%url, protocol = connected.protocol.as_deref().unwrap_or(""), "connected");
+                    self.outlet
+                        .deliver(
+                            &name,
+                            Event::now(EventKind::Open {
+                                url: url.clone(),
+                                protocol: connected.protocol,
+                            }),
+                        )
+                        .await;
+                    backoff.opened();
+                    let end = self.session(connected.ws, &name).await;
+                    backoff.closed();
+                    self.stats.count_disconnect(end.cause());
+                    end
+                }
+            };
+            if let SessionEnd::Closed { code, reason } = &end {
+                // A Close we sent, still worth a record so readers see the end.
+                let kind = EventKind::Close {
+                    code: *code,
+                    reason: reason.clone(),
+                    retry_in_ms: None,
+                };
+                self.outlet.deliver(&name, Event::now(kind)).await;
+                break;
+            }
+            if self.mode == RunMode::Once {
+                self.emit_end(&name, &end, None).await;
+                self.stats.set_state(State::Stopped);
+                return UpstreamExit::Ended(end);
+            }
+            let delay = match self.schedule_retry(&mut backoff) {
+                Some(delay) => delay,
+                None => {
+                    self.emit_end(&name, &end, None).await;
+                    return self.give_up(&name, &backoff, describe(&end)).await;
+                }
+            };
+            match &end {
+                SessionEnd::PeerClosed { code, reason } => {
+                    info!(code, reason = %reason, retry_in = %humantime::format_duration(delay), "peer closed the connection")
+                }
+                other => {
+                    warn!(retry_in = %humantime::format_duration(delay), "connection to {url} lost: {}", describe(other))
+                }
+            }
+            self.emit_end(&name, &end, Some(delay)).await;
+            if !self.sleep(delay).await {
+                break;
+            }
+        }
+        self.stats.set_state(State::Stopped);
+        UpstreamExit::Shutdown
+    }
+
+    fn schedule_retry(&self, backoff: &mut Backoff) -> Option<Duration> {
+        let delay = backoff.next_delay()?;
+        self.stats.set_state(State::Backoff);
+        Some(delay)
+    }
+
+    async fn emit_error(&mut self, name: &Arc<str>, error: String, retry: Option<Duration>) {
+        let retry_in_ms = retry.map(|d| d.as_millis() as u64);
+        self.outlet
+            .deliver(name, Event::now(EventKind::Error { error, retry_in_ms }))
+            .await;
+    }
+
+    /// The record for a connection that ended: `close` for a peer Close, else `error`.
+    async fn emit_end(&mut self, name: &Arc<str>, end: &SessionEnd, retry: Option<Duration>) {
+        let retry_in_ms = retry.map(|d| d.as_millis() as u64);
+        let kind = match end {
+            SessionEnd::PeerClosed { code, reason } => EventKind::Close {
+                code: *code,
+                reason: reason.clone(),
+                retry_in_ms,
+            },
+            other => EventKind::Error {
+                error: describe(other),
+                retry_in_ms,
+            },
+        };
+        self.outlet.deliver(name, Event::now(kind)).await;
+    }
+
+    async fn give_up(&mut self, name: &Arc<str>, backoff: &Backoff, last: String) -> UpstreamExit {
+        let message = format!(
+            "giving up after {} failed attempts in a row (reconnect.max_attempts); last error: {last}; fix the upstream and reload (SIGHUP) to try again",
+            backoff.failures()
+        );
+        tracing::error!("{message}");
+        self.emit_error(name, message, None).await;
+        self.stats.set_state(State::Stopped);
+        UpstreamExit::GaveUp
+    }
+
+    async fn fail_setup(&mut self, name: &Arc<str>, error: ConnectError) -> UpstreamExit {
+        tracing::error!("{error}");
+        self.stats.set_state(State::Stopped);
+        if self.mode == RunMode::Once {
+            return UpstreamExit::ConnectFailed(error);
+        }
+        self.emit_error(name, error.to_string(), None).await;
+        UpstreamExit::GaveUp
+    }
+
+    /// Waits `delay`; false if cancelled meanwhile.
+    async fn sleep(&self, delay: Duration) -> bool {
+        tokio::select! {
+            _ = self.shutdown.cancelled() => false,
+            _ = tokio::time::sleep(delay) => true,
+        }
+    }
+}

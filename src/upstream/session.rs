@@ -1,0 +1,260 @@
+//! One open connection: `on_connect`, then one `select!` over shutdown, the next frame (or a
+//! finished write), the send queue and the keepalive timer, until the connection ends; and
+//! the Close handshake that ends it.
+
+use std::future::poll_fn;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::Poll;
+
+use futures_util::SinkExt;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tracing::debug;
+
+use super::connect::WsStream;
+use super::frames::{close_reason, Frames, Step, MAX_BATCH};
+use super::keepalive::{Due, Keepalive};
+use super::outgoing::{Io, Outgoing};
+use super::stats::{Cause, SessionEnd};
+use super::Upstream;
+use crate::hub::Batch;
+use crate::record::Event;
+
+impl Upstream {
+    /// One open connection: `on_connect`, then frames, queued messages and keepalive until it
+    /// ends. Returns how it ended.
+    pub(super) async fn session(&mut self, mut ws: WsStream, name: &Arc<str>) -> SessionEnd {
+        let opened = Instant::now();
+        for text in &self.config.on_connect {
+            if let Err(e) = ws.send(Message::text(text.as_str())).await {
+                let reason = format!("sending on_connect message: {e}");
+                return SessionEnd::Failed(Cause::ConnectionLost, reason);
+            }
+            self.stats.messages_sent.fetch_add(1, Ordering::Relaxed);
+        }
+        let keepalive = Keepalive::new(
+            self.config.ping_interval,
+            self.config.ping_timeout,
+            self.config.receive_timeout,
+            opened,
+        );
+        let seq = self.stats.seq.load(Ordering::Relaxed);
+        let mut frames = Frames::new(keepalive, seq, self.max_messages);
+        let timer = tokio::time::sleep_until(frames.keepalive.deadline());
+        tokio::pin!(timer);
+        let mut queue_open = true;
+        let mut outgoing = Outgoing::default();
+        // The Close that `connect` queued at stdin EOF, held back while the peer is still
+        // answering (see [`Upstream::linger`]); sent once it has been quiet that long.
+        let mut lingering: Option<Option<CloseFrame>> = None;
+        let linger = tokio::time::sleep_until(opened);
+        tokio::pin!(linger);
+        // Made once: a new `cancelled()` future on every turn of a hot loop costs.
+        let shutdown = self.shutdown.clone();
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
+        let end = loop {
+            tokio::select! {
+                biased;
+                _ = &mut cancelled => {
+                    let reason = if self.goodbye == CloseCode::Away { "going away" } else { "" };
+                    let frame = CloseFrame { code: self.goodbye, reason: reason.into() };
+                    self.close(&mut ws, &mut outgoing, Some(frame), &mut frames, name).await;
+                    break SessionEnd::Closed { code: self.goodbye.into(), reason: reason.into() };
+                }
+                io = poll_fn(|cx| outgoing.poll(&mut ws, cx)) => {
+                    let frame = match io {
+                        Io::Frame(frame) => frame,
+                        Io::Flushed(Ok(())) => {
+                            // Our last messages are out only now: their answers are still to come.
+                            if lingering.is_some() {
+                                linger.as_mut().reset(Instant::now() + self.linger);
+                            }
+                            continue;
+                        }
+                        Io::Flushed(Err(e)) => break SessionEnd::Failed(Cause::ConnectionLost, format!("sending a message: {e}")),
+                    };
+                    let now = Instant::now();
+                    let ts = crate::record::unix_millis();
+                    // A frame that answers our Ping moves the deadline earlier (to the next
+                    // interval); a Close starts the wait for the peer to hang up.
+                    let answers_ping = frames.keepalive.awaiting_pong();
+                    let was_closing = frames.peer_close.is_some();
+                    let max = self.config.max_message_size;
+                    let mut step = frames.on_frame(frame, now, ts, max);
+                    if matches!(step, Step::Continue) {
+                        // Take every frame that is already here before handing the batch on.
+                        step = poll_fn(|cx| Poll::Ready(frames.take_ready(&mut ws, cx, now, ts, max))).await;
+                    }
+                    if lingering.is_some() && !frames.batch.is_empty() {
+                        linger.as_mut().reset(now + self.linger);
+                    }
+                    self.deliver(name, &mut frames, ts).await;
+                    if frames.peer_close.is_some() && !was_closing {
+                        // Nothing more may be sent after the peer's Close.
+                        outgoing.drop_held();
+                        timer.as_mut().reset(now + self.close_timeout);
+                    } else if answers_ping && frames.peer_close.is_none() {
+                        timer.as_mut().reset(frames.keepalive.deadline());
+                    }
+                    match step {
+                        Step::Continue if frames.limit_reached() => {
+                            let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+                            self.close(&mut ws, &mut outgoing, Some(frame), &mut frames, name).await;
+                            break SessionEnd::Closed { code: CloseCode::Normal.into(), reason: String::new() };
+                        }
+                        Step::Continue => {}
+                        Step::End(end) => break end,
+                        Step::Refuse { code, cause, reason } => {
+                            // Tell the peer why before hanging up, as aiohttp does.
+                            let frame = CloseFrame { code, reason: close_reason(code).into() };
+                            self.close(&mut ws, &mut outgoing, Some(frame), &mut frames, name).await;
+                            break SessionEnd::Failed(cause, reason);
+                        }
+                    }
+                }
+                // Only once what was sent before is written: tungstenite's buffer stays bounded.
+                message = self.queue.recv(), if queue_open && lingering.is_none() && outgoing.idle() && frames.peer_close.is_none() => match message {
+                    Some(message) => {
+                        // `connect` at stdin EOF queues a Close behind its last line.
+                        let close = match message {
+                            Message::Close(frame) => Some(frame),
+                            message => self.send_queued(&mut outgoing, message),
+                        };
+                        match close {
+                            Some(frame) if self.linger.is_zero() => {
+                                let (code, reason) = frame.as_ref().map_or((1005, String::new()), |f| (f.code.into(), f.reason.to_string()));
+                                self.close(&mut ws, &mut outgoing, frame, &mut frames, name).await;
+                                break SessionEnd::Closed { code, reason };
+                            }
+                            Some(frame) => {
+                                debug!(linger = %humantime::format_duration(self.linger), "end of input; waiting for the peer to go quiet before closing");
+                                lingering = Some(frame);
+                                linger.as_mut().reset(Instant::now() + self.linger);
+                            }
+                            None => {}
+                        }
+                    }
+                    None => queue_open = false,
+                },
+                _ = &mut linger, if lingering.is_some() => {
+                    let frame = lingering.take().flatten();
+                    let (code, reason) = frame.as_ref().map_or((1005, String::new()), |f| (f.code.into(), f.reason.to_string()));
+                    self.close(&mut ws, &mut outgoing, frame, &mut frames, name).await;
+                    break SessionEnd::Closed { code, reason };
+                }
+                _ = &mut timer => {
+                    if let Some((code, reason)) = frames.peer_close.take() {
+                        debug!("the peer did not end the connection after its Close; dropping it");
+                        break SessionEnd::PeerClosed { code, reason };
+                    }
+                    let now = Instant::now();
+                    match frames.keepalive.check(now) {
+                        Due::Ping => {
+                            frames.keepalive.ping_sent(now);
+                            outgoing.send(Message::Ping(Default::default()));
+                        }
+                        Due::Dead(cause, reason) => break SessionEnd::Failed(cause, reason),
+                        Due::Wait(_) => {}
+                    }
+                    timer.as_mut().reset(frames.keepalive.deadline());
+                }
+            }
+        };
+        self.max_messages = frames.remaining;
+        end
+    }
+
+    /// Sends a queued message and the data messages queued behind it, while tungstenite takes
+    /// them without waiting; they go out in one flush. Returns the Close frame if a Close (from
+    /// `connect` at stdin EOF) followed them.
+    fn send_queued(
+        &mut self,
+        outgoing: &mut Outgoing,
+        first: Message,
+    ) -> Option<Option<CloseFrame>> {
+        outgoing.send(first);
+        let mut sent = 1u64;
+        let mut closing = None;
+        while sent < MAX_BATCH as u64 {
+            match self.queue.try_recv() {
+                Ok(Message::Close(frame)) => {
+                    closing = Some(frame);
+                    break;
+                }
+                Ok(message) => {
+                    outgoing.send(message);
+                    sent += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        self.stats.messages_sent.fetch_add(sent, Ordering::Relaxed);
+        closing
+    }
+
+    /// Hands the frames gathered so far to the sinks and publishes the counters.
+    async fn deliver(&mut self, name: &Arc<str>, frames: &mut Frames, ts: u64) {
+        if let Some(rtt) = frames.rtt.take() {
+            self.stats
+                .ping_rtt_us
+                .store(rtt.as_micros() as u64, Ordering::Relaxed);
+        }
+        if frames.batch.is_empty() {
+            return;
+        }
+        // The next batch is likely the size of this one: one allocation, not one per doubling.
+        let next = Vec::with_capacity(frames.batch.len());
+        let events = std::mem::replace(&mut frames.batch, next);
+        let stats = &self.stats;
+        stats
+            .messages_received
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        let bytes = std::mem::take(&mut frames.batch_bytes);
+        stats
+            .bytes_received
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        stats.last_message_ms.store(ts, Ordering::Relaxed);
+        stats.seq.store(frames.seq, Ordering::Relaxed);
+        let cost = bytes + events.len() * std::mem::size_of::<Event>();
+        let batch = Batch {
+            upstream: name.clone(),
+            events,
+        };
+        self.outlet.deliver_batch(batch, cost).await;
+    }
+
+    /// Sends Close (after what is still unwritten) and waits for the peer's, delivering any
+    /// data still arriving; all within `close_timeout`.
+    async fn close(
+        &mut self,
+        ws: &mut WsStream,
+        outgoing: &mut Outgoing,
+        frame: Option<CloseFrame>,
+        frames: &mut Frames,
+        name: &Arc<str>,
+    ) {
+        outgoing.send(Message::Close(frame));
+        let deadline = Instant::now() + self.close_timeout;
+        let max = self.config.max_message_size;
+        while let Ok(io) =
+            tokio::time::timeout_at(deadline, poll_fn(|cx| outgoing.poll(ws, cx))).await
+        {
+            let frame = match io {
+                Io::Flushed(Ok(())) => continue,
+                Io::Flushed(Err(_)) => return,
+                Io::Frame(Some(frame)) => frame,
+                Io::Frame(None) => return,
+            };
+            let ts = crate::record::unix_millis();
+            let step = frames.on_frame(Some(frame), Instant::now(), ts, max);
+            self.deliver(name, frames, ts).await;
+            if !matches!(step, Step::Continue) {
+                break;
+            }
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! What an upstream task reports: its [`State`], its counters ([`UpstreamStats`], shared
+//! with the supervisor and the metrics), why a connection ended ([`SessionEnd`], counted by
+//! [`Cause`]) and why the task returned ([`UpstreamExit`]).
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+
+use super::connect::ConnectError;
+
+/// The connection state, as the metrics report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum State {
+    /// Connecting (TCP, TLS, handshake).
+    Connecting = 0,
+    /// Open.
+    Open = 1,
+    /// Waiting before the next attempt.
+    Backoff = 2,
+    /// Gave up or shut down.
+    Stopped = 3,
+}
+
+/// Counters shared between an upstream task and the supervisor. They outlive a task that is
+/// restarted on reload, so `seq` keeps counting.
+#[derive(Debug, Default)]
+pub struct UpstreamStats {
+    /// The last `seq` given to a data message.
+    pub seq: AtomicU64,
+    /// [`State`] as a number.
+    pub state: AtomicU8,
+    /// Completed handshakes.
+    pub connects: AtomicU64,
+    /// Connections that ended or attempts that failed, by [`Cause`].
+    pub disconnects: [AtomicU64; Cause::ALL.len()],
+    /// Data messages received.
+    pub messages_received: AtomicU64,
+    /// Payload bytes received.
+    pub bytes_received: AtomicU64,
+    /// Messages sent (on_connect and inbound).
+    pub messages_sent: AtomicU64,
+    /// Unix milliseconds of the last data message, 0 if none.
+    pub last_message_ms: AtomicU64,
+    /// Last Ping round trip, microseconds.
+    pub ping_rtt_us: AtomicU64,
+}
+
+/// Why a connection ended or an attempt failed, as the metrics count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// TCP, DNS, TLS or the handshake failed, or connect_timeout passed.
+    ConnectFailed,
+    /// The peer sent Close.
+    PeerClosed,
+    /// Our Ping went unanswered for ping_timeout.
+    PingTimeout,
+    /// No data message for receive_timeout.
+    ReceiveTimeout,
+    /// The peer sent a message larger than max_message_size.
+    MessageTooBig,
+    /// Reset, EOF without Close, protocol error, failed write.
+    ConnectionLost,
+    /// We closed (shutdown, reload, `connect` at stdin EOF).
+    Closed,
+}
+
+impl Cause {
+    /// Every cause, in the order of [`UpstreamStats::disconnects`].
+    pub const ALL: [Cause; 7] = [
+        Cause::ConnectFailed,
+        Cause::PeerClosed,
+        Cause::PingTimeout,
+        Cause::ReceiveTimeout,
+        Cause::MessageTooBig,
+        Cause::ConnectionLost,
+        Cause::Closed,
+    ];
+
+    /// The `cause` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::ConnectFailed => "connect_failed",
+            Cause::PeerClosed => "peer_closed",
+            Cause::PingTimeout => "ping_timeout",
+            Cause::ReceiveTimeout => "receive_timeout",
+            Cause::MessageTooBig => "message_too_big",
+            Cause::ConnectionLost => "connection_lost",
+            Cause::Closed => "closed",
+        }
+    }
+}
+
+impl SessionEnd {
+    /// The cause to count.
+    pub fn cause(&self) -> Cause {
+        match self {
+            SessionEnd::Closed { .. } => Cause::Closed,
+            SessionEnd::PeerClosed { .. } => Cause::PeerClosed,
+            SessionEnd::Failed(cause, _) => *cause,
+        }
+    }
+}
+
+impl UpstreamStats {
+    pub(super) fn count_disconnect(&self, cause: Cause) {
+        self.disconnects[cause as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn set_state(&self, state: State) {
+        self.state.store(state as u8, Ordering::Relaxed);
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        match self.state.load(Ordering::Relaxed) {
+            0 => State::Connecting,
+            1 => State::Open,
+            2 => State::Backoff,
+            _ => State::Stopped,
+        }
+    }
+}
+
+/// How a connection ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionEnd {
+    /// We closed: cancelled (Close with [`super::Upstream::goodbye`]) or a Close frame from the
+    /// send queue (`connect` at stdin EOF). Never followed by a reconnect.
+    Closed {
+        /// The code we sent.
+        code: u16,
+        /// The reason we sent.
+        reason: String,
+    },
+    /// The peer sent Close.
+    PeerClosed {
+        /// Its code (1005 if none).
+        code: u16,
+        /// Its reason.
+        reason: String,
+    },
+    /// The connection failed: reset, dead, protocol error, oversized message, ….
+    Failed(Cause, String),
+}
+
+/// Why the task returned.
+#[derive(Debug)]
+pub enum UpstreamExit {
+    /// Cancelled.
+    Shutdown,
+    /// `max_attempts` failures in a row.
+    GaveUp,
+    /// [`super::RunMode::Once`]: the attempt failed.
+    ConnectFailed(ConnectError),
+    /// [`super::RunMode::Once`]: the connection ended.
+    Ended(SessionEnd),
+}
+
+/// A one-line description of how a connection ended.
+pub fn describe(end: &SessionEnd) -> String {
+    match end {
+        SessionEnd::Closed { code, .. } => format!("closed by us with code {code}"),
+        SessionEnd::PeerClosed { code, reason } if reason.is_empty() => {
+            format!("peer closed the connection with code {code}")
+        }
+        SessionEnd::PeerClosed { code, reason } => {
+            format!("peer closed the connection with code {code}: {reason}")
+        }
+        SessionEnd::Failed(_, reason) => reason.clone(),
+    }
+}
