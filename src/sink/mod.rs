@@ -10,11 +10,13 @@
 //!   feeds it from its queue. A new sink is a writer and a few lines in [`BoundSink::run`].
 //!
 //! Each sink: [`stdout`] (a writer thread), [`listener`] with [`client`] and [`inbound`]
-//! (unix and tcp clients and the lines they send), [`unix`] and [`tcp`] (binding).
+//! (unix and tcp clients and the lines they send) and [`history`] (`replay` for late
+//! joiners), [`unix`] and [`tcp`] (binding, or a socket systemd passed: [`activation`]).
 
 mod client;
 pub mod driver;
 pub mod encoded;
+pub mod history;
 mod inbound;
 mod listener;
 pub mod queue;

@@ -17,6 +17,7 @@ mod fuzz_parsers;
 mod lifecycle;
 mod metrics;
 mod recipes;
+mod replay;
 mod sinks;
 mod systemd;
 mod upstream;
