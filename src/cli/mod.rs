@@ -267,6 +267,8 @@ fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         }
     };
     init_logging(&config.daemon.log_level, config.daemon.log_format);
+    // Before the runtime's threads exist: it takes LISTEN_FDS and friends out of the environment.
+    wsbridge::sink::activation::take_from_env();
     let runtime = runtime()?;
     let path = path.to_path_buf();
     runtime.block_on(async move {

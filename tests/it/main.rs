@@ -6,6 +6,7 @@
 
 mod common;
 
+mod activation;
 mod aiohttp_peer;
 mod config;
 mod connect;
