@@ -10,6 +10,7 @@ use wsbridge::config::{Config, LogFormat, DEFAULT_CONFIG_PATH};
 use wsbridge::supervisor::{Control, Supervisor};
 
 mod process;
+mod replay;
 
 use process::{current_thread_runtime, init_logging, runtime, signals};
 
@@ -41,6 +42,9 @@ enum Command {
         after_help = "Example:\n  wsbridge demo | jq -c 'select(.type==\"text\") | .data | fromjson'"
     )]
     Demo(DemoArgs),
+    /// Serve recorded NDJSON files as a WebSocket server, one path per upstream.
+    #[command(after_help = replay::EXAMPLES)]
+    Replay(replay::ReplayArgs),
 }
 
 #[derive(Debug, Args)]
@@ -234,6 +238,7 @@ impl Cli {
             Command::Demo(args) => demo(args),
             Command::Connect(args) => connect(*args),
             Command::Status(args) => status(&args.config),
+            Command::Replay(args) => replay::run(args),
         }
     }
 }

@@ -19,6 +19,7 @@ mod lifecycle;
 mod metrics;
 mod recipes;
 mod replay;
+mod replay_cmd;
 mod sinks;
 mod systemd;
 mod upstream;
