@@ -3,7 +3,7 @@
 #   make                                   # cargo build --release --locked
 #   sudo make install                      # /usr/local/bin, /usr/local/lib/systemd/system, /etc/wsbridge
 #   make install PREFIX=/usr DESTDIR=pkg   # staged, for a package
-#   make check-unit                        # systemd-analyze verify + security on a staged install
+#   make check-unit                        # systemd-analyze verify (service and socket) + security on a staged install
 #
 # `install` never overwrites an existing /etc/wsbridge/wsbridge.toml, and does not run cargo
 # when the binary is already built (so `sudo make install` needs no Rust toolchain for root).
@@ -41,6 +41,7 @@ install: $(BIN)
 	sed -e 's|/usr/bin/wsbridge|$(BINDIR)/wsbridge|g' -e 's|/etc/wsbridge/|$(CONFDIR)/|g' \
 		systemd/wsbridge.service > $(DESTDIR)$(UNITDIR)/wsbridge.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/wsbridge.service
+	$(INSTALL) -m 0644 systemd/wsbridge.socket $(DESTDIR)$(UNITDIR)/wsbridge.socket
 	$(INSTALL) -m 0644 docs/wsbridge.1 $(DESTDIR)$(MANDIR)/man1/wsbridge.1
 	@if [ -e $(DESTDIR)$(CONFDIR)/wsbridge.toml ]; then \
 		echo "keeping the existing $(DESTDIR)$(CONFDIR)/wsbridge.toml"; \
@@ -56,6 +57,7 @@ install: $(BIN)
 # Leaves the config (and /etc/wsbridge/env) where they are, as package removal does.
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/wsbridge $(DESTDIR)$(UNITDIR)/wsbridge.service \
+		$(DESTDIR)$(UNITDIR)/wsbridge.socket \
 		$(DESTDIR)$(MANDIR)/man1/wsbridge.1
 
 # `systemd-analyze verify` checks that ExecStart's binary exists, so the unit is verified
@@ -71,19 +73,21 @@ check-unit: $(BIN)
 	rm -rf $(STAGE)
 	$(MAKE) --no-print-directory install PREFIX=/usr DESTDIR=$(abspath $(STAGE)) BIN=$(BIN)
 	cmp systemd/wsbridge.service $(STAGE)/usr/lib/systemd/system/wsbridge.service
+	cmp systemd/wsbridge.socket $(STAGE)/usr/lib/systemd/system/wsbridge.socket
 	mkdir -p $(STAGE)/etc/systemd/system
 	cp -an /usr/lib/systemd/system/. $(STAGE)/usr/lib/systemd/system/
 	MANPATH=$(abspath $(STAGE))/usr/share/man systemd-analyze verify --root=$(abspath $(STAGE)) \
 		$$(command -v man >/dev/null || echo --man=no) \
-		$(abspath $(STAGE))/usr/lib/systemd/system/wsbridge.service > $(STAGE)/verify.txt 2>&1 \
+		$(abspath $(STAGE))/usr/lib/systemd/system/wsbridge.service \
+		$(abspath $(STAGE))/usr/lib/systemd/system/wsbridge.socket > $(STAGE)/verify.txt 2>&1 \
 		|| { cat $(STAGE)/verify.txt; exit 1; }
 	@# An unknown or misspelt directive is only a warning to systemd: fail on any output.
 	@if [ -s $(STAGE)/verify.txt ]; then cat $(STAGE)/verify.txt; \
-		echo "systemd-analyze verify warned about systemd/wsbridge.service"; exit 1; fi
+		echo "systemd-analyze verify warned about systemd/wsbridge.service or .socket"; exit 1; fi
 	systemd-analyze security --offline=true --threshold=$(SECURITY_THRESHOLD) \
 		systemd/wsbridge.service > $(STAGE)/security.txt || { cat $(STAGE)/security.txt; exit 1; }
 	tail -n 1 $(STAGE)/security.txt
-	@echo "systemd/wsbridge.service: verify passed"
+	@echo "systemd/wsbridge.service and wsbridge.socket: verify passed"
 
 clean-stage:
 	rm -rf $(STAGE)

@@ -104,6 +104,7 @@ fn config(addr: SocketAddr) -> Config {
             buffer_bytes: crate::config::DEFAULT_BUFFER_BYTES,
             on_slow: OnSlow::Block,
             inbound: false,
+            listener: Default::default(),
         }],
     }
 }

@@ -25,6 +25,7 @@
 //!   `wsbridge status`'s side of it. [`notify`] speaks systemd's notify protocol.
 //! - [`connect`] is the websocat-style pipe, built on the same upstream task.
 //! - [`demo`] is the embedded demo server. [`duration`] prints durations for people.
+//! - [`replay`] serves recorded NDJSON files as a WebSocket server (`wsbridge replay`).
 
 #![forbid(unsafe_code)]
 
@@ -37,6 +38,7 @@ pub mod lines;
 pub mod metrics;
 pub mod notify;
 pub mod record;
+pub mod replay;
 pub mod sink;
 pub mod status_client;
 pub mod supervisor;

@@ -20,6 +20,17 @@ if ! command -v jq >/dev/null 2>&1; then
     fi
 fi
 
+# The socket activation tests run wsbridge under systemd-socket-activate (Debian's systemd).
+if ! command -v systemd-socket-activate >/dev/null 2>&1; then
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        echo "tests/run.sh: installing systemd for the socket activation tests"
+        apt-get update -qq && apt-get install -y -qq systemd >/dev/null
+    else
+        echo "tests/run.sh: the socket activation tests need systemd-socket-activate; install it (apt-get install systemd) and run again" >&2
+        exit 1
+    fi
+fi
+
 # Python peers (aiohttp): a venv, rebuilt when the requirements change.
 venv="$cache/venv"
 stamp="$venv/.requirements.sha256"

@@ -10,6 +10,7 @@ use wsbridge::config::{Config, LogFormat, DEFAULT_CONFIG_PATH};
 use wsbridge::supervisor::{Control, Supervisor};
 
 mod process;
+mod replay;
 
 use process::{current_thread_runtime, init_logging, runtime, signals};
 
@@ -41,6 +42,9 @@ enum Command {
         after_help = "Example:\n  wsbridge demo | jq -c 'select(.type==\"text\") | .data | fromjson'"
     )]
     Demo(DemoArgs),
+    /// Serve recorded NDJSON files as a WebSocket server, one path per upstream.
+    #[command(after_help = replay::EXAMPLES)]
+    Replay(replay::ReplayArgs),
 }
 
 #[derive(Debug, Args)]
@@ -243,6 +247,7 @@ impl Cli {
             Command::Demo(args) => demo(args),
             Command::Connect(args) => connect(*args),
             Command::Status(args) => status(&args.config),
+            Command::Replay(args) => replay::run(args),
         }
     }
 }
@@ -276,6 +281,8 @@ fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         }
     };
     init_logging(&config.daemon.log_level, config.daemon.log_format);
+    // Before the runtime's threads exist: it takes LISTEN_FDS and friends out of the environment.
+    wsbridge::sink::activation::take_from_env();
     let runtime = runtime()?;
     let path = path.to_path_buf();
     runtime.block_on(async move {

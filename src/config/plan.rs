@@ -127,6 +127,16 @@ impl fmt::Display for Plan<'_> {
                 SinkKind::Tcp { max_clients, .. } => writeln!(f, "  max_clients    {max_clients}")?,
                 SinkKind::Stdout => {}
             }
+            if s.listener.replay > 0 {
+                writeln!(
+                    f,
+                    "  replay         last {} data records of each upstream to a new client",
+                    s.listener.replay
+                )?;
+            }
+            if let Some(name) = &s.listener.fd_name {
+                writeln!(f, "  fd_name        {name} (the socket systemd passes)")?;
+            }
             let format = match s.format {
                 Format::Ndjson => {
                     let mut x = "ndjson".to_string();

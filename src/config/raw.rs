@@ -178,6 +178,8 @@ pub struct RawSink {
     pub mode: Option<Spanned<String>>,
     // unix and tcp
     pub max_clients: Option<Spanned<i64>>,
+    pub replay: Option<Spanned<i64>>,
+    pub fd_name: Option<Spanned<String>>,
     // tcp
     pub listen: Option<Spanned<String>>,
     pub allow_remote: Option<Spanned<bool>>,

@@ -188,6 +188,18 @@ pub struct SinkConfig {
     pub on_slow: OnSlow,
     /// Whether client lines are sent upstream.
     pub inbound: bool,
+    /// What only listener sinks (unix, tcp) take: history and socket activation.
+    pub listener: ListenerOptions,
+}
+
+/// The keys of a listener sink (unix, tcp) beyond its address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListenerOptions {
+    /// `replay`: data records of each routed upstream a new client gets first; 0 = none.
+    pub replay: usize,
+    /// `fd_name`: take the socket systemd passed under this name (`FileDescriptorName=`)
+    /// instead of the one matching the address or path.
+    pub fd_name: Option<String>,
 }
 
 impl SinkConfig {

@@ -1,7 +1,8 @@
 //! The shared half of every sink: takes the batches the hub routes to it, encodes each once,
 //! and hands the same bytes to every destination's bounded queue under the sink's `on_slow`
 //! policy, counting what is queued and dropped. [`run_single`] runs a sink with one
-//! destination; the listener sinks drive one destination per client.
+//! destination; the listener sinks drive one destination per client, and may keep a
+//! [`History`] that a new destination gets first.
 
 use std::io;
 use std::sync::atomic::Ordering;
@@ -11,6 +12,7 @@ use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::history::History;
 use super::queue::{queue, Bounds, Offer, QueueReader, QueueSender};
 use super::writer::{pump, SinkWriter};
 use super::{Encoded, Encoder, SinkStats};
@@ -44,6 +46,8 @@ pub struct Driver {
     stats: Arc<SinkStats>,
     destinations: Vec<Destination>,
     next_id: u64,
+    /// The newest records, for destinations that join later (`replay`).
+    history: Option<History>,
 }
 
 /// The destination is gone (closed, or disconnected for being slow).
@@ -66,14 +70,39 @@ impl Driver {
             stats,
             destinations: Vec::new(),
             next_id: 0,
+            history: None,
         }
+    }
+
+    /// Keeps `history` of what is delivered; each new destination gets it first.
+    pub fn with_history(mut self, history: History) -> Driver {
+        self.history = Some(history);
+        self
     }
 
     /// A new destination's queue: spawn the task that feeds its writer from the reader (with
     /// [`pump`]), then [`Driver::add`] it.
+    ///
+    /// With a history, the queue starts with it, and is that much larger so the history does
+    /// not count against the live records' bounds. Taken between two deliveries, it ends
+    /// where the next delivery starts.
     pub fn open(&mut self) -> (Pending, QueueReader) {
         self.next_id += 1;
-        let (queue, reader) = queue(self.bounds, self.stats.clone());
+        let snapshot = self
+            .history
+            .as_ref()
+            .map(History::snapshot)
+            .unwrap_or_default();
+        let bounds = Bounds {
+            records: self.bounds.records + snapshot.records,
+            bytes: self.bounds.bytes + snapshot.bytes,
+        };
+        let (queue, reader) = queue(bounds, self.stats.clone());
+        for run in &snapshot.runs {
+            // Room was made for exactly these runs in an empty queue.
+            let offered = queue.offer(run);
+            debug_assert_eq!(offered, Offer::Queued);
+        }
         let pending = Pending {
             id: self.next_id,
             queue,
@@ -103,6 +132,9 @@ impl Driver {
         // The encoded lines take over from the batch (counted in the destinations' queues).
         drop(delivery);
         let Some(encoded) = encoded else { return };
+        if let Some(history) = &mut self.history {
+            history.push(&encoded);
+        }
         let mut i = 0;
         while i < self.destinations.len() {
             let destination = &mut self.destinations[i];

@@ -79,6 +79,27 @@ impl Encoded {
         self.marks.len()
     }
 
+    /// The records after the first `n`, sharing this run's bytes (a history keeps the newest
+    /// records of a batch without copying them). `n` at or past the end leaves no record.
+    pub fn skip(&self, n: usize) -> Encoded {
+        let n = n.min(self.marks.len());
+        let start = match n {
+            0 => 0,
+            n => self.marks[n - 1].end,
+        };
+        Encoded {
+            upstream: self.upstream.clone(),
+            bytes: self.bytes.slice(start..),
+            marks: self.marks[n..]
+                .iter()
+                .map(|m| Mark {
+                    end: m.end - start,
+                    ..*m
+                })
+                .collect(),
+        }
+    }
+
     /// The records one by one.
     pub fn records(&self) -> impl Iterator<Item = Record<'_>> {
         let mut start = 0;

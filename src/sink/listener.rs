@@ -1,6 +1,9 @@
 //! The listener sinks (unix and tcp): one accept loop beside the sink's [`Driver`], one
 //! [`Client`] task per connection, `max_clients` enforced with an error record, and
 //! `accept` failures (out of file descriptors) backed off and reported at a bounded rate.
+//!
+//! Accepting and delivering share one task, so a client is added between two batches: with
+//! `replay`, its queue starts with the driver's history and every later batch follows it.
 
 use std::io;
 use std::sync::atomic::Ordering;
@@ -12,6 +15,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::client::{Client, Stream};
+use super::history::History;
 use super::inbound::Router;
 use super::queue::Bounds;
 use super::{Driver, Encoder, SinkContext, SinkError};
@@ -85,6 +89,10 @@ pub async fn run(
         Bounds::of(&ctx.config),
         ctx.stats.clone(),
     );
+    if ctx.config.listener.replay > 0 {
+        let history = History::new(ctx.config.listener.replay, ctx.config.buffer_bytes);
+        driver = driver.with_history(history);
+    }
     let router = Router {
         config: ctx.config.clone(),
         directory: ctx.directory.clone(),

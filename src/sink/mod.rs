@@ -10,11 +10,14 @@
 //!   feeds it from its queue. A new sink is a writer and a few lines in [`BoundSink::run`].
 //!
 //! Each sink: [`stdout`] (a writer thread), [`listener`] with [`client`] and [`inbound`]
-//! (unix and tcp clients and the lines they send), [`unix`] and [`tcp`] (binding).
+//! (unix and tcp clients and the lines they send) and [`history`] (`replay` for late
+//! joiners), [`unix`] and [`tcp`] (binding, or a socket systemd passed: [`activation`]).
 
+pub mod activation;
 mod client;
 pub mod driver;
 pub mod encoded;
+pub mod history;
 mod inbound;
 mod listener;
 pub mod queue;
@@ -30,6 +33,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tracing::info;
 
 use crate::config::{SinkConfig, SinkKind};
 use crate::hub::{Directory, SinkReceiver};
@@ -57,6 +61,14 @@ pub enum SinkError {
     SocketPath {
         /// The path.
         path: PathBuf,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// A socket systemd passed cannot be used, or `fd_name` names none.
+    #[error("sink {sink}: {reason}")]
+    Activation {
+        /// The sink's name.
+        sink: String,
         /// What is wrong and what to do.
         reason: String,
     },
@@ -119,12 +131,32 @@ pub enum BoundSink {
     Tcp(tokio::net::TcpListener),
 }
 
-/// Binds the sink's listener (nothing to bind for stdout).
+/// Binds the sink's listener (nothing to bind for stdout), or takes the socket systemd
+/// passed for it ([`activation`]).
 pub fn bind(config: &SinkConfig) -> Result<BoundSink, SinkError> {
+    let fd_name = config.listener.fd_name.as_deref();
+    let activation = |reason| SinkError::Activation {
+        sink: config.name(),
+        reason,
+    };
     match &config.kind {
         SinkKind::Stdout => Ok(BoundSink::Stdout),
-        SinkKind::Unix { path, mode, .. } => unix::bind(path, *mode).map(BoundSink::Unix),
-        SinkKind::Tcp { listen, .. } => tcp::bind(*listen).map(BoundSink::Tcp),
+        SinkKind::Unix { path, mode, .. } => match activation::unix(path, fd_name) {
+            Ok(Some(passed)) => {
+                info!(sink = %config.name(), "using the socket systemd passed");
+                unix::adopt(passed, path).map(BoundSink::Unix)
+            }
+            Ok(None) => unix::bind(path, *mode).map(BoundSink::Unix),
+            Err(reason) => Err(activation(reason)),
+        },
+        SinkKind::Tcp { listen, .. } => match activation::tcp(*listen, fd_name) {
+            Ok(Some(passed)) => {
+                info!(sink = %config.name(), "using the socket systemd passed");
+                tcp::adopt(passed, *listen).map(BoundSink::Tcp)
+            }
+            Ok(None) => tcp::bind(*listen).map(BoundSink::Tcp),
+            Err(reason) => Err(activation(reason)),
+        },
     }
 }
 

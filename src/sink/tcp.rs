@@ -1,4 +1,4 @@
-//! The tcp sink's listener.
+//! The tcp sink's listener: bound here, or passed by systemd.
 
 use std::net::SocketAddr;
 
@@ -12,4 +12,16 @@ pub fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, SinkError> {
         tokio::net::TcpListener::from_std(listener)
     };
     bind().map_err(|source| SinkError::Bind { addr, source })
+}
+
+/// Uses a listener systemd passed for `addr`.
+pub fn adopt(
+    listener: std::net::TcpListener,
+    addr: SocketAddr,
+) -> Result<tokio::net::TcpListener, SinkError> {
+    let adopt = || -> std::io::Result<tokio::net::TcpListener> {
+        listener.set_nonblocking(true)?;
+        tokio::net::TcpListener::from_std(listener)
+    };
+    adopt().map_err(|source| SinkError::Bind { addr, source })
 }

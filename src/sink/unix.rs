@@ -1,5 +1,7 @@
 //! The unix sink's listener: the socket file is created with its mode before the first
 //! accept, a stale socket left by a previous run is replaced, and the file is removed on exit.
+//! A socket systemd passed is used as it is: its mode is the `.socket` unit's `SocketMode=`,
+//! and its file stays on exit, because systemd owns it and listens on it again.
 
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -7,21 +9,41 @@ use std::path::{Path, PathBuf};
 
 use super::SinkError;
 
-/// A bound unix listener that removes its socket file when dropped.
+/// A unix listener that removes its socket file when dropped, if it created it.
 #[derive(Debug)]
 pub struct UnixBinding {
     /// The listener.
     pub listener: tokio::net::UnixListener,
-    path: PathBuf,
+    /// The socket file to remove; `None` for a socket systemd passed.
+    path: Option<PathBuf>,
 }
 
 impl Drop for UnixBinding {
     fn drop(&mut self) {
         // Only remove what is still our socket.
-        if is_socket(&self.path) {
-            let _ = std::fs::remove_file(&self.path);
+        if let Some(path) = &self.path {
+            if is_socket(path) {
+                let _ = std::fs::remove_file(path);
+            }
         }
     }
+}
+
+/// Uses a listener systemd passed for `path`.
+pub fn adopt(
+    listener: std::os::unix::net::UnixListener,
+    path: &Path,
+) -> Result<UnixBinding, SinkError> {
+    let fail = |e: io::Error| SinkError::SocketPath {
+        path: path.to_path_buf(),
+        reason: format!("cannot use the socket systemd passed: {e}"),
+    };
+    listener.set_nonblocking(true).map_err(fail)?;
+    let listener = tokio::net::UnixListener::from_std(listener).map_err(fail)?;
+    Ok(UnixBinding {
+        listener,
+        path: None,
+    })
 }
 
 fn is_socket(path: &Path) -> bool {
@@ -89,6 +111,6 @@ pub fn bind(path: &Path, mode: u32) -> Result<UnixBinding, SinkError> {
     let listener = tokio::net::UnixListener::from_std(listener).map_err(|e| fail(e.to_string()))?;
     Ok(UnixBinding {
         listener,
-        path: path.to_path_buf(),
+        path: Some(path.to_path_buf()),
     })
 }

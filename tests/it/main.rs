@@ -6,6 +6,7 @@
 
 mod common;
 
+mod activation;
 mod aiohttp_peer;
 mod config;
 mod connect;
@@ -18,6 +19,8 @@ mod fuzz_parsers;
 mod lifecycle;
 mod metrics;
 mod recipes;
+mod replay;
+mod replay_cmd;
 mod sinks;
 mod systemd;
 mod upstream;

@@ -136,3 +136,18 @@ async fn legacy_tool() {
     assert_eq!(out.trim(), format!("total size {total}"));
     let _ = Duration::ZERO;
 }
+
+#[tokio::test]
+async fn record_replay() {
+    let out = run_recipe("record-replay").await;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), SIZES.len(), "{out}");
+    for (i, line) in lines.iter().enumerate() {
+        let tick: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(
+            (tick["i"].as_u64(), tick["size"].as_f64()),
+            (Some(i as u64), Some(SIZES[i])),
+            "{out}"
+        );
+    }
+}

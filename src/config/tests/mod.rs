@@ -316,3 +316,29 @@ fn tcp_sinks_on_port_zero_do_not_clash() {
     let text = "[[sink]]\ntype = \"tcp\"\nlisten = \"127.0.0.1:0\"\n[[sink]]\ntype = \"tcp\"\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n";
     assert_eq!(parse(text).unwrap().sinks.len(), 2);
 }
+
+#[test]
+fn replay_and_fd_name_belong_to_listener_sinks() {
+    let text = "[[sink]]\ntype = \"tcp\"\nlisten = \"127.0.0.1:7001\"\nreplay = 1000\nfd_name = \"feed\"\n";
+    let config = parse(text).unwrap();
+    assert_eq!(config.sinks[0].listener.replay, 1000);
+    assert_eq!(config.sinks[0].listener.fd_name.as_deref(), Some("feed"));
+    let config = parse("[[sink]]\ntype = \"unix\"\npath = \"/run/x.sock\"\nreplay = 0\n").unwrap();
+    assert_eq!(
+        config.sinks[0].listener,
+        crate::config::ListenerOptions::default()
+    );
+    let errs = errors(
+        "[[sink]]\ntype = \"stdout\"\nreplay = 5\n[[sink]]\ntype = \"tcp\"\nlisten = \"127.0.0.1:7001\"\nreplay = -1\nfd_name = \"a:b\"\n",
+    );
+    assert_eq!(errs.len(), 3, "{errs:?}");
+    assert!(
+        errs[0].contains("test.toml:3:10: sink[0].replay: a stdout sink has no `replay` key"),
+        "{errs:?}"
+    );
+    assert!(
+        errs[1].contains("sink[1].replay: must be a whole number"),
+        "{errs:?}"
+    );
+    assert!(errs[2].contains("sink[1].fd_name"), "{errs:?}");
+}

@@ -9,8 +9,8 @@ use toml::Spanned;
 use super::Validator;
 use crate::config::raw::{RawSink, SinkType};
 use crate::config::{
-    OnSlow, SinkConfig, SinkKind, DEFAULT_BUFFER, DEFAULT_BUFFER_BYTES, DEFAULT_MAX_CLIENTS,
-    MAX_BUFFER_BYTES, MAX_QUEUE,
+    ListenerOptions, OnSlow, SinkConfig, SinkKind, DEFAULT_BUFFER, DEFAULT_BUFFER_BYTES,
+    DEFAULT_MAX_CLIENTS, MAX_BUFFER_BYTES, MAX_QUEUE,
 };
 
 impl Validator<'_> {
@@ -23,7 +23,7 @@ impl Validator<'_> {
         let before = self.errors.len();
         let kind = *s.kind.get_ref();
         // Keys that only some types use: name the ones that do not belong.
-        let misplaced: [KeyRule<'_>; 7] = [
+        let misplaced: [KeyRule<'_>; 9] = [
             (
                 "path",
                 s.path.as_ref().map(Spanned::span),
@@ -53,6 +53,16 @@ impl Validator<'_> {
                 "allow_remote",
                 s.allow_remote.as_ref().map(Spanned::span),
                 &[SinkType::Tcp],
+            ),
+            (
+                "replay",
+                s.replay.as_ref().map(Spanned::span),
+                &[SinkType::Unix, SinkType::Tcp],
+            ),
+            (
+                "fd_name",
+                s.fd_name.as_ref().map(Spanned::span),
+                &[SinkType::Unix, SinkType::Tcp],
             ),
             (
                 "on_slow",
@@ -109,6 +119,7 @@ impl Validator<'_> {
             Some(n) => self.count(n, &format!("{key}.max_clients"), MAX_QUEUE),
             None => Some(DEFAULT_MAX_CLIENTS),
         };
+        let listener = self.listener_options(s, key);
         let sink_kind = match kind {
             SinkType::Stdout => Some(SinkKind::Stdout),
             SinkType::Unix => {
@@ -203,6 +214,39 @@ impl Validator<'_> {
                 s.on_slow.as_ref().map(|o| *o.get_ref()).unwrap_or_default()
             },
             inbound: kind != SinkType::Stdout && s.inbound.as_ref().is_none_or(|i| *i.get_ref()),
+            listener: listener?,
+        })
+    }
+
+    /// `replay` and `fd_name` (whether the type takes them is checked with the other keys).
+    fn listener_options(&mut self, s: &RawSink, key: &str) -> Option<ListenerOptions> {
+        let replay = match &s.replay {
+            // 0 is the default written out: no history.
+            Some(n) if *n.get_ref() == 0 => Some(0),
+            Some(n) => self.count(n, &format!("{key}.replay"), MAX_QUEUE),
+            None => Some(0),
+        };
+        let fd_name = match &s.fd_name {
+            Some(name) => {
+                let text = name.get_ref();
+                // sd_listen_fds_with_names(3): what FileDescriptorName= accepts.
+                let valid = !text.is_empty()
+                    && text.len() <= 255
+                    && text.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+                if !valid {
+                    self.error(
+                        Some(name.span()),
+                        Some(format!("{key}.fd_name")),
+                        format!("{text:?} cannot be a FileDescriptorName=: use 1 to 255 printable ASCII characters without spaces or ':'"),
+                    );
+                }
+                Some(text.clone())
+            }
+            None => None,
+        };
+        Some(ListenerOptions {
+            replay: replay?,
+            fd_name,
         })
     }
 }
