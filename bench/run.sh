@@ -379,6 +379,18 @@ throughput_group() {
 # --- cost at a paced rate: CPU per message, 200 B -------------------------------------------
 cost_group() {
     local rate run n
+    # What a process's start, one message and its exit cost: included in every paced figure.
+    say "cost of one process life (1 message): $RUNS runs"
+    for run in $(seq "$RUNS"); do
+        local one=(--raw --rate 1000 --size 200 --count 1)
+        start_blaster "" "${one[@]}"
+        client cost-fixed bare "$run" 1 200 /dev/null null "$SINK" --write "ws://127.0.0.1:$BL_PORT/"
+        start_blaster "" "${one[@]}"
+        client cost-fixed connect "$run" 1 200 /dev/null null "$WSB" connect -U "ws://127.0.0.1:$BL_PORT/"
+        daemon cost-fixed run "$run" 1 200 "${one[@]}"
+        start_blaster "" "${one[@]}"
+        client cost-fixed websocat "$run" 1 200 /dev/null null "$WEBSOCAT" -U -t "ws://127.0.0.1:$BL_PORT/"
+    done
     for rate in 10000 100000; do
         n=$(( rate * PACED_SECS ))
         say "cost at $rate msg/s (200 B x $n): $RUNS runs"
@@ -492,7 +504,8 @@ ELAPSED=$(( ($(now_ms) - STARTED) / 1000 ))
 LOAD_AFTER="$(uptime)"
 say "load after: $LOAD_AFTER ($ELAPSED s)"
 
-RAW_OUT="$ROOT/bench/raw.tsv"
+LABEL="${LABEL:-After}"
+RAW_OUT="$ROOT/bench/raw-$(tr 'A-Z ' 'a-z-' <<< "$LABEL").tsv"
 [[ "$OUT" == "$ROOT/bench/RESULTS.md" ]] || RAW_OUT="${OUT%.md}.tsv"
 cp "$RAW" "$RAW_OUT"
 python3 "$ROOT/bench/report.py" \
@@ -501,5 +514,5 @@ python3 "$ROOT/bench/report.py" \
     --websocat "$("$WEBSOCAT" --version 2>/dev/null)" \
     --rev "$REV_LABEL" --rustc "$(rustc --version)" \
     --sizes "N64=$N64 N4K=$N4K N1M=$N1M NSEND=$NSEND NECHO=$NECHO PACED_SECS=$PACED_SECS NMEM=$NMEM NIDLE=$NIDLE" \
-    --label "${LABEL:-After}" --note "${NOTE:-}"
+    --label "$LABEL" --note "${NOTE:-}"
 say "wrote $OUT (raw figures: $RAW_OUT, logs: $WORK)"
