@@ -101,19 +101,22 @@ BLASTER="$REF_TARGET/release/blaster"
 SINK="$REF_TARGET/release/sink"
 LATENCY="$REF_TARGET/release/latency"
 
-# WSBRIDGE_REV=<commit> measures that commit: it is extracted once under $CACHE/bench/ (with
-# this tree's examples/loadserver.rs) and built in its own target dir, so a half-edited src/
-# neither breaks the run nor gets measured.
+# WSBRIDGE_REV=<commit> measures that commit: it is extracted into $CACHE/bench/src (with this
+# tree's examples/loadserver.rs) and built in its own target dir, so a half-edited src/ neither
+# breaks the run nor gets measured. Always the same folder: a build script's absolute paths and
+# cargo's fingerprints stay valid, and the same commit twice is not rebuilt.
 SRC="$ROOT"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 REV_LABEL="$(git rev-parse --short HEAD 2>/dev/null)"
 git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || REV_LABEL="$REV_LABEL + uncommitted src/ changes (working tree)"
 if [[ -n "${WSBRIDGE_REV:-}" ]]; then
     rev="$(git rev-parse --short "$WSBRIDGE_REV")" || die "WSBRIDGE_REV=$WSBRIDGE_REV is not a commit"
-    SRC="$CACHE/bench/src-$rev"
+    SRC="$CACHE/bench/src"
     TARGET="$CACHE/bench/target"
-    if [[ ! -d "$SRC" ]]; then
-        mkdir -p "$SRC.tmp" && git archive "$rev" | tar -x -C "$SRC.tmp" && mv "$SRC.tmp" "$SRC"
+    if [[ "$(cat "$SRC/.bench-rev" 2>/dev/null)" != "$rev" ]]; then
+        rm -rf "$SRC"
+        mkdir -p "$SRC" && git archive "$rev" | tar -x -C "$SRC" && echo "$rev" > "$SRC/.bench-rev" \
+            || die "cannot extract $rev into $SRC"
     fi
     mkdir -p "$SRC/examples"
     # Copied only when changed: a fresh mtime would rebuild the binaries.
