@@ -104,7 +104,8 @@ LATENCY="$REF_TARGET/release/latency"
 # WSBRIDGE_REV=<commit> measures that commit: it is extracted into $CACHE/bench/src (with this
 # tree's examples/loadserver.rs) and built in its own target dir, so a half-edited src/ neither
 # breaks the run nor gets measured. Always the same folder: a build script's absolute paths and
-# cargo's fingerprints stay valid, and the same commit twice is not rebuilt.
+# cargo's fingerprints stay valid, and the same commit twice is not rebuilt. (tar -m: files
+# dated by the commit would look older than the last build of another commit.)
 SRC="$ROOT"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 REV_LABEL="$(git rev-parse --short HEAD 2>/dev/null)"
@@ -115,7 +116,7 @@ if [[ -n "${WSBRIDGE_REV:-}" ]]; then
     TARGET="$CACHE/bench/target"
     if [[ "$(cat "$SRC/.bench-rev" 2>/dev/null)" != "$rev" ]]; then
         rm -rf "$SRC"
-        mkdir -p "$SRC" && git archive "$rev" | tar -x -C "$SRC" && echo "$rev" > "$SRC/.bench-rev" \
+        mkdir -p "$SRC" && git archive "$rev" | tar -x -m -C "$SRC" && echo "$rev" > "$SRC/.bench-rev" \
             || die "cannot extract $rev into $SRC"
     fi
     mkdir -p "$SRC/examples"
