@@ -29,6 +29,7 @@ p.add_argument("--websocat", default="")
 p.add_argument("--rev", default="")
 p.add_argument("--rustc", default="")
 p.add_argument("--sizes", default="")
+p.add_argument("--eof-args", default="", help="what connect got for the send and echo paths")
 a = p.parse_args()
 
 rows = defaultdict(list)
@@ -161,7 +162,8 @@ w("")
 w("Messages/s of the client process (wall time from its start to its exit, handshake included), "
   "median of the runs. Server: `blaster --raw` (pre-encoded frames in ~1 MiB writes), "
   "`--recv-count` for stdin → ws, `--echo` for the echo. wsbridge: `connect -U URL` "
-  "(`connect URL < lines` for send and echo); websocat: `-U -t -B max(64KiB, 2×size)` "
+  f"(`connect {a.eof_args + ' ' if a.eof_args else ''}URL < lines` for send and echo"
+  f"{': no 1 s wait for late replies after stdin EOF, idle time that is not throughput' if a.eof_args else ''}); websocat: `-U -t -B max(64KiB, 2×size)` "
   "(`-t` for send and echo); bare: `sink --write URL` (`sink --send`, `sink --send --write`). "
   "pipe = stdout into `wc -l`, whose count is checked; stdin → ws checks the server's count.")
 w("")
