@@ -24,11 +24,16 @@ use crate::hub::Batch;
 use crate::record::Event;
 
 impl Upstream {
-    /// One open connection: `on_connect`, then frames, queued messages and keepalive until it
+    /// One open connection: `on_connect` (this attempt's: `before_connect` may replace it), then frames, queued messages and keepalive until it
     /// ends. Returns how it ended.
-    pub(super) async fn session(&mut self, mut ws: WsStream, name: &Arc<str>) -> SessionEnd {
+    pub(super) async fn session(
+        &mut self,
+        mut ws: WsStream,
+        name: &Arc<str>,
+        on_connect: &[String],
+    ) -> SessionEnd {
         let opened = Instant::now();
-        for text in &self.config.on_connect {
+        for text in on_connect {
             if let Err(e) = ws.send(Message::text(text.as_str())).await {
                 let reason = format!("sending on_connect message: {e}");
                 return SessionEnd::Failed(Cause::ConnectionLost, reason);

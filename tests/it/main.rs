@@ -7,6 +7,7 @@
 mod common;
 
 mod aiohttp_peer;
+mod before_connect;
 mod config;
 mod connect;
 mod connect_upstream;
@@ -15,6 +16,7 @@ mod faults_daemon;
 mod faults_peers;
 mod faults_sinks;
 mod fuzz_parsers;
+mod handshake;
 mod lifecycle;
 mod metrics;
 mod recipes;
