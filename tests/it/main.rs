@@ -7,10 +7,12 @@
 mod common;
 
 mod aiohttp_peer;
+mod app_ping;
 mod before_connect;
 mod config;
 mod connect;
 mod connect_upstream;
+mod decompress;
 mod demo;
 mod faults_daemon;
 mod faults_peers;
