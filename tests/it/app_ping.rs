@@ -109,3 +109,34 @@ async fn a_server_silent_at_the_application_level_is_dead_and_reconnected() {
     daemon.signal(15);
     assert!(daemon.wait().await.success());
 }
+
+#[tokio::test]
+async fn connect_answers_are_not_printed_with_app_ping() {
+    let mut server = TestServer::start(ServerOptions::default()).await;
+    let child = tokio::process::Command::new(bin())
+        .args(["connect", &server.url("/"), "-U"])
+        .args(["--app-ping", "PING", "--app-ping-expect", "PONG"])
+        .args(["--app-ping-interval", "200ms", "--app-ping-timeout", "5s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut conn = server.accept().await;
+    assert_eq!(conn.recv_text().await, "PING");
+    conn.send_text("PONG 1").await;
+    assert_eq!(conn.recv_text().await, "PING");
+    conn.send_text("PONG 2").await;
+    conn.send_text("data").await;
+    conn.send_close(1000, "").await;
+    let out = tokio::time::timeout(SOON, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "data\n");
+}

@@ -199,3 +199,36 @@ type = "stdout"
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn connect_takes_before_connect_as_a_quoted_command_line() {
+    let mut server = TestServer::start(ServerOptions::default()).await;
+    let program = r#"/bin/sh -c 'echo "{\"headers\":{\"Authorization\":\"Bearer from-prog\"}}"'"#;
+    let child = tokio::process::Command::new(bin())
+        .args([
+            "connect",
+            &server.url("/"),
+            "-U",
+            "--before-connect",
+            program,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut conn = server.accept().await;
+    assert_eq!(conn.header("authorization"), Some("Bearer from-prog"));
+    conn.send_text("hello").await;
+    conn.send_close(1000, "").await;
+    let out = tokio::time::timeout(SOON, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
+}

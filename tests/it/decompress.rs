@@ -136,3 +136,28 @@ max_message_size = "2MiB""#;
     daemon.signal(15);
     assert!(daemon.wait().await.success());
 }
+
+#[tokio::test]
+async fn connect_prints_inflated_messages_with_decompress() {
+    let mut server = TestServer::start(ServerOptions::default()).await;
+    let child = tokio::process::Command::new(bin())
+        .args(["connect", &server.url("/"), "-U", "--decompress", "gzip"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut conn = server.accept().await;
+    send_binary(&mut conn, gzip(b"{\"p\":1}", Compression::default())).await;
+    conn.send_close(1000, "").await;
+    let out = tokio::time::timeout(SOON, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "{\"p\":1}\n");
+}
