@@ -187,3 +187,15 @@ pub fn describe(end: &SessionEnd) -> String {
         SessionEnd::Failed(_, reason) => reason.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_index_their_counters_in_order() {
+        for (i, cause) in Cause::ALL.iter().enumerate() {
+            assert_eq!(*cause as usize, i, "{cause:?}");
+        }
+    }
+}
