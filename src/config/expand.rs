@@ -1,6 +1,18 @@
-//! `${NAME}` expansion from the environment in header and cookie values.
+//! `${…}` expansion in header, cookie and other secret-bearing values: `${NAME}` from the
+//! environment, `${file:/path}` from a file and `${credential:NAME}` from systemd's
+//! `$CREDENTIALS_DIRECTORY`. Files are read each time the config is (at start and on every
+//! reload), so a rotated secret is picked up by a reload.
 
-/// Replaces each `${NAME}` with the environment variable; `$${` stays a literal `${`.
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// A secret file larger than this is a mistake (`${file:/dev/zero}`), not a token.
+const MAX_SECRET_FILE: u64 = 1 << 20;
+
+/// Replaces each `${NAME}` with the environment variable, `${file:/path}` with the file's
+/// contents (one trailing newline removed) and `${credential:NAME}` with
+/// `$CREDENTIALS_DIRECTORY/NAME` read the same way; `$${` stays a literal `${`. `env` looks
+/// up environment variables (`CREDENTIALS_DIRECTORY` too). Errors never include a value.
 pub fn expand_env(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
@@ -14,11 +26,7 @@ pub fn expand_env(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<S
             let end = body
                 .find('}')
                 .ok_or_else(|| "unclosed ${…}; write ${NAME} (or $${ for a literal)".to_string())?;
-            let name = &body[..end];
-            match env(name) {
-                Some(v) => out.push_str(&v),
-                None => return Err(format!("environment variable {name} is not set; export it (under systemd: Environment= or EnvironmentFile=)")),
-            }
+            out.push_str(&lookup(&body[..end], env)?);
             rest = &body[end + 1..];
         } else {
             out.push('$');
@@ -27,4 +35,113 @@ pub fn expand_env(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<S
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// The value of one `${…}`.
+fn lookup(name: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    if let Some(path) = name.strip_prefix("file:") {
+        if !Path::new(path).is_absolute() {
+            return Err(format!(
+                "${{file:{path}}} needs an absolute path (the daemon's working directory is not the config's)"
+            ));
+        }
+        return read_secret(Path::new(path), &format!("${{file:{path}}}"));
+    }
+    if let Some(credential) = name.strip_prefix("credential:") {
+        if credential.is_empty() || credential.contains('/') || credential.starts_with('.') {
+            return Err(format!(
+                "${{credential:{credential}}}: a credential name is a file name in $CREDENTIALS_DIRECTORY, without '/' or a leading '.'"
+            ));
+        }
+        let dir = env("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty()).ok_or_else(|| {
+            format!(
+                "${{credential:{credential}}} needs $CREDENTIALS_DIRECTORY, which systemd sets for a unit with LoadCredential={credential}:/path; outside systemd use ${{file:/path}}"
+            )
+        })?;
+        let path = PathBuf::from(dir).join(credential);
+        return read_secret(&path, &format!("${{credential:{credential}}}"));
+    }
+    env(name).ok_or_else(|| {
+        format!("environment variable {name} is not set; export it (under systemd: Environment= or EnvironmentFile=)")
+    })
+}
+
+/// A secret file's contents with one trailing newline (`\n` or `\r\n`) removed.
+fn read_secret(path: &Path, what: &str) -> Result<String, String> {
+    let cannot = |e: &dyn std::fmt::Display| {
+        format!(
+            "{what}: cannot read {}: {e}; check that the file exists and that wsbridge's user may read it",
+            path.display()
+        )
+    };
+    let file = std::fs::File::open(path).map_err(|e| cannot(&e))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_SECRET_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| cannot(&e))?;
+    if bytes.len() as u64 > MAX_SECRET_FILE {
+        return Err(format!(
+            "{what}: {} is larger than 1 MiB; a secret file holds one value",
+            path.display()
+        ));
+    }
+    let mut text = String::from_utf8(bytes)
+        .map_err(|_| format!("{what}: {} is not UTF-8 text", path.display()))?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn files_and_credentials_expand_beside_variables() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), "s3cret\n").unwrap();
+        std::fs::write(dir.path().join("two"), "a\nb\n\n").unwrap();
+        let token = dir.path().join("token");
+        let env = |name: &str| match name {
+            "USER_ID" => Some("42".to_string()),
+            "CREDENTIALS_DIRECTORY" => Some(dir.path().display().to_string()),
+            _ => None,
+        };
+        let value = format!(
+            "Bearer ${{file:{}}} ${{credential:two}} ${{USER_ID}} $${{x}}",
+            token.display()
+        );
+        assert_eq!(
+            expand_env(&value, &env).unwrap(),
+            "Bearer s3cret a\nb\n 42 ${x}",
+            "one trailing newline removed, no more"
+        );
+    }
+
+    #[test]
+    fn missing_files_and_directories_are_clear_errors() {
+        let e = expand_env("${credential:api}", &no_env).unwrap_err();
+        assert!(
+            e.contains("CREDENTIALS_DIRECTORY") && e.contains("LoadCredential"),
+            "{e}"
+        );
+        let e = expand_env("${file:/nonexistent/token}", &no_env).unwrap_err();
+        assert!(e.contains("cannot read /nonexistent/token"), "{e}");
+        let e = expand_env("${file:relative/token}", &no_env).unwrap_err();
+        assert!(e.contains("absolute path"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let env = |_: &str| Some(dir.path().display().to_string());
+        let e = expand_env("${credential:missing}", &env).unwrap_err();
+        assert!(e.contains("${credential:missing}: cannot read"), "{e}");
+        let e = expand_env("${credential:../etc/passwd}", &env).unwrap_err();
+        assert!(e.contains("without '/'"), "{e}");
+    }
 }

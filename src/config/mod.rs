@@ -7,7 +7,7 @@
 //! connection.
 //!
 //! - `raw`: what the user wrote; `types`: what the program runs on; `validate`: from one
-//!   to the other; `errors`: located errors; `expand`: `${VAR}`; `redact`: secrets kept
+//!   to the other; `errors`: located errors; `expand`: `${VAR}`, `${file:…}`, `${credential:…}`; `shaping`: before_connect, app_ping, decompress; `redact`: secrets kept
 //!   out of output; `values`: durations and the ranges of settings; [`plan`]: `check`'s output.
 
 mod errors;
@@ -16,6 +16,7 @@ mod parse;
 pub mod plan;
 pub mod raw;
 mod redact;
+mod shaping;
 mod types;
 mod validate;
 mod values;
@@ -26,6 +27,7 @@ pub use errors::{ConfigError, ConfigErrors};
 pub use expand::expand_env;
 pub use raw::{Format, LogFormat, OnSlow, SinkType};
 pub use redact::{redact_url, Secret};
+pub use shaping::{AppPing, Decompress, DEFAULT_APP_PING_INTERVAL, DEFAULT_APP_PING_TIMEOUT};
 pub use types::{
     Config, DaemonConfig, ListenerOptions, MetricsConfig, ReconnectPolicy, SinkConfig, SinkKind,
     UpstreamConfig,

@@ -79,6 +79,31 @@ impl fmt::Display for Plan<'_> {
             if let Some(ca) = &u.ca_file {
                 writeln!(f, "  ca_file        {}", ca.display())?;
             }
+            if let Some(argv) = &u.before_connect {
+                // The arguments are the config's own; the program's output is the secret.
+                writeln!(
+                    f,
+                    "  before_connect {} (before every attempt, within connect_timeout)",
+                    argv.join(" ")
+                )?;
+            }
+            if let Some(p) = &u.app_ping {
+                writeln!(
+                    f,
+                    "  app_ping       {:?} after {} without data, answer containing {:?} within {}",
+                    p.message,
+                    dur(p.interval),
+                    p.expect,
+                    dur(p.timeout)
+                )?;
+            }
+            if u.decompress != super::Decompress::None {
+                writeln!(
+                    f,
+                    "  decompress     {} binary messages, up to max_message_size inflated",
+                    u.decompress.as_str()
+                )?;
+            }
             let ping = match u.ping_interval {
                 Some(i) => format!(
                     "Ping after {} of silence, dead {} after it",

@@ -100,6 +100,9 @@ pub struct RawUpstream {
     pub ca_file: Option<Spanned<PathBuf>>,
     #[serde(default)]
     pub required: bool,
+    pub before_connect: Option<Spanned<Vec<Spanned<String>>>>,
+    pub app_ping: Option<Spanned<super::shaping::RawAppPing>>,
+    pub decompress: Option<Spanned<super::Decompress>>,
 
     pub connect_timeout: Option<Spanned<String>>,
     pub ping_interval: Option<Spanned<String>>,

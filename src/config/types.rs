@@ -9,7 +9,7 @@ use std::time::Duration;
 use url::Url;
 
 use super::redact::{redact_url, Secret};
-use super::{Format, LogFormat, OnSlow};
+use super::{AppPing, Decompress, Format, LogFormat, OnSlow};
 
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -136,6 +136,13 @@ pub struct UpstreamConfig {
     pub max_message_size: usize,
     /// Messages from sink clients waiting to be sent, at most (they wait while reconnecting).
     pub send_queue: usize,
+    /// A program (argv, no shell) run before every attempt; its JSON output overrides `url`,
+    /// `headers`, `cookies` and `on_connect` for that attempt.
+    pub before_connect: Option<Vec<String>>,
+    /// Application-level keepalive, off when `None`.
+    pub app_ping: Option<AppPing>,
+    /// How binary messages are inflated before the sinks.
+    pub decompress: Decompress,
 }
 
 impl UpstreamConfig {
@@ -158,6 +165,9 @@ impl UpstreamConfig {
             reconnect: ReconnectPolicy::default(),
             max_message_size: 16 << 20,
             send_queue: 1024,
+            before_connect: None,
+            app_ping: None,
+            decompress: Decompress::None,
         }
     }
 

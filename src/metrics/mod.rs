@@ -71,6 +71,15 @@ pub struct UpstreamStatus {
     pub last_message_age_seconds: Option<f64>,
     /// The last Ping round trip, if any.
     pub ping_rtt_seconds: Option<f64>,
+    /// `app_ping` messages sent.
+    #[serde(default)]
+    pub app_pings_sent: u64,
+    /// Answers to `app_ping` received (not forwarded).
+    #[serde(default)]
+    pub app_pings_answered: u64,
+    /// Binary messages dropped because they could not be inflated (`decompress`).
+    #[serde(default)]
+    pub decompress_errors: u64,
 }
 
 /// One sink in [`Status`].
@@ -145,6 +154,9 @@ impl Metrics {
                     last_message_age_seconds: (last > 0)
                         .then(|| now.saturating_sub(last) as f64 / 1000.0),
                     ping_rtt_seconds: (rtt > 0).then(|| rtt as f64 / 1e6),
+                    app_pings_sent: s.app_pings_sent.load(Ordering::Relaxed),
+                    app_pings_answered: s.app_pings_answered.load(Ordering::Relaxed),
+                    decompress_errors: s.decompress_errors.load(Ordering::Relaxed),
                 }
             })
             .collect();

@@ -127,6 +127,30 @@ impl Collector for Collect {
             ups.iter()
                 .filter_map(|u| u.ping_rtt_seconds.map(|r| (up(u), ConstGauge::new(r)))),
         )?;
+        family(
+            &mut e,
+            "wsbridge_upstream_app_pings_sent",
+            "app_ping messages sent",
+            MetricType::Counter,
+            ups.iter()
+                .map(|u| (up(u), ConstCounter::new(u.app_pings_sent))),
+        )?;
+        family(
+            &mut e,
+            "wsbridge_upstream_app_pings_answered",
+            "Answers to app_ping received (not forwarded)",
+            MetricType::Counter,
+            ups.iter()
+                .map(|u| (up(u), ConstCounter::new(u.app_pings_answered))),
+        )?;
+        family(
+            &mut e,
+            "wsbridge_upstream_decompress_errors",
+            "Binary messages dropped because they could not be inflated (decompress)",
+            MetricType::Counter,
+            ups.iter()
+                .map(|u| (up(u), ConstCounter::new(u.decompress_errors))),
+        )?;
         let sinks = &status.sinks;
         family(
             &mut e,

@@ -120,9 +120,16 @@ fn encode_ndjson(upstream: &str, event: &Event, parse_json: bool, out: &mut Vec<
                 let _ = write!(out, ",\"retry_in_ms\":{ms}");
             }
         }
-        EventKind::Error { error, retry_in_ms } => {
+        EventKind::Error {
+            error,
+            status,
+            retry_in_ms,
+        } => {
             let _ = write!(out, ",\"ts\":{},\"type\":\"error\",\"error\":", event.ts);
             write_json_str(out, error);
+            if let Some(status) = status {
+                let _ = write!(out, ",\"status\":{status}");
+            }
             if let Some(ms) = retry_in_ms {
                 let _ = write!(out, ",\"retry_in_ms\":{ms}");
             }

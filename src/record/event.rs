@@ -52,6 +52,8 @@ pub enum EventKind {
     Error {
         /// What went wrong.
         error: String,
+        /// The HTTP status of a refused handshake (401, 429, …).
+        status: Option<u16>,
         /// Delay before the next attempt, when one follows.
         retry_in_ms: Option<u64>,
     },

@@ -15,6 +15,7 @@
 //! - `binary` data is standard base64. `json` (sinks with `parse_json = true`) embeds a text
 //!   message that holds valid JSON as the value itself.
 //! - `close` and `error` carry `retry_in_ms` when the upstream will reconnect after that delay.
+//!   An `error` for a refused handshake carries `status`, the HTTP status (401, 429, …).
 //!
 //! With `format = "raw"` only the payload is written: text as it is (as a JSON string if it
 //! holds a line break, so one message is one line), binary as base64; events are not written.

@@ -38,6 +38,10 @@ pub enum ConnectError {
         status: String,
         /// `: ` and the first line of the response body, or empty.
         body: String,
+        /// The status code, for the record and the retry rule ([`super::refused`]).
+        code: u16,
+        /// What `Retry-After` asked for, if the server sent one.
+        retry_after: Option<std::time::Duration>,
     },
     /// TLS failed (certificate, protocol).
     #[error("TLS handshake failed: {reason}; {hint}")]
@@ -56,6 +60,9 @@ pub enum ConnectError {
     /// The TLS settings could not be built (unreadable `ca_file`).
     #[error("{0}")]
     TlsSetup(#[from] super::tls::CaFileError),
+    /// `before_connect` gave this attempt no settings.
+    #[error("{0}")]
+    BeforeConnect(#[from] super::before_connect::BeforeConnectError),
 }
 
 /// Builds the handshake request for an upstream. User info in the URL (`ws://user:pass@host/`)
@@ -217,6 +224,9 @@ async fn handshake(
 fn classify(error: WsError) -> ConnectError {
     match error {
         WsError::Http(response) => {
+            let code = response.status().as_u16();
+            let retry_after =
+                super::refused::retry_after(response.headers(), std::time::SystemTime::now());
             let status = response.status();
             let status = format!(
                 "{} {}",
@@ -233,7 +243,12 @@ fn classify(error: WsError) -> ConnectError {
                 .filter(|line| !line.is_empty())
                 .map(|line| format!(": {line}"))
                 .unwrap_or_default();
-            ConnectError::Rejected { status, body }
+            ConnectError::Rejected {
+                status,
+                body,
+                code,
+                retry_after,
+            }
         }
         WsError::Tls(e) => ConnectError::Tls {
             reason: e.to_string(),

@@ -1,5 +1,6 @@
 //! The reading side of one session: each frame (or the end of the stream) taken into the
-//! batch of events being gathered, the keepalive state, and the peer's Close.
+//! batch of events being gathered (binary ones inflated by `decompress`), the keepalive and
+//! `app_ping` state, and the peer's Close.
 //!
 //! Small payloads are copied out of tungstenite's read buffer into an arena of ours (see
 //! [`Frames::detach`]); the batch goes to the sinks when it is full or nothing more is here.
@@ -13,9 +14,12 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
+use super::app_ping::AppPinger;
 use super::connect::WsStream;
+use super::inflate;
 use super::keepalive::Keepalive;
 use super::stats::{Cause, SessionEnd};
+use crate::config::Decompress;
 use crate::record::{Event, EventKind};
 
 /// At most this many messages, or [`MAX_BATCH_BYTES`], are gathered before the batch is
@@ -67,6 +71,14 @@ pub(super) struct Frames {
     /// Data messages still to take before the session must close (`connect --max-messages`);
     /// later ones are dropped.
     pub(super) remaining: Option<u64>,
+    /// `app_ping`, when configured.
+    pub(super) app_ping: Option<AppPinger>,
+    /// Answers to `app_ping` taken since the last publish.
+    pub(super) app_answered: u64,
+    /// How binary messages are inflated.
+    decompress: Decompress,
+    /// Binary messages dropped since the last publish because they could not be inflated.
+    pub(super) decompress_errors: u64,
 }
 
 impl Frames {
@@ -82,6 +94,57 @@ impl Frames {
             seq,
             rtt: None,
             remaining,
+            app_ping: None,
+            app_answered: 0,
+            decompress: Decompress::None,
+            decompress_errors: 0,
+        }
+    }
+
+    /// Adds `app_ping` and `decompress` to a session's reading side.
+    pub(super) fn shaped(mut self, app_ping: Option<AppPinger>, decompress: Decompress) -> Frames {
+        self.app_ping = app_ping;
+        self.decompress = decompress;
+        self
+    }
+
+    /// The next instant at which keepalive or `app_ping` may have something to do.
+    pub(super) fn deadline(&self) -> Instant {
+        let keepalive = self.keepalive.deadline();
+        self.app_ping
+            .as_ref()
+            .map_or(keepalive, |p| keepalive.min(p.deadline()))
+    }
+
+    /// A compressed binary message: inflated into a text (when UTF-8) or binary event, or
+    /// an error event in its place (too big inflated, corrupt), which drops it.
+    fn push_inflated(&mut self, data: &[u8], ts: u64, max_message_size: usize) {
+        match inflate::inflate(self.decompress, data, max_message_size) {
+            Ok(inflated) => {
+                if !self.take_one() {
+                    return;
+                }
+                match String::from_utf8(inflated) {
+                    Ok(text) => {
+                        let data = Utf8Bytes::from(text);
+                        self.push(ts, data.len(), |seq| EventKind::Text { seq, data });
+                    }
+                    Err(binary) => {
+                        let data = Bytes::from(binary.into_bytes());
+                        self.push(ts, data.len(), |seq| EventKind::Binary { seq, data });
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!("{e}");
+                self.decompress_errors += 1;
+                let kind = EventKind::Error {
+                    error: e.to_string(),
+                    status: None,
+                    retry_in_ms: None,
+                };
+                self.batch.push(Event { ts, kind });
+            }
         }
     }
 
@@ -168,6 +231,14 @@ impl Frames {
     ) -> Step {
         match frame {
             Some(Ok(Message::Text(data))) => {
+                if let Some(p) = &mut self.app_ping {
+                    if p.text_received(&data, now) {
+                        // The answer to our app_ping: proof of life, neither data nor forwarded.
+                        self.keepalive.frame_received(now);
+                        self.app_answered += 1;
+                        return Step::Continue;
+                    }
+                }
                 self.keepalive.data_received(now);
                 if self.take_one() {
                     let data = self.detach_text(&data).unwrap_or(data);
@@ -176,7 +247,12 @@ impl Frames {
             }
             Some(Ok(Message::Binary(data))) => {
                 self.keepalive.data_received(now);
-                if self.take_one() {
+                if let Some(p) = &mut self.app_ping {
+                    p.binary_received(now);
+                }
+                if self.decompress != Decompress::None {
+                    self.push_inflated(&data, ts, max_message_size);
+                } else if self.take_one() {
                     let data = self.detach(&data).unwrap_or(data);
                     self.push(ts, data.len(), |seq| EventKind::Binary { seq, data });
                 }

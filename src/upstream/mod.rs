@@ -6,15 +6,21 @@
 //!
 //! - `reconnect`: the task's loop of attempts, sessions and backoff.
 //! - `session`: one open connection; `frames` its reading side, `outgoing` its writing side.
-//! - [`stats`]: state, counters and causes; [`keepalive`], [`backoff`]: the timing rules.
-//! - [`mod@connect`]: the handshake; [`tls`]: certificates.
+//! - [`stats`]: state, counters and causes; [`keepalive`], [`app_ping`], [`backoff`]: the
+//!   timing rules; `inflate`: `decompress`.
+//! - [`mod@connect`]: the handshake; [`tls`]: certificates; [`before_connect`]: the program
+//!   that prepares each attempt; [`refused`]: the wait after a refused handshake.
 
+pub mod app_ping;
 pub mod backoff;
+pub mod before_connect;
 pub mod connect;
 mod frames;
+mod inflate;
 pub mod keepalive;
 mod outgoing;
 mod reconnect;
+pub mod refused;
 mod session;
 pub mod stats;
 pub mod tls;

@@ -1,5 +1,6 @@
-//! The reconnect loop of one upstream task: connect, run a session, record how it ended,
-//! wait out the backoff and go again, until cancelled, given up, or (in [`RunMode::Once`])
+//! The reconnect loop of one upstream task: prepare the attempt (`before_connect`), connect,
+//! run a session, record how it ended, wait out the backoff (or what a refusing server
+//! asked for) and go again, until cancelled, given up, or (in [`RunMode::Once`])
 //! the first connection ends.
 
 use std::sync::atomic::Ordering;
@@ -12,7 +13,9 @@ use super::backoff::Backoff;
 use super::connect::{self, ConnectError};
 use super::stats::{describe, Cause, SessionEnd, State, UpstreamExit};
 use super::tls;
+use super::{before_connect, refused};
 use super::{RunMode, Upstream};
+use crate::config::UpstreamConfig;
 use crate::record::{Event, EventKind};
 
 impl Upstream {
@@ -34,20 +37,37 @@ impl Upstream {
             debug!(%url, "connecting");
             let attempt = tokio::select! {
                 _ = self.shutdown.cancelled() => break,
-                attempt = connect::open(&self.config, tls.clone()) => attempt,
+                attempt = self.attempt(tls.clone()) => attempt,
             };
             let end = match attempt {
                 Err(error) => {
-                    self.stats.count_disconnect(Cause::ConnectFailed);
+                    let (cause, status, wait) = match &error {
+                        ConnectError::Rejected {
+                            code, retry_after, ..
+                        } => (
+                            Cause::HandshakeRefused,
+                            Some(*code),
+                            refused::delay(*code, *retry_after, self.config.reconnect.max),
+                        ),
+                        ConnectError::BeforeConnect(_) => (Cause::BeforeConnectFailed, None, None),
+                        _ => (Cause::ConnectFailed, None, None),
+                    };
+                    self.stats.count_disconnect(cause);
                     if self.mode == RunMode::Once {
                         self.stats.set_state(State::Stopped);
                         return UpstreamExit::ConnectFailed(error);
                     }
-                    let message = format!("cannot connect to {url}: {error}");
+                    let message = match &error {
+                        ConnectError::BeforeConnect(e) => e.to_string(),
+                        other => format!("cannot connect to {url}: {other}"),
+                    };
+                    // The failure still counts against max_attempts and grows the backoff;
+                    // a refusal only decides how long this one wait is.
                     match self.schedule_retry(&mut backoff) {
                         Some(delay) => {
+                            let delay = wait.unwrap_or(delay);
                             warn!(retry_in = %humantime::format_duration(delay), "{message}");
-                            self.emit_error(&name, message, Some(delay)).await;
+                            self.emit_error(&name, message, status, Some(delay)).await;
                             if !self.sleep(delay).await {
                                 break;
                             }
@@ -56,7 +76,9 @@ impl Upstream {
                         None => return self.give_up(&name, &backoff, message).await,
                     }
                 }
-                Ok(connected) => {
+                Ok((connected, attempt)) => {
+                    // The URL of this attempt: `before_connect` may have given another one.
+                    let url = attempt.display_url();
                     self.stats.connects.fetch_add(1, Ordering::Relaxed);
                     self.stats.set_state(State::Open);
                     info!(%url, protocol = connected.protocol.as_deref().unwrap_or(""), "connected");
@@ -64,13 +86,13 @@ impl Upstream {
                         .deliver(
                             &name,
                             Event::now(EventKind::Open {
-                                url: url.clone(),
+                                url,
                                 protocol: connected.protocol,
                             }),
                         )
                         .await;
                     backoff.opened();
-                    let end = self.session(connected.ws, &name).await;
+                    let end = self.session(connected.ws, &name, &attempt.on_connect).await;
                     backoff.closed();
                     self.stats.count_disconnect(end.cause());
                     end
@@ -115,17 +137,43 @@ impl Upstream {
         UpstreamExit::Shutdown
     }
 
+    /// One attempt: the `before_connect` program (when configured) gives this attempt its
+    /// settings, then the handshake. Returns the connection and the settings it used.
+    async fn attempt(
+        &self,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<(connect::Connected, Arc<UpstreamConfig>), ConnectError> {
+        let config = match &self.config.before_connect {
+            None => self.config.clone(),
+            Some(argv) => {
+                debug!(program = %argv.first().map_or("", String::as_str), "running before_connect");
+                Arc::new(before_connect::prepare(&self.config, argv).await?)
+            }
+        };
+        let connected = connect::open(&config, tls).await?;
+        Ok((connected, config))
+    }
+
     fn schedule_retry(&self, backoff: &mut Backoff) -> Option<Duration> {
         let delay = backoff.next_delay()?;
         self.stats.set_state(State::Backoff);
         Some(delay)
     }
 
-    async fn emit_error(&mut self, name: &Arc<str>, error: String, retry: Option<Duration>) {
+    async fn emit_error(
+        &mut self,
+        name: &Arc<str>,
+        error: String,
+        status: Option<u16>,
+        retry: Option<Duration>,
+    ) {
         let retry_in_ms = retry.map(|d| d.as_millis() as u64);
-        self.outlet
-            .deliver(name, Event::now(EventKind::Error { error, retry_in_ms }))
-            .await;
+        let kind = EventKind::Error {
+            error,
+            status,
+            retry_in_ms,
+        };
+        self.outlet.deliver(name, Event::now(kind)).await;
     }
 
     /// The record for a connection that ended: `close` for a peer Close, else `error`.
@@ -139,6 +187,7 @@ impl Upstream {
             },
             other => EventKind::Error {
                 error: describe(other),
+                status: None,
                 retry_in_ms,
             },
         };
@@ -151,7 +200,7 @@ impl Upstream {
             backoff.failures()
         );
         tracing::error!("{message}");
-        self.emit_error(name, message, None).await;
+        self.emit_error(name, message, None, None).await;
         self.stats.set_state(State::Stopped);
         UpstreamExit::GaveUp
     }
@@ -162,7 +211,7 @@ impl Upstream {
         if self.mode == RunMode::Once {
             return UpstreamExit::ConnectFailed(error);
         }
-        self.emit_error(name, error.to_string(), None).await;
+        self.emit_error(name, error.to_string(), None, None).await;
         UpstreamExit::GaveUp
     }
 

@@ -1,5 +1,5 @@
 //! One open connection: `on_connect`, then one `select!` over shutdown, the next frame (or a
-//! finished write), the send queue and the keepalive timer, until the connection ends; and
+//! finished write), the send queue and the keepalive (and `app_ping`) timer, until the connection ends; and
 //! the Close handshake that ends it.
 
 use std::future::poll_fn;
@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::debug;
 
+use super::app_ping::{AppDue, AppPinger};
 use super::connect::WsStream;
 use super::frames::{close_reason, Frames, Step, MAX_BATCH};
 use super::keepalive::{Due, Keepalive};
@@ -24,11 +25,16 @@ use crate::hub::Batch;
 use crate::record::Event;
 
 impl Upstream {
-    /// One open connection: `on_connect`, then frames, queued messages and keepalive until it
+    /// One open connection: `on_connect` (this attempt's: `before_connect` may replace it), then frames, queued messages and keepalive until it
     /// ends. Returns how it ended.
-    pub(super) async fn session(&mut self, mut ws: WsStream, name: &Arc<str>) -> SessionEnd {
+    pub(super) async fn session(
+        &mut self,
+        mut ws: WsStream,
+        name: &Arc<str>,
+        on_connect: &[String],
+    ) -> SessionEnd {
         let opened = Instant::now();
-        for text in &self.config.on_connect {
+        for text in on_connect {
             if let Err(e) = ws.send(Message::text(text.as_str())).await {
                 let reason = format!("sending on_connect message: {e}");
                 return SessionEnd::Failed(Cause::ConnectionLost, reason);
@@ -42,8 +48,14 @@ impl Upstream {
             opened,
         );
         let seq = self.stats.seq.load(Ordering::Relaxed);
-        let mut frames = Frames::new(keepalive, seq, self.max_messages);
-        let timer = tokio::time::sleep_until(frames.keepalive.deadline());
+        let app_ping = self
+            .config
+            .app_ping
+            .clone()
+            .map(|p| AppPinger::new(p, opened));
+        let mut frames =
+            Frames::new(keepalive, seq, self.max_messages).shaped(app_ping, self.config.decompress);
+        let timer = tokio::time::sleep_until(frames.deadline());
         tokio::pin!(timer);
         let mut queue_open = true;
         let mut outgoing = Outgoing::default();
@@ -97,8 +109,10 @@ impl Upstream {
                         // Nothing more may be sent after the peer's Close.
                         outgoing.drop_held();
                         timer.as_mut().reset(now + self.close_timeout);
-                    } else if answers_ping && frames.peer_close.is_none() {
-                        timer.as_mut().reset(frames.keepalive.deadline());
+                    } else if frames.peer_close.is_none()
+                        && (answers_ping || frames.deadline() < timer.deadline())
+                    {
+                        timer.as_mut().reset(frames.deadline());
                     }
                     match step {
                         Step::Continue if frames.limit_reached() => {
@@ -152,6 +166,17 @@ impl Upstream {
                         break SessionEnd::PeerClosed { code, reason };
                     }
                     let now = Instant::now();
+                    if let Some(p) = &mut frames.app_ping {
+                        match p.check(now) {
+                            AppDue::Send => {
+                                p.sent(now);
+                                outgoing.send(Message::text(p.message()));
+                                self.stats.app_pings_sent.fetch_add(1, Ordering::Relaxed);
+                            }
+                            AppDue::Dead(reason) => break SessionEnd::Failed(Cause::AppPingTimeout, reason),
+                            AppDue::Wait => {}
+                        }
+                    }
                     match frames.keepalive.check(now) {
                         Due::Ping => {
                             frames.keepalive.ping_sent(now);
@@ -160,7 +185,7 @@ impl Upstream {
                         Due::Dead(cause, reason) => break SessionEnd::Failed(cause, reason),
                         Due::Wait(_) => {}
                     }
-                    timer.as_mut().reset(frames.keepalive.deadline());
+                    timer.as_mut().reset(frames.deadline());
                 }
             }
         };
@@ -198,6 +223,18 @@ impl Upstream {
 
     /// Hands the frames gathered so far to the sinks and publishes the counters.
     async fn deliver(&mut self, name: &Arc<str>, frames: &mut Frames, ts: u64) {
+        let answered = std::mem::take(&mut frames.app_answered);
+        if answered > 0 {
+            self.stats
+                .app_pings_answered
+                .fetch_add(answered, Ordering::Relaxed);
+        }
+        let dropped = std::mem::take(&mut frames.decompress_errors);
+        if dropped > 0 {
+            self.stats
+                .decompress_errors
+                .fetch_add(dropped, Ordering::Relaxed);
+        }
         if let Some(rtt) = frames.rtt.take() {
             self.stats
                 .ping_rtt_us

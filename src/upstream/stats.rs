@@ -42,6 +42,13 @@ pub struct UpstreamStats {
     pub last_message_ms: AtomicU64,
     /// Last Ping round trip, microseconds.
     pub ping_rtt_us: AtomicU64,
+    /// `app_ping` messages sent.
+    pub app_pings_sent: AtomicU64,
+    /// Answers to `app_ping` received (not forwarded).
+    pub app_pings_answered: AtomicU64,
+    /// Binary messages dropped because they could not be inflated (`decompress`): corrupt,
+    /// or larger than max_message_size once inflated.
+    pub decompress_errors: AtomicU64,
 }
 
 /// Why a connection ended or an attempt failed, as the metrics count it.
@@ -49,12 +56,18 @@ pub struct UpstreamStats {
 pub enum Cause {
     /// TCP, DNS, TLS or the handshake failed, or connect_timeout passed.
     ConnectFailed,
+    /// The server answered the handshake with an HTTP status (401, 429, …).
+    HandshakeRefused,
+    /// The `before_connect` program failed, timed out or printed something unusable.
+    BeforeConnectFailed,
     /// The peer sent Close.
     PeerClosed,
     /// Our Ping went unanswered for ping_timeout.
     PingTimeout,
     /// No data message for receive_timeout.
     ReceiveTimeout,
+    /// No answer to our `app_ping` message within its timeout.
+    AppPingTimeout,
     /// The peer sent a message larger than max_message_size.
     MessageTooBig,
     /// Reset, EOF without Close, protocol error, failed write.
@@ -65,11 +78,14 @@ pub enum Cause {
 
 impl Cause {
     /// Every cause, in the order of [`UpstreamStats::disconnects`].
-    pub const ALL: [Cause; 7] = [
+    pub const ALL: [Cause; 10] = [
         Cause::ConnectFailed,
+        Cause::HandshakeRefused,
+        Cause::BeforeConnectFailed,
         Cause::PeerClosed,
         Cause::PingTimeout,
         Cause::ReceiveTimeout,
+        Cause::AppPingTimeout,
         Cause::MessageTooBig,
         Cause::ConnectionLost,
         Cause::Closed,
@@ -79,6 +95,9 @@ impl Cause {
     pub fn as_str(self) -> &'static str {
         match self {
             Cause::ConnectFailed => "connect_failed",
+            Cause::HandshakeRefused => "handshake_refused",
+            Cause::BeforeConnectFailed => "before_connect_failed",
+            Cause::AppPingTimeout => "app_ping_timeout",
             Cause::PeerClosed => "peer_closed",
             Cause::PingTimeout => "ping_timeout",
             Cause::ReceiveTimeout => "receive_timeout",
@@ -166,5 +185,17 @@ pub fn describe(end: &SessionEnd) -> String {
             format!("peer closed the connection with code {code}: {reason}")
         }
         SessionEnd::Failed(_, reason) => reason.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_index_their_counters_in_order() {
+        for (i, cause) in Cause::ALL.iter().enumerate() {
+            assert_eq!(*cause as usize, i, "{cause:?}");
+        }
     }
 }

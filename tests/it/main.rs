@@ -8,14 +8,18 @@ mod common;
 
 mod activation;
 mod aiohttp_peer;
+mod app_ping;
+mod before_connect;
 mod config;
 mod connect;
 mod connect_upstream;
+mod decompress;
 mod demo;
 mod faults_daemon;
 mod faults_peers;
 mod faults_sinks;
 mod fuzz_parsers;
+mod handshake;
 mod lifecycle;
 mod metrics;
 mod recipes;

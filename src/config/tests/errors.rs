@@ -182,3 +182,52 @@ fn unknown_and_misshapen_top_level_keys_are_reported() {
     assert_eq!(keys, ["title", "upstream", "deamon"], "{errs:#?}");
     assert!(errs[1].contains("[[upstream]]"), "{errs:?}");
 }
+
+#[test]
+fn shaping_keys_are_checked_at_their_line() {
+    let text = r#"[[upstream]]
+name = "a"
+url = "ws://h/"
+before_connect = []
+app_ping = { message = "", expect = "pong", interval = "soon" }
+decompress = "brotli"
+"#;
+    let errs = errors(text);
+    let has = |prefix: &str| errs.iter().any(|e| e.starts_with(prefix));
+    assert!(
+        has("test.toml:4:18: upstream[0].before_connect: must name a program"),
+        "{errs:?}"
+    );
+    assert!(
+        has("test.toml:5:24: upstream[0].app_ping.message: must not be empty"),
+        "{errs:?}"
+    );
+    assert!(
+        has("test.toml:5:56: upstream[0].app_ping.interval: \"soon\" is not a duration"),
+        "{errs:?}"
+    );
+    assert!(
+        has("test.toml:6:14: upstream[0].decompress: unknown variant `brotli`"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn shaping_keys_resolve_with_their_defaults() {
+    let text = r#"[[upstream]]
+name = "a"
+url = "ws://h/"
+before_connect = ["get-ticket", "a"]
+app_ping = { message = "ping", expect = "pong" }
+decompress = "auto"
+"#;
+    let config = crate::config::Config::parse_with_env(text, "t.toml".as_ref(), &|_| None).unwrap();
+    let u = &config.upstreams[0];
+    assert_eq!(
+        u.before_connect.as_deref(),
+        Some(&["get-ticket".to_string(), "a".to_string()][..])
+    );
+    let p = u.app_ping.as_ref().unwrap();
+    assert_eq!((p.interval.as_secs(), p.timeout.as_secs()), (15, 10));
+    assert_eq!(u.decompress, crate::config::Decompress::Auto);
+}

@@ -1,6 +1,7 @@
 //! The [`Validator`]: turns the serde mirror into a [`Config`], collecting every error
 //! instead of stopping at the first. Upstreams and sinks have a module each.
 
+mod shaping;
 mod sink;
 mod upstream;
 

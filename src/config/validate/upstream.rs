@@ -251,10 +251,12 @@ impl Validator<'_> {
             }
         }
         let settings = self.settings(defaults, &u.overrides(), key);
+        let shaping = self.shaping(u, key);
         if self.errors.len() > before || !defaults_ok {
             return None;
         }
         let s = settings?;
+        let shaping = shaping?;
         Some(UpstreamConfig {
             name,
             url: url?,
@@ -272,6 +274,9 @@ impl Validator<'_> {
             reconnect: s.reconnect,
             max_message_size: s.max_message_size,
             send_queue: s.send_queue,
+            before_connect: shaping.before_connect,
+            app_ping: shaping.app_ping,
+            decompress: shaping.decompress,
         })
     }
 

@@ -73,6 +73,12 @@ fn every_record_is_one_valid_json_line() {
         EventKind::Error {
             error: "reset".into(),
             retry_in_ms: None,
+            status: None,
+        },
+        EventKind::Error {
+            error: "refused".into(),
+            retry_in_ms: Some(60_000),
+            status: Some(401),
         },
     ];
     for kind in kinds {
@@ -111,7 +117,8 @@ fn events_can_be_left_out() {
         "trades",
         &event(EventKind::Error {
             error: "x".into(),
-            retry_in_ms: None
+            retry_in_ms: None,
+            status: None,
         }),
         &mut out
     ));
