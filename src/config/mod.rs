@@ -8,8 +8,10 @@
 //!
 //! - `raw`: what the user wrote; `types`: what the program runs on; `validate`: from one
 //!   to the other; `errors`: located errors; `expand`: `${VAR}`; `redact`: secrets kept
-//!   out of output; `values`: durations and the ranges of settings; [`plan`]: `check`'s output.
+//!   out of output; `values`: durations and the ranges of settings; [`plan`]: `check`'s output;
+//!   [`broker`]: the settings of the nats and redis sinks.
 
+pub mod broker;
 mod errors;
 mod expand;
 mod parse;
@@ -24,7 +26,7 @@ use std::path::Path;
 
 pub use errors::{ConfigError, ConfigErrors};
 pub use expand::expand_env;
-pub use raw::{Format, LogFormat, OnSlow, SinkType};
+pub use raw::{Format, LogFormat, MsgId, OnSlow, SinkType};
 pub use redact::{redact_url, Secret};
 pub use types::{
     Config, DaemonConfig, MetricsConfig, ReconnectPolicy, SinkConfig, SinkKind, UpstreamConfig,

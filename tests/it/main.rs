@@ -7,6 +7,7 @@
 mod common;
 
 mod aiohttp_peer;
+mod brokers;
 mod config;
 mod connect;
 mod demo;
@@ -16,6 +17,7 @@ mod faults_sinks;
 mod fuzz_parsers;
 mod lifecycle;
 mod metrics;
+mod nats_sink;
 mod recipes;
 mod sinks;
 mod systemd;
