@@ -139,7 +139,8 @@ impl RedisPublisher {
                 cmd.arg("ts")
                     .arg(record.ts)
                     .arg("type")
-                    .arg(kind)
+                    .arg(kind.as_ref())
+                    .arg("data")
                     .arg(data.as_ref());
             }
         }

@@ -19,6 +19,7 @@ mod lifecycle;
 mod metrics;
 mod nats_sink;
 mod recipes;
+mod redis_sink;
 mod sinks;
 mod systemd;
 mod upstream;

@@ -134,11 +134,13 @@ async fn jetstream_holds_every_record_once_in_order() {
     drop(daemon);
 }
 
-/// Kills the server (`kill -9`) once the daemon has had `at` records acknowledged, waits a
-/// moment, starts it again on the same port and store.
+/// Kills the server (`kill -9`) once the daemon has had `at` records acknowledged or
+/// dropped, waits a moment, starts it again on the same port and store.
 async fn kill_at(server: &mut ServerProcess, metrics: SocketAddr, at: u64) {
     wait_status(metrics, FEED_TIME, "progress", |s| {
-        s.broker.as_ref().is_some_and(|b| b.acknowledged >= at)
+        s.broker
+            .as_ref()
+            .is_some_and(|b| b.acknowledged > 0 && b.acknowledged + s.records_dropped >= at)
     })
     .await;
     server.kill().await;
@@ -182,7 +184,8 @@ async fn kill_9_twice_with_block_loses_and_repeats_nothing() {
 async fn kill_9_with_drop_loses_exactly_what_it_counts() {
     const N: u64 = 40_000;
     let mut server = nats_server().await;
-    let (mut ws, _daemon, metrics) = start(&server, "on_slow = \"drop\"\nbuffer = \"64KiB\"").await;
+    let (mut ws, _daemon, metrics) =
+        start(&server, "on_slow = \"drop\"\nbuffer = \"256KiB\"").await;
     let _feed = feed(&mut ws, N).await;
     kill_at(&mut server, metrics, N / 4).await;
     // Every record is either acknowledged or counted as dropped.
