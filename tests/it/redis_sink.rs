@@ -31,6 +31,9 @@ async fn redis_server() -> ServerProcess {
     .await
 }
 
+/// A stream entry as XRANGE gives it: its ID and its fields.
+type Entry = (String, Vec<(String, Vec<u8>)>);
+
 /// Every entry of `wsbridge:feed`: (seq, fed number), in stream order.
 async fn read_stream(port: u16) -> Vec<(u64, u64)> {
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap();
@@ -49,7 +52,7 @@ async fn read_stream(port: u16) -> Vec<(u64, u64)> {
     let mut out = Vec::new();
     let mut from = "-".to_string();
     while (out.len() as u64) < len {
-        let page: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
+        let page: Vec<Entry> = redis::cmd("XRANGE")
             .arg("wsbridge:feed")
             .arg(&from)
             .arg("+")
