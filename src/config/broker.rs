@@ -137,7 +137,12 @@ impl NatsConfig {
     pub fn plan(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "  url            {}", self.display_url())?;
         writeln!(f, "  subject        {}", self.subject)?;
-        writeln!(f, "  auth           {}", self.auth)?;
+        match (&self.auth, self.url.username().is_empty()) {
+            (NatsAuth::None, false) => {
+                writeln!(f, "  auth           user and password from the URL")?
+            }
+            (auth, _) => writeln!(f, "  auth           {auth}")?,
+        }
         match &self.jetstream {
             None => writeln!(f, "  publish        core NATS (no acknowledgement)"),
             Some(js) => {

@@ -172,6 +172,8 @@ async fn kill_9_twice_with_block_loses_and_repeats_nothing() {
     assert_eq!(unique.len(), seqs.len(), "a seq is in the stream twice");
     assert_eq!(seqs.len() as u64, N, "exactly one message per seq");
     assert!(unique.iter().all(|s| (1..=N).contains(s)));
+    let out_of_order = seqs.windows(2).filter(|w| w[0] > w[1]).count();
+    assert_eq!(out_of_order, 0, "records stored out of seq order");
     let stderr = daemon.stderr();
     assert!(
         stderr.contains("lost the connection") || stderr.contains("cannot connect"),

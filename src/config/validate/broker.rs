@@ -332,3 +332,57 @@ impl Validator<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::plan::Plan;
+    use crate::config::Config;
+
+    const HEAD: &str = "[[upstream]]\nname = \"trades\"\nurl = \"ws://127.0.0.1:1/\"\n";
+
+    fn parse(sink: &str) -> Result<Config, String> {
+        let env = |name: &str| (name == "SECRET").then(|| "hunter2".to_string());
+        Config::parse_with_env(
+            &format!("{HEAD}[[sink]]\n{sink}"),
+            Path::new("t.toml"),
+            &env,
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn check_shows_the_plan_without_secrets() {
+        for sink in [
+            "type = \"nats\"\nurl = \"nats://bob:${SECRET}@127.0.0.1:4222\"\njetstream = true",
+            "type = \"nats\"\ntoken = \"${SECRET}\"",
+            "type = \"redis\"\nurl = \"redis://:${SECRET}@127.0.0.1:6379/0\"",
+        ] {
+            let config = parse(sink).unwrap();
+            let plan = Plan(&config).to_string();
+            assert!(!plan.contains("hunter2"), "{plan}");
+            assert!(plan.contains("on_slow block"), "{plan}");
+        }
+    }
+
+    #[test]
+    fn mistakes_are_named_at_their_key() {
+        let cases = [
+            ("type = \"nats\"\non_slow = \"disconnect\"", "sink[0].on_slow"),
+            ("type = \"nats\"\nstream = { name = \"S\" }", "sink[0].stream"),
+            ("type = \"nats\"\njetstream = true\nsubject = \"a.{upstream}\"\nstream = { subjects = [\"b.>\"] }", "sink[0].stream.subjects"),
+            ("type = \"nats\"\nsubject = \"a..{upstream}\"", "sink[0].subject"),
+            ("type = \"nats\"\ntoken = \"x\"\nurl = \"nats://u:p@h:4222\"", "sink[0]"),
+            ("type = \"redis\"\nmaxlen = -1", "sink[0].maxlen"),
+            ("type = \"redis\"\nformat = \"raw\"", "sink[0].format"),
+            ("type = \"redis\"\nsubject = \"x\"", "sink[0].subject"),
+            ("type = \"redis\"\nurl = \"http://h/\"", "sink[0].url"),
+            ("type = \"tcp\"\nlisten = \"127.0.0.1:0\"\nbuffer = \"1MiB\"", "sink[0].buffer"),
+        ];
+        for (sink, key) in cases {
+            let error = parse(sink).expect_err(sink);
+            assert!(error.contains(&format!("{key}:")), "{sink}: {error}");
+        }
+    }
+}
