@@ -31,6 +31,17 @@ if ! command -v systemd-socket-activate >/dev/null 2>&1; then
     fi
 fi
 
+# The nats and redis sink tests start their own servers (tests/it/brokers.rs).
+if ! command -v nats-server >/dev/null 2>&1 || ! command -v redis-server >/dev/null 2>&1; then
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        echo "tests/run.sh: installing nats-server and redis-server for the broker sink tests"
+        apt-get update -qq && apt-get install -y -qq nats-server redis-server >/dev/null
+    else
+        echo "tests/run.sh: the broker sink tests need nats-server and redis-server; install them (apt-get install nats-server redis-server) and run again" >&2
+        exit 1
+    fi
+fi
+
 # Python peers (aiohttp): a venv, rebuilt when the requirements change.
 venv="$cache/venv"
 stamp="$venv/.requirements.sha256"

@@ -7,9 +7,12 @@
 //! connection.
 //!
 //! - `raw`: what the user wrote; `types`: what the program runs on; `validate`: from one
-//!   to the other; `errors`: located errors; `expand`: `${VAR}`, `${file:…}`, `${credential:…}`; `shaping`: before_connect, app_ping, decompress; `redact`: secrets kept
-//!   out of output; `values`: durations and the ranges of settings; [`plan`]: `check`'s output.
+//!   to the other; `errors`: located errors; `expand`: `${VAR}`, `${file:…}`, `${credential:…}`;
+//!   `shaping`: before_connect, app_ping, decompress; `redact`: secrets kept out of output;
+//!   `values`: durations and the ranges of settings; [`plan`]: `check`'s output;
+//!   [`broker`]: the settings of the nats and redis sinks.
 
+pub mod broker;
 mod errors;
 mod expand;
 mod parse;
@@ -25,7 +28,7 @@ use std::path::Path;
 
 pub use errors::{ConfigError, ConfigErrors};
 pub use expand::expand_env;
-pub use raw::{Format, LogFormat, OnSlow, SinkType};
+pub use raw::{Format, LogFormat, MsgId, OnSlow, SinkType};
 pub use redact::{redact_url, Secret};
 pub use shaping::{AppPing, Decompress, DEFAULT_APP_PING_INTERVAL, DEFAULT_APP_PING_TIMEOUT};
 pub use types::{

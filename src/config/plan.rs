@@ -150,6 +150,8 @@ impl fmt::Display for Plan<'_> {
                     writeln!(f, "  max_clients    {max_clients}")?;
                 }
                 SinkKind::Tcp { max_clients, .. } => writeln!(f, "  max_clients    {max_clients}")?,
+                SinkKind::Nats(n) => n.plan(f)?,
+                SinkKind::Redis(r) => r.plan(f)?,
                 SinkKind::Stdout => {}
             }
             if s.listener.replay > 0 {
@@ -176,12 +178,18 @@ impl fmt::Display for Plan<'_> {
                 Format::Raw => "raw payload lines".into(),
             };
             writeln!(f, "  format         {format}")?;
-            if !matches!(s.kind, SinkKind::Stdout) {
-                let slow = match s.on_slow {
-                    OnSlow::Disconnect => "disconnect",
-                    OnSlow::Drop => "drop",
-                    OnSlow::Block => "block",
-                };
+            let slow = match s.on_slow {
+                OnSlow::Disconnect => "disconnect",
+                OnSlow::Drop => "drop",
+                OnSlow::Block => "block",
+            };
+            if matches!(s.kind, SinkKind::Nats(_) | SinkKind::Redis(_)) {
+                writeln!(
+                    f,
+                    "  buffer         {} while the server is down or slow, then on_slow {slow}",
+                    size(s.buffer_bytes)
+                )?;
+            } else if !matches!(s.kind, SinkKind::Stdout) {
                 writeln!(
                     f,
                     "  clients        buffer {} records or {}, on_slow {slow}, inbound {}",

@@ -135,6 +135,8 @@ pub enum SinkType {
     Stdout,
     Unix,
     Tcp,
+    Nats,
+    Redis,
 }
 
 /// How a sink writes each message.
@@ -148,11 +150,11 @@ pub enum Format {
     Raw,
 }
 
-/// What a unix or tcp sink does when a client's buffer is full.
+/// What a sink does when a destination's buffer is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnSlow {
-    /// Close that client's connection; the others carry on.
+    /// Close that client's connection; the others carry on (unix, tcp).
     #[default]
     Disconnect,
     /// Drop the newest record for that client, count it and tell the client when it resumes.
@@ -172,7 +174,8 @@ pub struct RawSink {
     pub format: Option<Format>,
     pub events: Option<bool>,
     pub parse_json: Option<bool>,
-    pub buffer: Option<Spanned<i64>>,
+    /// Records for unix and tcp; bytes ("64MiB") for nats and redis.
+    pub buffer: Option<Spanned<RawSize>>,
     pub buffer_bytes: Option<Spanned<RawSize>>,
     pub on_slow: Option<Spanned<OnSlow>>,
     pub inbound: Option<Spanned<bool>>,
@@ -186,6 +189,49 @@ pub struct RawSink {
     // tcp
     pub listen: Option<Spanned<String>>,
     pub allow_remote: Option<Spanned<bool>>,
+    // nats and redis
+    pub url: Option<Spanned<String>>,
+    pub stream: Option<Spanned<RawStream>>,
+    // nats
+    pub subject: Option<Spanned<String>>,
+    pub jetstream: Option<Spanned<bool>>,
+    pub msg_id: Option<Spanned<MsgId>>,
+    pub creds_file: Option<Spanned<String>>,
+    pub token: Option<Spanned<String>>,
+    // redis
+    pub maxlen: Option<Spanned<i64>>,
+}
+
+/// `stream`: a table for nats (the JetStream stream), a name for redis.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawStream {
+    /// Redis: the stream key, with `{upstream}`.
+    Name(String),
+    /// NATS: the JetStream stream to create or check.
+    JetStream(RawJetStream),
+}
+
+/// `stream = { name, subjects, max_age, max_bytes, duplicate_window }` of a nats sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJetStream {
+    pub name: Option<String>,
+    pub subjects: Option<Vec<String>>,
+    pub max_age: Option<String>,
+    pub max_bytes: Option<RawSize>,
+    pub duplicate_window: Option<String>,
+}
+
+/// What a nats sink puts in `Nats-Msg-Id`, the key JetStream deduplicates on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MsgId {
+    /// `{upstream}:{run}:{seq}`: a retry of this daemon is stored once.
+    #[default]
+    Seq,
+    /// `{upstream}:{hash of the payload}`: several daemons on one feed are stored once.
+    Content,
 }
 
 /// A size as the user wrote it: a string with a unit ("16MiB") or a number of bytes.

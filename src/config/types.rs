@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use url::Url;
 
+use super::broker::{NatsConfig, RedisConfig};
 use super::redact::{redact_url, Secret};
 use super::{AppPing, Decompress, Format, LogFormat, OnSlow};
 
@@ -248,6 +249,10 @@ pub enum SinkKind {
         /// Connections beyond this are refused with an error record.
         max_clients: usize,
     },
+    /// Publishes to NATS (JetStream when configured).
+    Nats(Box<NatsConfig>),
+    /// Adds to Redis Streams.
+    Redis(Box<RedisConfig>),
 }
 
 impl fmt::Display for SinkKind {
@@ -256,6 +261,18 @@ impl fmt::Display for SinkKind {
             SinkKind::Stdout => f.write_str("stdout"),
             SinkKind::Unix { path, .. } => write!(f, "unix:{}", path.display()),
             SinkKind::Tcp { listen, .. } => write!(f, "tcp:{listen}"),
+            // The host, never the user or password.
+            SinkKind::Nats(n) => write!(f, "nats:{}@{}", n.subject, host(&n.url)),
+            SinkKind::Redis(r) => write!(f, "redis:{}@{}", r.stream, host(&r.url)),
         }
+    }
+}
+
+/// `host:port` of a broker URL, for a sink's name.
+fn host(url: &Url) -> String {
+    match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        _ => String::new(),
     }
 }

@@ -16,6 +16,9 @@ pub const DEFAULT_BUFFER: usize = 4096;
 /// A sink's `buffer_bytes` when the file does not set it.
 pub const DEFAULT_BUFFER_BYTES: usize = 16 << 20;
 
+/// A nats or redis sink's `buffer` (bytes) when the file does not set it.
+pub const DEFAULT_BROKER_BUFFER: usize = 64 << 20;
+
 /// A unix or tcp sink's `max_clients` when the file does not set it.
 pub const DEFAULT_MAX_CLIENTS: usize = 64;
 

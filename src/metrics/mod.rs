@@ -93,8 +93,24 @@ pub struct SinkStatus {
     pub records_written: u64,
     /// Records dropped for slow clients.
     pub records_dropped: u64,
-    /// Bytes queued for clients, not yet written.
+    /// Bytes queued for clients, not yet written (a broker sink: or not yet acknowledged).
     pub bytes_buffered: u64,
+    /// A nats or redis sink's delivery; absent for the other sinks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<BrokerStatus>,
+}
+
+/// The delivery of a nats or redis sink in [`SinkStatus`] (its drops are `records_dropped`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BrokerStatus {
+    /// Whether a connection to the server is up.
+    pub connected: bool,
+    /// Records sent for the first time.
+    pub published: u64,
+    /// Records the server acknowledged.
+    pub acknowledged: u64,
+    /// Records sent again after a failure.
+    pub retried: u64,
 }
 
 fn state_name(state: State) -> &'static str {
@@ -169,6 +185,16 @@ impl Metrics {
                 records_written: s.records_written.load(Ordering::Relaxed),
                 records_dropped: s.records_dropped.load(Ordering::Relaxed),
                 bytes_buffered: s.bytes_buffered.load(Ordering::Relaxed),
+                broker: s
+                    .broker
+                    .active
+                    .load(Ordering::Relaxed)
+                    .then(|| BrokerStatus {
+                        connected: s.broker.connected.load(Ordering::Relaxed),
+                        published: s.broker.published.load(Ordering::Relaxed),
+                        acknowledged: s.broker.acknowledged.load(Ordering::Relaxed),
+                        retried: s.broker.retried.load(Ordering::Relaxed),
+                    }),
             })
             .collect();
         let healthy = upstreams.iter().all(|u| !u.required || u.state == "open");

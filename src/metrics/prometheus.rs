@@ -11,7 +11,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use tracing::warn;
 
-use super::{Metrics, SinkStatus, UpstreamStatus};
+use super::{BrokerStatus, Metrics, SinkStatus, UpstreamStatus};
 
 impl Metrics {
     /// `/metrics` in the Prometheus/OpenMetrics text format.
@@ -43,6 +43,9 @@ fn family<M: EncodeMetric>(
     }
     Ok(())
 }
+
+/// A broker counter: its name, help and how to read it.
+type Counter = (&'static str, &'static str, fn(&BrokerStatus) -> u64);
 
 impl Collector for Collect {
     fn encode(&self, mut e: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
@@ -188,6 +191,47 @@ impl Collector for Collect {
                 .iter()
                 .map(|s| (sink(s), ConstGauge::new(s.bytes_buffered as i64))),
         )?;
+        let brokers: Vec<_> = sinks
+            .iter()
+            .filter_map(|s| Some((sink(s), s.broker.as_ref()?)))
+            .collect();
+        family(
+            &mut e,
+            "wsbridge_sink_broker_connected",
+            "1 while a broker sink is connected to its server",
+            MetricType::Gauge,
+            brokers
+                .iter()
+                .map(|(l, b)| (l.clone(), ConstGauge::new(i64::from(b.connected)))),
+        )?;
+        let counters: [Counter; 3] = [
+            (
+                "wsbridge_sink_broker_published",
+                "Records sent to the broker for the first time",
+                |b| b.published,
+            ),
+            (
+                "wsbridge_sink_broker_acknowledged",
+                "Records the broker acknowledged",
+                |b| b.acknowledged,
+            ),
+            (
+                "wsbridge_sink_broker_retried",
+                "Records sent to the broker again after a failure",
+                |b| b.retried,
+            ),
+        ];
+        for (name, help, value) in counters {
+            family(
+                &mut e,
+                name,
+                help,
+                MetricType::Counter,
+                brokers
+                    .iter()
+                    .map(|(l, b)| (l.clone(), ConstCounter::new(value(b)))),
+            )?;
+        }
         Ok(())
     }
 }

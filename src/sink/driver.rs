@@ -225,19 +225,37 @@ fn offer_or_drop(
 /// `shutdown` is cancelled (then what is already queued is still written). A write error
 /// ends the sink and is returned.
 pub async fn run_single<W: SinkWriter>(
+    input: SinkReceiver,
+    shutdown: CancellationToken,
+    driver: Driver,
+    writer: W,
+) -> io::Result<()> {
+    run_single_with(input, shutdown, driver, |reader| pump(reader, writer, None)).await
+}
+
+/// [`run_single`] with a consumer of the queue of its own instead of [`pump`]: for sinks
+/// that keep records until a server acknowledges them (`super::broker`). The consumer runs
+/// as a task of its own, aborted if this future is dropped (the sink aborted at the end of
+/// `shutdown_timeout`).
+pub async fn run_single_with<F, C>(
     mut input: SinkReceiver,
     shutdown: CancellationToken,
     mut driver: Driver,
-    writer: W,
-) -> io::Result<()> {
+    consume: C,
+) -> io::Result<()>
+where
+    C: FnOnce(QueueReader) -> F,
+    F: std::future::Future<Output = io::Result<()>> + Send + 'static,
+{
     let (pending, reader) = driver.open();
-    let mut task = tokio::spawn(pump(reader, writer, None));
+    let task = tokio::spawn(consume(reader));
     driver.add(pending, task.abort_handle());
+    let mut task = AbortOnDrop(task);
     loop {
         tokio::select! {
             biased;
             // The writer failed: stop at once (the queue is gone, so nothing waits on it).
-            done = &mut task => return joined(done),
+            done = &mut task.0 => return joined(done),
             _ = shutdown.cancelled() => {
                 input.close();
                 while let Some(delivery) = input.recv().await {
@@ -253,7 +271,16 @@ pub async fn run_single<W: SinkWriter>(
     }
     // Closing the queue lets the writer write what it holds, then close.
     drop(driver);
-    joined(task.await)
+    joined((&mut task.0).await)
+}
+
+/// A task that does not outlive the sink that spawned it.
+struct AbortOnDrop(tokio::task::JoinHandle<io::Result<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn joined(done: Result<io::Result<()>, tokio::task::JoinError>) -> io::Result<()> {

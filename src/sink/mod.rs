@@ -11,16 +11,20 @@
 //!
 //! Each sink: [`stdout`] (a writer thread), [`listener`] with [`client`] and [`inbound`]
 //! (unix and tcp clients and the lines they send) and [`history`] (`replay` for late
-//! joiners), [`unix`] and [`tcp`] (binding, or a socket systemd passed: [`activation`]).
+//! joiners), [`unix`] and [`tcp`] (binding, or a socket systemd passed: [`activation`]),
+//! [`nats`] and [`redis`] (publishers, fed by [`broker`]'s acknowledged delivery).
 
 pub mod activation;
+pub mod broker;
 mod client;
 pub mod driver;
 pub mod encoded;
 pub mod history;
 mod inbound;
 mod listener;
+mod nats;
 pub mod queue;
+mod redis;
 mod stdout;
 mod tcp;
 mod unix;
@@ -78,6 +82,12 @@ pub enum SinkError {
     /// Writing to stdout failed otherwise.
     #[error("cannot write to stdout: {0}")]
     Stdout(io::Error),
+    /// A broker sink could not start.
+    #[error("{0}")]
+    Broker(#[from] broker::BrokerError),
+    /// A broker sink's delivery task failed.
+    #[error("{0}")]
+    Delivery(io::Error),
 }
 
 /// Counters of one sink, read by the metrics.
@@ -89,8 +99,10 @@ pub struct SinkStats {
     pub records_written: AtomicU64,
     /// Records dropped for slow clients.
     pub records_dropped: AtomicU64,
-    /// Bytes queued for clients and not yet written.
+    /// Bytes queued for clients and not yet written (a broker: or not yet acknowledged).
     pub bytes_buffered: AtomicU64,
+    /// What only the sinks publishing to a broker count.
+    pub broker: broker::BrokerStats,
 }
 
 /// What a running sink task needs from the supervisor.
@@ -129,6 +141,10 @@ pub enum BoundSink {
     Unix(unix::UnixBinding),
     /// A TCP listener.
     Tcp(tokio::net::TcpListener),
+    /// A NATS publisher (it connects when it runs).
+    Nats(nats::NatsPublisher),
+    /// A Redis Streams publisher (it connects when it runs).
+    Redis(redis::RedisPublisher),
 }
 
 /// Binds the sink's listener (nothing to bind for stdout), or takes the socket systemd
@@ -157,6 +173,13 @@ pub fn bind(config: &SinkConfig) -> Result<BoundSink, SinkError> {
             Ok(None) => tcp::bind(*listen).map(BoundSink::Tcp),
             Err(reason) => Err(activation(reason)),
         },
+        SinkKind::Nats(nats) => Ok(BoundSink::Nats(nats::NatsPublisher::new(
+            Arc::new((**nats).clone()),
+            config.format == crate::config::Format::Ndjson,
+        ))),
+        SinkKind::Redis(redis) => Ok(BoundSink::Redis(redis::RedisPublisher::new(Arc::new(
+            (**redis).clone(),
+        ))?)),
     }
 }
 
@@ -165,7 +188,7 @@ impl BoundSink {
     pub async fn run(self, ctx: SinkContext) -> Result<(), SinkError> {
         let max_clients = match &ctx.config.kind {
             SinkKind::Unix { max_clients, .. } | SinkKind::Tcp { max_clients, .. } => *max_clients,
-            SinkKind::Stdout => 0,
+            _ => 0,
         };
         match self {
             BoundSink::Stdout => {
@@ -183,6 +206,27 @@ impl BoundSink {
             BoundSink::Tcp(tcp) => {
                 listener::run(listener::Listener::Tcp(&tcp), max_clients, ctx).await
             }
+            BoundSink::Nats(publisher) => run_broker(ctx, publisher).await,
+            BoundSink::Redis(publisher) => run_broker(ctx, publisher).await,
         }
     }
+}
+
+/// Runs a broker sink: the shared driver and queue (bounded by `buffer` bytes, `on_slow`),
+/// consumed by [`broker::deliver`].
+async fn run_broker<P: broker::Publisher>(ctx: SinkContext, publisher: P) -> Result<(), SinkError> {
+    let name = ctx.config.name();
+    let driver = Driver::new(
+        name.clone(),
+        Encoder::new(ctx.encoding()),
+        ctx.config.on_slow,
+        queue::Bounds::of(&ctx.config),
+        ctx.stats.clone(),
+    );
+    let stats = ctx.stats.clone();
+    driver::run_single_with(ctx.input, ctx.shutdown, driver, move |reader| {
+        broker::deliver(reader, publisher, stats, name)
+    })
+    .await
+    .map_err(SinkError::Delivery)
 }

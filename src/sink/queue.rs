@@ -240,6 +240,27 @@ impl QueueReader {
         self.room.bytes.add_permits(permits);
     }
 
+    /// One run taken earlier is done with: gives its room back. For a consumer that keeps
+    /// runs until a server acknowledges them, so that `buffer` bounds what is queued plus
+    /// what is awaiting acknowledgement; other consumers call [`QueueReader::written`].
+    pub fn written_run(&mut self, run: &Encoded) {
+        let (records, permits) = self.room.cost(run);
+        let (records, permits) = (records as usize, permits as usize);
+        let bytes = run.len() as u64;
+        // Never more than was taken: a run given twice must not inflate the room.
+        if self.taken.0 < records || self.taken.1 < permits || self.taken.2 < bytes {
+            return;
+        }
+        self.taken.0 -= records;
+        self.taken.1 -= permits;
+        self.taken.2 -= bytes;
+        self.stats
+            .bytes_buffered
+            .fetch_sub(bytes, Ordering::Relaxed);
+        self.room.records.add_permits(records);
+        self.room.bytes.add_permits(permits);
+    }
+
     fn take(&mut self, run: Encoded) -> Encoded {
         let (records, permits) = self.room.cost(&run);
         self.taken.0 += records as usize;
@@ -309,5 +330,27 @@ mod tests {
         assert_eq!(rx.next_round().await.unwrap()[0].len(), 10_000);
         rx.written();
         assert_eq!(tx.offer(&run(1)), Offer::Queued);
+    }
+
+    #[tokio::test]
+    async fn runs_are_given_back_one_by_one() {
+        let stats = Arc::new(SinkStats::default());
+        let (tx, mut rx) = queue(
+            Bounds {
+                records: 10,
+                bytes: 1000,
+            },
+            stats.clone(),
+        );
+        assert_eq!(tx.offer(&run(600)), Offer::Queued);
+        assert_eq!(tx.offer(&run(300)), Offer::Queued);
+        let round = rx.next_round().await.unwrap();
+        assert_eq!(tx.offer(&run(500)), Offer::Full);
+        rx.written_run(&round[0]);
+        assert_eq!(stats.bytes_buffered.load(Ordering::Relaxed), 300);
+        assert_eq!(tx.offer(&run(500)), Offer::Queued);
+        rx.written_run(&round[1]);
+        drop(rx);
+        assert_eq!(stats.bytes_buffered.load(Ordering::Relaxed), 0);
     }
 }

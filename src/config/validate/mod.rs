@@ -1,6 +1,7 @@
 //! The [`Validator`]: turns the serde mirror into a [`Config`], collecting every error
 //! instead of stopping at the first. Upstreams and sinks have a module each.
 
+mod broker;
 mod shaping;
 mod sink;
 mod upstream;
@@ -104,8 +105,13 @@ impl Validator<'_> {
                         format!("socket path {}", socket_file_identity(path).display()),
                         format!("socket path {}", path.display()),
                     ),
-                    // Port 0 asks the system for a free port: no two get the same one.
+                    // Port 0 asks the system for a free port: no two get the same one. A
+                    // broker takes any number of publishers.
                     SinkKind::Tcp { listen, .. } if listen.port() == 0 => {
+                        sinks.push(sink);
+                        continue;
+                    }
+                    SinkKind::Nats(_) | SinkKind::Redis(_) => {
                         sinks.push(sink);
                         continue;
                     }

@@ -1,4 +1,5 @@
-//! Validation of each `[[sink]]`: the keys its type takes, its listener and client bounds.
+//! Validation of each `[[sink]]`: the keys its type takes, its listener and client bounds
+//! (the nats and redis settings are in `broker`).
 
 use std::collections::HashSet;
 use std::ops::Range;
@@ -9,8 +10,8 @@ use toml::Spanned;
 use super::Validator;
 use crate::config::raw::{RawSink, SinkType};
 use crate::config::{
-    ListenerOptions, OnSlow, SinkConfig, SinkKind, DEFAULT_BUFFER, DEFAULT_BUFFER_BYTES,
-    DEFAULT_MAX_CLIENTS, MAX_BUFFER_BYTES, MAX_QUEUE,
+    ListenerOptions, OnSlow, SinkConfig, SinkKind, DEFAULT_BROKER_BUFFER, DEFAULT_BUFFER,
+    DEFAULT_BUFFER_BYTES, DEFAULT_MAX_CLIENTS, MAX_BUFFER_BYTES, MAX_QUEUE,
 };
 
 impl Validator<'_> {
@@ -23,7 +24,7 @@ impl Validator<'_> {
         let before = self.errors.len();
         let kind = *s.kind.get_ref();
         // Keys that only some types use: name the ones that do not belong.
-        let misplaced: [KeyRule<'_>; 9] = [
+        let misplaced: [KeyRule<'_>; 17] = [
             (
                 "path",
                 s.path.as_ref().map(Spanned::span),
@@ -67,7 +68,24 @@ impl Validator<'_> {
             (
                 "on_slow",
                 s.on_slow.as_ref().map(Spanned::span),
-                &[SinkType::Unix, SinkType::Tcp],
+                &[
+                    SinkType::Unix,
+                    SinkType::Tcp,
+                    SinkType::Nats,
+                    SinkType::Redis,
+                ],
+            ),
+            ("url", s.url.as_ref().map(Spanned::span), BROKERS),
+            ("stream", s.stream.as_ref().map(Spanned::span), BROKERS),
+            ("subject", s.subject.as_ref().map(Spanned::span), NATS),
+            ("jetstream", s.jetstream.as_ref().map(Spanned::span), NATS),
+            ("msg_id", s.msg_id.as_ref().map(Spanned::span), NATS),
+            ("creds_file", s.creds_file.as_ref().map(Spanned::span), NATS),
+            ("token", s.token.as_ref().map(Spanned::span), NATS),
+            (
+                "maxlen",
+                s.maxlen.as_ref().map(Spanned::span),
+                &[SinkType::Redis],
             ),
         ];
         for (name, span, types) in misplaced {
@@ -82,10 +100,11 @@ impl Validator<'_> {
                 );
             }
         }
-        if kind == SinkType::Stdout {
+        let clientless = matches!(kind, SinkType::Stdout | SinkType::Nats | SinkType::Redis);
+        if clientless {
             if let Some(inbound) = &s.inbound {
                 if *inbound.get_ref() {
-                    self.error(Some(inbound.span()), Some(format!("{key}.inbound")), "stdout has no clients to read lines from; use a unix or tcp sink for inbound".into());
+                    self.error(Some(inbound.span()), Some(format!("{key}.inbound")), format!("{} has no clients to read lines from; use a unix or tcp sink for inbound", type_name(kind)));
                 }
             }
         }
@@ -107,13 +126,24 @@ impl Validator<'_> {
             }
             names
         });
-        let buffer = match &s.buffer {
-            Some(b) => self.count(b, &format!("{key}.buffer"), MAX_QUEUE),
-            None => Some(DEFAULT_BUFFER),
-        };
-        let buffer_bytes = match &s.buffer_bytes {
-            Some(b) => self.byte_size(b, &format!("{key}.buffer_bytes"), MAX_BUFFER_BYTES),
-            None => Some(DEFAULT_BUFFER_BYTES),
+        let is_broker = BROKERS.contains(&kind);
+        let (buffer, buffer_bytes) = if is_broker {
+            // A broker sink's `buffer` is bytes: records vary from a few bytes to megabytes.
+            let bytes = match &s.buffer {
+                Some(b) => self.byte_size(b, &format!("{key}.buffer"), MAX_BUFFER_BYTES),
+                None => Some(DEFAULT_BROKER_BUFFER),
+            };
+            (Some(MAX_QUEUE), bytes)
+        } else {
+            let buffer = match &s.buffer {
+                Some(b) => self.record_count(b, &format!("{key}.buffer")),
+                None => Some(DEFAULT_BUFFER),
+            };
+            let bytes = match &s.buffer_bytes {
+                Some(b) => self.byte_size(b, &format!("{key}.buffer_bytes"), MAX_BUFFER_BYTES),
+                None => Some(DEFAULT_BUFFER_BYTES),
+            };
+            (buffer, bytes)
         };
         let max_clients = match &s.max_clients {
             Some(n) => self.count(n, &format!("{key}.max_clients"), MAX_QUEUE),
@@ -195,6 +225,16 @@ impl Validator<'_> {
                     _ => None,
                 }
             }
+            SinkType::Nats => self.nats(s, key, upstreams.as_deref(), upstream_names),
+            SinkType::Redis => self.redis(s, key),
+        };
+        let on_slow = match kind {
+            // stdout has one reader, the pipe: it is always backpressure.
+            SinkType::Stdout => OnSlow::Block,
+            SinkType::Nats | SinkType::Redis => self.broker_on_slow(s, key),
+            SinkType::Unix | SinkType::Tcp => {
+                s.on_slow.as_ref().map(|o| *o.get_ref()).unwrap_or_default()
+            }
         };
         if self.errors.len() > before {
             return None;
@@ -207,13 +247,8 @@ impl Validator<'_> {
             parse_json: s.parse_json.unwrap_or(false),
             buffer: buffer?,
             buffer_bytes: buffer_bytes?,
-            // stdout has one reader, the pipe: it is always backpressure.
-            on_slow: if kind == SinkType::Stdout {
-                OnSlow::Block
-            } else {
-                s.on_slow.as_ref().map(|o| *o.get_ref()).unwrap_or_default()
-            },
-            inbound: kind != SinkType::Stdout && s.inbound.as_ref().is_none_or(|i| *i.get_ref()),
+            on_slow,
+            inbound: !clientless && s.inbound.as_ref().is_none_or(|i| *i.get_ref()),
             listener: listener?,
         })
     }
@@ -250,6 +285,10 @@ impl Validator<'_> {
         })
     }
 }
+
+/// The sink types that publish to a broker.
+const BROKERS: &[SinkType] = &[SinkType::Nats, SinkType::Redis];
+const NATS: &[SinkType] = &[SinkType::Nats];
 
 /// The longest unix socket path: `sun_path` holds 108 bytes, one of them the closing NUL.
 const MAX_SOCKET_PATH: usize = 107;
@@ -293,11 +332,13 @@ fn lexically_normal(path: &Path) -> PathBuf {
 /// A type-specific sink key: its name, where it was written (if it was) and the types that use it.
 type KeyRule<'a> = (&'a str, Option<Range<usize>>, &'a [SinkType]);
 
-fn type_name(kind: SinkType) -> &'static str {
+pub(super) fn type_name(kind: SinkType) -> &'static str {
     match kind {
         SinkType::Stdout => "stdout",
         SinkType::Unix => "unix",
         SinkType::Tcp => "tcp",
+        SinkType::Nats => "nats",
+        SinkType::Redis => "redis",
     }
 }
 
