@@ -34,6 +34,7 @@ pub mod connect;
 pub mod demo;
 pub mod duration;
 pub mod hub;
+pub mod jq;
 pub mod lines;
 pub mod metrics;
 pub mod notify;
