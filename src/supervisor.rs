@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -65,6 +65,8 @@ struct RunningSink {
     cancel: CancellationToken,
     task: JoinHandle<()>,
     stats: Arc<SinkStats>,
+    /// Notified on every reload that keeps the sink: a file sink reopens its file.
+    reopen: Arc<Notify>,
 }
 
 /// The running bridge.
@@ -255,6 +257,10 @@ impl Supervisor {
             .into_iter()
             .partition(|s| wanted.iter().any(|c| **c == *s.config));
         self.sinks = keep;
+        // logrotate's "move, then reload": a file sink kept as it is writes to a new file.
+        for sink in &self.sinks {
+            sink.reopen.notify_one();
+        }
         let mut stopped = Vec::new();
         for sink in stop {
             info!(sink = %sink.config.name(), "stopping sink (removed or changed)");
@@ -350,6 +356,7 @@ impl Supervisor {
         let (input, receiver) = hub::sink_input(SINK_INPUT, SINK_INPUT_BYTES);
         let cancel = CancellationToken::new();
         let stats = Arc::new(SinkStats::default());
+        let reopen = Arc::new(Notify::new());
         let ctx = SinkContext {
             config: config.clone(),
             input: receiver,
@@ -357,6 +364,8 @@ impl Supervisor {
             shutdown: cancel.clone(),
             stats: stats.clone(),
             max_line: self.max_line(),
+            reopen: reopen.clone(),
+            shutdown_timeout: self.config.daemon.shutdown_timeout,
         };
         let failures = self.failures_tx.clone();
         let name = config.name();
@@ -375,6 +384,7 @@ impl Supervisor {
             cancel,
             task,
             stats,
+            reopen,
         });
     }
 
@@ -471,6 +481,7 @@ fn same_resource(a: &SinkKind, b: &SinkKind) -> bool {
         (SinkKind::Stdout, SinkKind::Stdout) => true,
         (SinkKind::Unix { path: p, .. }, SinkKind::Unix { path: q, .. }) => p == q,
         (SinkKind::Tcp { listen: x, .. }, SinkKind::Tcp { listen: y, .. }) => x == y,
+        (SinkKind::File { path: p, .. }, SinkKind::File { path: q, .. }) => p == q,
         _ => false,
     }
 }

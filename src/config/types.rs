@@ -10,6 +10,7 @@ use url::Url;
 
 use super::redact::{redact_url, Secret};
 use super::{Format, LogFormat, OnSlow};
+use crate::jq::Program;
 
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -186,12 +187,15 @@ pub struct SinkConfig {
     pub buffer_bytes: usize,
     /// What happens when a client's queue is full.
     pub on_slow: OnSlow,
-    /// Whether client lines are sent upstream.
+    /// Whether client lines (an exec sink: the program's stdout lines) are sent upstream.
     pub inbound: bool,
+    /// A jq program every record goes through (`filter`).
+    pub filter: Option<Program>,
 }
 
 impl SinkConfig {
-    /// A short name for logs: `stdout`, `unix:/run/x.sock`, `tcp:127.0.0.1:7001`.
+    /// A short name for logs: `stdout`, `unix:/run/x.sock`, `tcp:127.0.0.1:7001`,
+    /// `file:/var/lib/x.ndjson`, `exec:prog arg`.
     pub fn name(&self) -> String {
         self.kind.to_string()
     }
@@ -226,6 +230,52 @@ pub enum SinkKind {
         /// Connections beyond this are refused with an error record.
         max_clients: usize,
     },
+    /// Records appended to a file.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// When to start a new file; `None`: never.
+        rotate: Option<RotatePolicy>,
+    },
+    /// Records written to a program's stdin.
+    Exec {
+        /// The program and its arguments (no shell).
+        command: Vec<String>,
+        /// Delays before restarting the program after it exits.
+        restart: RestartPolicy,
+    },
+}
+
+/// `rotate = { ... }` of a file sink: a new file when either limit is reached.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RotatePolicy {
+    /// Bytes a file may hold (a single larger record still goes whole into a file of its own).
+    pub size: Option<u64>,
+    /// How long a file is written to.
+    pub every: Option<Duration>,
+    /// Rotated files kept, newest first; older ones are deleted.
+    pub keep: usize,
+    /// Whether rotated files are gzipped.
+    pub compress: bool,
+}
+
+/// `restart = { ... }` of an exec sink: capped exponential backoff (doubling, ±20 % jitter)
+/// between restarts of a program that exits, reset once it has run for `max`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestartPolicy {
+    /// The first delay.
+    pub initial: Duration,
+    /// The cap.
+    pub max: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        }
+    }
 }
 
 impl fmt::Display for SinkKind {
@@ -234,6 +284,8 @@ impl fmt::Display for SinkKind {
             SinkKind::Stdout => f.write_str("stdout"),
             SinkKind::Unix { path, .. } => write!(f, "unix:{}", path.display()),
             SinkKind::Tcp { listen, .. } => write!(f, "tcp:{listen}"),
+            SinkKind::File { path, .. } => write!(f, "file:{}", path.display()),
+            SinkKind::Exec { command, .. } => write!(f, "exec:{}", command.join(" ")),
         }
     }
 }

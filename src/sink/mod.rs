@@ -10,11 +10,16 @@
 //!   feeds it from its queue. A new sink is a writer and a few lines in [`BoundSink::run`].
 //!
 //! Each sink: [`stdout`] (a writer thread), [`listener`] with [`client`] and [`inbound`]
-//! (unix and tcp clients and the lines they send), [`unix`] and [`tcp`] (binding).
+//! (unix and tcp clients and the lines they send), [`unix`] and [`tcp`] (binding), [`file`]
+//! (appending, rotation, reopening), [`exec`] (a supervised program). [`filter`] runs a
+//! sink's jq `filter` inside its encoder, so every sink has it.
 
 mod client;
 pub mod driver;
 pub mod encoded;
+mod exec;
+mod file;
+pub mod filter;
 mod inbound;
 mod listener;
 pub mod queue;
@@ -27,8 +32,9 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{SinkConfig, SinkKind};
@@ -66,6 +72,14 @@ pub enum SinkError {
     /// Writing to stdout failed otherwise.
     #[error("cannot write to stdout: {0}")]
     Stdout(io::Error),
+    /// A file sink's file cannot be opened at start, or its writer failed.
+    #[error("file sink {path}: {source}; check that the directory exists and the daemon may write in it")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
 }
 
 /// Counters of one sink, read by the metrics.
@@ -79,6 +93,8 @@ pub struct SinkStats {
     pub records_dropped: AtomicU64,
     /// Bytes queued for clients and not yet written.
     pub bytes_buffered: AtomicU64,
+    /// Records the sink's `filter` failed on (each is dropped).
+    pub filter_errors: AtomicU64,
 }
 
 /// What a running sink task needs from the supervisor.
@@ -96,9 +112,22 @@ pub struct SinkContext {
     /// Longest inbound line framed from a client, in bytes (each message is then held to its
     /// upstream's `max_message_size`).
     pub max_line: usize,
+    /// Notified on reload (SIGHUP): a file sink reopens its file.
+    pub reopen: Arc<Notify>,
+    /// `[daemon] shutdown_timeout`: how long an exec sink's program gets to exit.
+    pub shutdown_timeout: Duration,
 }
 
 impl SinkContext {
+    /// The sink's encoder: its encoding, and its `filter` if it has one.
+    fn encoder(&self) -> Encoder {
+        let encoder = Encoder::new(self.encoding());
+        match &self.config.filter {
+            Some(program) => encoder.with_filter(program.clone(), self.stats.clone()),
+            None => encoder,
+        }
+    }
+
     fn encoding(&self) -> Encoding {
         Encoding {
             format: self.config.format,
@@ -117,6 +146,10 @@ pub enum BoundSink {
     Unix(unix::UnixBinding),
     /// A TCP listener.
     Tcp(tokio::net::TcpListener),
+    /// A file, opened for appending.
+    File(file::FileBinding),
+    /// A program, started when the sink runs.
+    Exec,
 }
 
 /// Binds the sink's listener (nothing to bind for stdout).
@@ -125,6 +158,8 @@ pub fn bind(config: &SinkConfig) -> Result<BoundSink, SinkError> {
         SinkKind::Stdout => Ok(BoundSink::Stdout),
         SinkKind::Unix { path, mode, .. } => unix::bind(path, *mode).map(BoundSink::Unix),
         SinkKind::Tcp { listen, .. } => tcp::bind(*listen).map(BoundSink::Tcp),
+        SinkKind::File { path, .. } => file::bind(path).map(BoundSink::File),
+        SinkKind::Exec { .. } => Ok(BoundSink::Exec),
     }
 }
 
@@ -133,14 +168,18 @@ impl BoundSink {
     pub async fn run(self, ctx: SinkContext) -> Result<(), SinkError> {
         let max_clients = match &ctx.config.kind {
             SinkKind::Unix { max_clients, .. } | SinkKind::Tcp { max_clients, .. } => *max_clients,
-            SinkKind::Stdout => 0,
+            _ => 0,
         };
         match self {
             BoundSink::Stdout => {
-                let encoding = ctx.encoding();
-                StdoutSink::new(stdout::process_stdout()?, encoding)
+                StdoutSink::with_encoder(stdout::process_stdout()?, ctx.encoder())
                     .run(ctx.input, ctx.shutdown, ctx.stats)
                     .await
+            }
+            BoundSink::File(binding) => file::run(binding, ctx).await,
+            BoundSink::Exec => {
+                exec::run(ctx).await;
+                Ok(())
             }
             BoundSink::Unix(binding) => {
                 let listener = listener::Listener::Unix(&binding.listener);

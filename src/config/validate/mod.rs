@@ -1,6 +1,7 @@
 //! The [`Validator`]: turns the serde mirror into a [`Config`], collecting every error
 //! instead of stopping at the first. Upstreams and sinks have a module each.
 
+mod file_exec;
 mod sink;
 mod upstream;
 
@@ -110,6 +111,14 @@ impl Validator<'_> {
                     }
                     SinkKind::Tcp { listen, .. } => {
                         (format!("address {listen}"), format!("address {listen}"))
+                    }
+                    SinkKind::File { path, .. } => (
+                        format!("file {}", socket_file_identity(path).display()),
+                        format!("file {}", path.display()),
+                    ),
+                    SinkKind::Exec { .. } => {
+                        sinks.push(sink);
+                        continue;
                     }
                 };
                 let span = s

@@ -1,4 +1,5 @@
-//! Validation of each `[[sink]]`: the keys its type takes, its listener and client bounds.
+//! Validation of each `[[sink]]`: the keys its type takes, its listener and client bounds
+//! (the file and exec sinks' own keys, and `filter`, are in `file_exec`).
 
 use std::collections::HashSet;
 use std::ops::Range;
@@ -23,11 +24,11 @@ impl Validator<'_> {
         let before = self.errors.len();
         let kind = *s.kind.get_ref();
         // Keys that only some types use: name the ones that do not belong.
-        let misplaced: [KeyRule<'_>; 7] = [
+        let misplaced: [KeyRule<'_>; 10] = [
             (
                 "path",
                 s.path.as_ref().map(Spanned::span),
-                &[SinkType::Unix],
+                &[SinkType::Unix, SinkType::File],
             ),
             (
                 "mode",
@@ -47,7 +48,12 @@ impl Validator<'_> {
             (
                 "buffer_bytes",
                 s.buffer_bytes.as_ref().map(Spanned::span),
-                &[SinkType::Unix, SinkType::Tcp],
+                &[
+                    SinkType::Unix,
+                    SinkType::Tcp,
+                    SinkType::File,
+                    SinkType::Exec,
+                ],
             ),
             (
                 "allow_remote",
@@ -57,7 +63,22 @@ impl Validator<'_> {
             (
                 "on_slow",
                 s.on_slow.as_ref().map(Spanned::span),
-                &[SinkType::Unix, SinkType::Tcp],
+                &[SinkType::Unix, SinkType::Tcp, SinkType::Exec],
+            ),
+            (
+                "rotate",
+                s.rotate.as_ref().map(Spanned::span),
+                &[SinkType::File],
+            ),
+            (
+                "command",
+                s.command.as_ref().map(Spanned::span),
+                &[SinkType::Exec],
+            ),
+            (
+                "restart",
+                s.restart.as_ref().map(Spanned::span),
+                &[SinkType::Exec],
             ),
         ];
         for (name, span, types) in misplaced {
@@ -72,13 +93,21 @@ impl Validator<'_> {
                 );
             }
         }
-        if kind == SinkType::Stdout {
+        if matches!(kind, SinkType::Stdout | SinkType::File) {
             if let Some(inbound) = &s.inbound {
                 if *inbound.get_ref() {
-                    self.error(Some(inbound.span()), Some(format!("{key}.inbound")), "stdout has no clients to read lines from; use a unix or tcp sink for inbound".into());
+                    self.error(Some(inbound.span()), Some(format!("{key}.inbound")), format!("{} has no clients to read lines from; use a unix, tcp or exec sink for inbound", type_name(kind)));
                 }
             }
         }
+        if kind == SinkType::Exec {
+            if let Some(on_slow) = &s.on_slow {
+                if *on_slow.get_ref() == OnSlow::Disconnect {
+                    self.error(Some(on_slow.span()), Some(format!("{key}.on_slow")), "an exec sink has one program to write to, not clients to disconnect: use \"block\" or \"drop\"".into());
+                }
+            }
+        }
+        let filter = self.filter(s, key);
         let upstreams = s.upstreams.as_ref().map(|list| {
             let mut names = Vec::new();
             for n in list.get_ref() {
@@ -184,6 +213,8 @@ impl Validator<'_> {
                     _ => None,
                 }
             }
+            SinkType::File => self.file_kind(s, key),
+            SinkType::Exec => self.exec_kind(s, key),
         };
         if self.errors.len() > before {
             return None;
@@ -196,13 +227,22 @@ impl Validator<'_> {
             parse_json: s.parse_json.unwrap_or(false),
             buffer: buffer?,
             buffer_bytes: buffer_bytes?,
-            // stdout has one reader, the pipe: it is always backpressure.
-            on_slow: if kind == SinkType::Stdout {
-                OnSlow::Block
-            } else {
-                s.on_slow.as_ref().map(|o| *o.get_ref()).unwrap_or_default()
+            on_slow: match kind {
+                // One reader, the pipe or the disk: it is always backpressure.
+                SinkType::Stdout | SinkType::File => OnSlow::Block,
+                SinkType::Exec => s.on_slow.as_ref().map_or(OnSlow::Block, |o| *o.get_ref()),
+                SinkType::Unix | SinkType::Tcp => {
+                    s.on_slow.as_ref().map(|o| *o.get_ref()).unwrap_or_default()
+                }
             },
-            inbound: kind != SinkType::Stdout && s.inbound.as_ref().is_none_or(|i| *i.get_ref()),
+            // A program's output is sent upstream only when asked for: a legacy tool's
+            // chatter is logged instead.
+            inbound: match kind {
+                SinkType::Stdout | SinkType::File => false,
+                SinkType::Exec => s.inbound.as_ref().is_some_and(|i| *i.get_ref()),
+                SinkType::Unix | SinkType::Tcp => s.inbound.as_ref().is_none_or(|i| *i.get_ref()),
+            },
+            filter: filter.ok()?,
         })
     }
 }
@@ -254,6 +294,8 @@ fn type_name(kind: SinkType) -> &'static str {
         SinkType::Stdout => "stdout",
         SinkType::Unix => "unix",
         SinkType::Tcp => "tcp",
+        SinkType::File => "file",
+        SinkType::Exec => "exec",
     }
 }
 
