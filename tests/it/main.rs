@@ -13,6 +13,7 @@ mod demo;
 mod faults_daemon;
 mod faults_peers;
 mod faults_sinks;
+mod file_sink;
 mod fuzz_parsers;
 mod lifecycle;
 mod metrics;

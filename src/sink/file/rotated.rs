@@ -51,29 +51,28 @@ impl Rotated {
     }
 
     /// The name for a file rotated at `now`: `<path>.20261202T010000Z`, with `-1`, `-2`, …
-    /// when that name (or its `.gz`) is taken.
+    /// after the files already rotated in that second (so names sort by age even when
+    /// older ones of that second were pruned).
     pub fn name_for(&self, now: SystemTime) -> PathBuf {
         let stamp: String = humantime::format_rfc3339_seconds(now)
             .to_string()
             .chars()
             .filter(|c| !matches!(c, '-' | ':'))
             .collect();
-        let mut n = 0;
-        loop {
-            let suffix = if n == 0 {
-                stamp.clone()
-            } else {
-                format!("{stamp}-{n}")
-            };
-            let mut name = self.path.clone().into_os_string();
-            name.push(".");
-            name.push(&suffix);
-            let candidate = PathBuf::from(name);
-            if !candidate.exists() && !gz(&candidate).exists() {
-                return candidate;
-            }
-            n += 1;
-        }
+        let last = self
+            .list()
+            .into_iter()
+            .filter(|((s, _), _)| *s == stamp)
+            .map(|((_, n), _)| n)
+            .max();
+        let suffix = match last {
+            None => stamp,
+            Some(n) => format!("{stamp}-{}", n + 1),
+        };
+        let mut name = self.path.clone().into_os_string();
+        name.push(".");
+        name.push(&suffix);
+        PathBuf::from(name)
     }
 
     /// Deletes all but the newest `keep` rotated files (a file and its `.gz` count once).
