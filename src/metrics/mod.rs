@@ -86,6 +86,9 @@ pub struct SinkStatus {
     pub records_dropped: u64,
     /// Bytes queued for clients, not yet written.
     pub bytes_buffered: u64,
+    /// Records the sink's `filter` failed on (each dropped).
+    #[serde(default)]
+    pub filter_errors: u64,
 }
 
 fn state_name(state: State) -> &'static str {
@@ -157,6 +160,7 @@ impl Metrics {
                 records_written: s.records_written.load(Ordering::Relaxed),
                 records_dropped: s.records_dropped.load(Ordering::Relaxed),
                 bytes_buffered: s.bytes_buffered.load(Ordering::Relaxed),
+                filter_errors: s.filter_errors.load(Ordering::Relaxed),
             })
             .collect();
         let healthy = upstreams.iter().all(|u| !u.required || u.state == "open");

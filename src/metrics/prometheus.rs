@@ -164,6 +164,15 @@ impl Collector for Collect {
                 .iter()
                 .map(|s| (sink(s), ConstGauge::new(s.bytes_buffered as i64))),
         )?;
+        family(
+            &mut e,
+            "wsbridge_sink_filter_errors",
+            "Records the sink's filter failed on (each dropped)",
+            MetricType::Counter,
+            sinks
+                .iter()
+                .map(|s| (sink(s), ConstCounter::new(s.filter_errors))),
+        )?;
         Ok(())
     }
 }

@@ -10,8 +10,8 @@
 //! that grows while it keeps exiting and resets once it has run for `restart.max`.
 //!
 //! Every program is waited for (no zombie) and its pipes are closed with it (no leaked fd).
-//! At the end its stdin is closed after what is queued is written; it gets most of
-//! `shutdown_timeout` to exit, then SIGKILL.
+//! At the end its stdin is closed after what is queued is written; it gets 40 % of
+//! `shutdown_timeout` to exit (half is the upstreams' Close, the rest a margin), then SIGKILL.
 
 use std::io;
 use std::process::{ExitStatus, Stdio};
@@ -148,9 +148,10 @@ pub async fn run(mut ctx: SinkContext) {
             },
         }
     }
-    // What is queued still goes to the program, then its stdin closes and it gets most of
-    // shutdown_timeout to exit (the rest is the supervisor's margin).
-    let deadline = Instant::now() + ctx.shutdown_timeout.mul_f64(0.9);
+    // What is queued still goes to the program, then its stdin closes and it gets what is
+    // left of 40 % of shutdown_timeout to exit: half is the upstreams' Close, the rest a
+    // margin, and the daemon's shutdown must end within the whole.
+    let deadline = Instant::now() + ctx.shutdown_timeout.mul_f64(0.4);
     ctx.input.close();
     while let Ok(Some(delivery)) = timeout_at(deadline, ctx.input.recv()).await {
         if program.is_some() {
