@@ -202,3 +202,12 @@ async fn shutdown_kills_a_program_that_ignores_the_end_of_its_stdin() {
         "the program outlived the daemon"
     );
 }
+
+#[tokio::test]
+async fn recipe_feed_a_legacy_program() {
+    let out = crate::recipes::run_recipe("exec-legacy").await;
+    assert_eq!(
+        out,
+        "size 0.5\nsize 2\nsize 3\nsize 0.7\nsize 5\nsize 1.5\n"
+    );
+}

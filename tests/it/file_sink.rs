@@ -381,3 +381,9 @@ async fn a_missing_directory_is_a_config_error() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn recipe_record_a_feed_and_read_it_back() {
+    let out = crate::recipes::run_recipe("record-file").await;
+    assert_eq!(out, "0\n1\n2\n3\n4\n5\n");
+}

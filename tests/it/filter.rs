@@ -125,3 +125,9 @@ fn check_reports_a_program_that_does_not_compile_at_its_line_and_column() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn recipe_csv() {
+    let out = crate::recipes::run_recipe("csv-filter").await;
+    assert_eq!(out, "BTC,0.5\nETH,2\nSOL,3\nBTC,0.7\nETH,5\nSOL,1.5\n");
+}

@@ -49,8 +49,8 @@ impl Validator<'_> {
     /// A file sink: its `path` (in a directory that exists and is writable) and `rotate`.
     pub(super) fn file_kind(&mut self, s: &RawSink, key: &str) -> Option<SinkKind> {
         let rotate = match &s.rotate {
-            Some(r) => Some(self.rotate(r, &format!("{key}.rotate"))?),
-            None => None,
+            Some(r) => self.rotate(r, &format!("{key}.rotate")).map(Some),
+            None => Some(None),
         };
         let Some(path) = s
             .path
@@ -70,7 +70,7 @@ impl Validator<'_> {
         }
         Some(SinkKind::File {
             path: path.get_ref().clone(),
-            rotate,
+            rotate: rotate?,
         })
     }
 

@@ -87,7 +87,8 @@ impl Validator<'_> {
                     span,
                     Some(format!("{key}.{name}")),
                     format!(
-                        "a {} sink has no `{name}` key; remove it or change `type`",
+                        "{} {} sink has no `{name}` key; remove it or change `type`",
+                        if kind == SinkType::Exec { "an" } else { "a" },
                         type_name(kind)
                     ),
                 );
