@@ -96,6 +96,7 @@ fn config(addr: SocketAddr) -> Config {
         upstreams: vec![upstream],
         sinks: vec![SinkConfig {
             kind: SinkKind::Stdout,
+            filter: None,
             upstreams: None,
             format: Format::Ndjson,
             events: true,

@@ -18,7 +18,8 @@
 //!   and by bytes.
 //! - [`sink`] encodes [`record`]s once per sink and writes them to stdout (from a thread of
 //!   its own) or to every client of a unix/tcp listener, each through a queue bounded in
-//!   records and bytes, applying the `on_slow` policy per client.
+//!   records and bytes, applying the `on_slow` policy per client; or to a file (rotated) or a
+//!   program's stdin (supervised). [`jq`] compiles and runs jq programs (a sink's `filter`).
 //! - [`record`] is the wire format: the event model, its one encoder, inbound parsing
 //!   ([`lines`] frames inbound lines).
 //! - [`metrics`] serves `/metrics`, `/status` and `/healthz`; [`status_client`] is
@@ -34,6 +35,7 @@ pub mod connect;
 pub mod demo;
 pub mod duration;
 pub mod hub;
+pub mod jq;
 pub mod lines;
 pub mod metrics;
 pub mod notify;

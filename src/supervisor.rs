@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -68,6 +68,8 @@ struct RunningSink {
     cancel: CancellationToken,
     task: JoinHandle<()>,
     stats: Arc<SinkStats>,
+    /// Notified on every reload that keeps the sink: a file sink reopens its file.
+    reopen: Arc<Notify>,
 }
 
 /// The running bridge.
@@ -233,6 +235,7 @@ impl Supervisor {
         let (input, receiver) = hub::sink_input(SINK_INPUT, SINK_INPUT_BYTES);
         let cancel = CancellationToken::new();
         let stats = Arc::new(SinkStats::default());
+        let reopen = Arc::new(Notify::new());
         let ctx = SinkContext {
             config: config.clone(),
             input: receiver,
@@ -240,6 +243,8 @@ impl Supervisor {
             shutdown: cancel.clone(),
             stats: stats.clone(),
             max_line: self.max_line(),
+            reopen: reopen.clone(),
+            shutdown_timeout: self.config.daemon.shutdown_timeout,
         };
         let failures = self.failures_tx.clone();
         let name = config.name();
@@ -258,6 +263,7 @@ impl Supervisor {
             cancel,
             task,
             stats,
+            reopen,
         });
     }
 

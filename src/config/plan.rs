@@ -25,6 +25,11 @@ pub(crate) fn size(bytes: usize) -> String {
     format!("{value} {}", UNITS[unit])
 }
 
+/// [`size`] of a `u64`.
+fn size_u64(bytes: u64) -> String {
+    usize::try_from(bytes).map_or_else(|_| format!("{bytes} B"), size)
+}
+
 impl fmt::Display for Plan<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let config = self.0;
@@ -153,6 +158,35 @@ impl fmt::Display for Plan<'_> {
                 SinkKind::Nats(n) => n.plan(f)?,
                 SinkKind::Redis(r) => r.plan(f)?,
                 SinkKind::Stdout => {}
+                SinkKind::File { rotate, .. } => {
+                    let rotate = match rotate {
+                        None => "never".to_string(),
+                        Some(r) => {
+                            let mut when = Vec::new();
+                            if let Some(size) = r.size {
+                                when.push(format!("at {}", size_u64(size)));
+                            }
+                            if let Some(every) = r.every {
+                                when.push(format!("every {}", dur(every)));
+                            }
+                            let gzip = if r.compress { ", gzipped" } else { "" };
+                            format!("{}, keep {}{gzip}", when.join(" or "), r.keep)
+                        }
+                    };
+                    writeln!(f, "  rotate         {rotate}")?;
+                }
+                SinkKind::Exec { command, restart } => {
+                    writeln!(f, "  command        {command:?}")?;
+                    writeln!(
+                        f,
+                        "  restart        after {} ×2 up to {}",
+                        dur(restart.initial),
+                        dur(restart.max)
+                    )?;
+                }
+            }
+            if let Some(filter) = &s.filter {
+                writeln!(f, "  filter         {}", filter.source())?;
             }
             if s.listener.replay > 0 {
                 writeln!(
@@ -187,6 +221,21 @@ impl fmt::Display for Plan<'_> {
                 writeln!(
                     f,
                     "  buffer         {} while the server is down or slow, then on_slow {slow}",
+                    size(s.buffer_bytes)
+                )?;
+            } else if matches!(s.kind, SinkKind::File { .. }) {
+                writeln!(
+                    f,
+                    "  queue          {} records or {}",
+                    s.buffer,
+                    size(s.buffer_bytes)
+                )?;
+            } else if let SinkKind::Exec { .. } = s.kind {
+                let stdout = if s.inbound { "sent upstream" } else { "logged" };
+                writeln!(
+                    f,
+                    "  queue          {} records or {}, on_slow {slow}; its stdout is {stdout}",
+                    s.buffer,
                     size(s.buffer_bytes)
                 )?;
             } else if !matches!(s.kind, SinkKind::Stdout) {

@@ -137,6 +137,8 @@ pub enum SinkType {
     Tcp,
     Nats,
     Redis,
+    File,
+    Exec,
 }
 
 /// How a sink writes each message.
@@ -179,7 +181,9 @@ pub struct RawSink {
     pub buffer_bytes: Option<Spanned<RawSize>>,
     pub on_slow: Option<Spanned<OnSlow>>,
     pub inbound: Option<Spanned<bool>>,
-    // unix
+    /// A jq program run on every record (any type).
+    pub filter: Option<Spanned<String>>,
+    // unix and file
     pub path: Option<Spanned<PathBuf>>,
     pub mode: Option<Spanned<String>>,
     // unix and tcp
@@ -200,6 +204,11 @@ pub struct RawSink {
     pub token: Option<Spanned<String>>,
     // redis
     pub maxlen: Option<Spanned<i64>>,
+    // file
+    pub rotate: Option<Spanned<RawRotate>>,
+    // exec
+    pub command: Option<Spanned<Vec<Spanned<String>>>>,
+    pub restart: Option<Spanned<RawRestart>>,
 }
 
 /// `stream`: a table for nats (the JetStream stream), a name for redis.
@@ -232,6 +241,24 @@ pub enum MsgId {
     Seq,
     /// `{upstream}:{hash of the payload}`: several daemons on one feed are stored once.
     Content,
+}
+
+/// `rotate = { ... }` of a file sink: any subset of the keys.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRotate {
+    pub size: Option<Spanned<RawSize>>,
+    pub every: Option<Spanned<String>>,
+    pub keep: Option<Spanned<i64>>,
+    pub compress: Option<bool>,
+}
+
+/// `restart = { ... }` of an exec sink: any subset of the keys.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRestart {
+    pub initial: Option<Spanned<String>>,
+    pub max: Option<Spanned<String>>,
 }
 
 /// A size as the user wrote it: a string with a unit ("16MiB") or a number of bytes.

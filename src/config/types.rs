@@ -11,6 +11,7 @@ use url::Url;
 use super::broker::{NatsConfig, RedisConfig};
 use super::redact::{redact_url, Secret};
 use super::{AppPing, Decompress, Format, LogFormat, OnSlow};
+use crate::jq::Program;
 
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -197,8 +198,10 @@ pub struct SinkConfig {
     pub buffer_bytes: usize,
     /// What happens when a client's queue is full.
     pub on_slow: OnSlow,
-    /// Whether client lines are sent upstream.
+    /// Whether client lines (an exec sink: the program's stdout lines) are sent upstream.
     pub inbound: bool,
+    /// A jq program every record goes through (`filter`).
+    pub filter: Option<Program>,
     /// What only listener sinks (unix, tcp) take: history and socket activation.
     pub listener: ListenerOptions,
 }
@@ -214,7 +217,8 @@ pub struct ListenerOptions {
 }
 
 impl SinkConfig {
-    /// A short name for logs: `stdout`, `unix:/run/x.sock`, `tcp:127.0.0.1:7001`.
+    /// A short name for logs: `stdout`, `unix:/run/x.sock`, `tcp:127.0.0.1:7001`,
+    /// `file:/var/lib/x.ndjson`, `exec:prog arg`.
     pub fn name(&self) -> String {
         self.kind.to_string()
     }
@@ -253,6 +257,52 @@ pub enum SinkKind {
     Nats(Box<NatsConfig>),
     /// Adds to Redis Streams.
     Redis(Box<RedisConfig>),
+    /// Records appended to a file.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// When to start a new file; `None`: never.
+        rotate: Option<RotatePolicy>,
+    },
+    /// Records written to a program's stdin.
+    Exec {
+        /// The program and its arguments (no shell).
+        command: Vec<String>,
+        /// Delays before restarting the program after it exits.
+        restart: RestartPolicy,
+    },
+}
+
+/// `rotate = { ... }` of a file sink: a new file when either limit is reached.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RotatePolicy {
+    /// Bytes a file may hold (a single larger record still goes whole into a file of its own).
+    pub size: Option<u64>,
+    /// How long a file is written to.
+    pub every: Option<Duration>,
+    /// Rotated files kept, newest first; older ones are deleted.
+    pub keep: usize,
+    /// Whether rotated files are gzipped.
+    pub compress: bool,
+}
+
+/// `restart = { ... }` of an exec sink: capped exponential backoff (doubling, ±20 % jitter)
+/// between restarts of a program that exits, reset once it has run for `max`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestartPolicy {
+    /// The first delay.
+    pub initial: Duration,
+    /// The cap.
+    pub max: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        }
+    }
 }
 
 impl fmt::Display for SinkKind {
@@ -264,6 +314,8 @@ impl fmt::Display for SinkKind {
             // The host, never the user or password.
             SinkKind::Nats(n) => write!(f, "nats:{}@{}", n.subject, host(&n.url)),
             SinkKind::Redis(r) => write!(f, "redis:{}@{}", r.stream, host(&r.url)),
+            SinkKind::File { path, .. } => write!(f, "file:{}", path.display()),
+            SinkKind::Exec { command, .. } => write!(f, "exec:{}", command.join(" ")),
         }
     }
 }

@@ -95,6 +95,9 @@ pub struct SinkStatus {
     pub records_dropped: u64,
     /// Bytes queued for clients, not yet written (a broker sink: or not yet acknowledged).
     pub bytes_buffered: u64,
+    /// Records the sink's `filter` failed on (each dropped).
+    #[serde(default)]
+    pub filter_errors: u64,
     /// A nats or redis sink's delivery; absent for the other sinks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broker: Option<BrokerStatus>,
@@ -195,6 +198,7 @@ impl Metrics {
                         acknowledged: s.broker.acknowledged.load(Ordering::Relaxed),
                         retried: s.broker.retried.load(Ordering::Relaxed),
                     }),
+                filter_errors: s.filter_errors.load(Ordering::Relaxed),
             })
             .collect();
         let healthy = upstreams.iter().all(|u| !u.required || u.state == "open");

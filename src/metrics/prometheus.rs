@@ -232,6 +232,15 @@ impl Collector for Collect {
                     .map(|(l, b)| (l.clone(), ConstCounter::new(value(b)))),
             )?;
         }
+        family(
+            &mut e,
+            "wsbridge_sink_filter_errors",
+            "Records the sink's filter failed on (each dropped)",
+            MetricType::Counter,
+            sinks
+                .iter()
+                .map(|s| (sink(s), ConstCounter::new(s.filter_errors))),
+        )?;
         Ok(())
     }
 }

@@ -2,15 +2,19 @@
 //! destination of the sink, with each record's boundary and identity (upstream, seq, ts)
 //! kept beside them. A sink that writes bytes (stdout, sockets, a file, a program's stdin)
 //! writes the buffer as it is; one that publishes per record (NATS, Redis) walks
-//! [`Encoded::records`].
+//! [`Encoded::records`]. A sink's `filter` runs here ([`RecordFilter`]), so every sink has it;
+//! the lines it makes of one record stay that record's, with its `seq` and `ts`.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
+use super::filter::RecordFilter;
+use super::SinkStats;
 use crate::config::Format;
 use crate::hub::Batch;
+use crate::jq::Program;
 use crate::record::{Encoding, Event, EventKind};
 
 /// Where one record's line ends in the buffer, and which record it is.
@@ -31,7 +35,8 @@ pub struct Encoded {
 }
 
 /// One record of an [`Encoded`]: its line (ending in `\n`, except `connect --binary`'s raw
-/// bytes) and what a per-record publisher puts in headers or fields.
+/// bytes; with a `filter`, as many lines as the program made of the record) and what a
+/// per-record publisher puts in headers or fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Record<'a> {
     /// The upstream it came from; `None` for a notice such as a drop report.
@@ -129,6 +134,7 @@ struct Limit {
 pub struct Encoder {
     encoding: Encoding,
     limit: Option<Limit>,
+    filter: Option<RecordFilter>,
 }
 
 impl Encoder {
@@ -137,7 +143,15 @@ impl Encoder {
         Encoder {
             encoding,
             limit: None,
+            filter: None,
         }
+    }
+
+    /// Runs every record the encoding writes through `program` (the sink's `filter`); its
+    /// runtime errors count into `stats`.
+    pub fn with_filter(mut self, program: Program, stats: Arc<SinkStats>) -> Encoder {
+        self.filter = Some(RecordFilter::new(program, self.encoding.format, stats));
+        self
     }
 
     /// Encodes at most `max` data messages, then cancels `reached` and encodes no more data.
@@ -163,7 +177,14 @@ impl Encoder {
                     limit.remaining -= 1;
                 }
             }
-            if self.encoding.encode(&batch.upstream, event, &mut bytes) {
+            let written = match &mut self.filter {
+                Some(filter) => {
+                    writes(&self.encoding, event)
+                        && filter.apply(&batch.upstream, event, &mut bytes)
+                }
+                None => self.encoding.encode(&batch.upstream, event, &mut bytes),
+            };
+            if written {
                 marks.push(Mark {
                     end: bytes.len(),
                     seq: seq(event),
@@ -198,6 +219,12 @@ impl Encoder {
         };
         envelope + payload
     }
+}
+
+/// Whether `encoding` writes `event` at all: data always; open/close/error in ndjson with
+/// `events = true` (raw writes payloads, and events have none).
+fn writes(encoding: &Encoding, event: &Event) -> bool {
+    event.is_data() || (encoding.format == Format::Ndjson && encoding.events)
 }
 
 fn seq(event: &Event) -> Option<u64> {

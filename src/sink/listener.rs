@@ -18,7 +18,7 @@ use super::client::{Client, Stream};
 use super::history::History;
 use super::inbound::Router;
 use super::queue::Bounds;
-use super::{Driver, Encoder, SinkContext, SinkError};
+use super::{Driver, SinkContext, SinkError};
 use crate::record::client_error_line;
 
 /// How long accepting pauses after it failed: with no descriptor left, retrying at once
@@ -54,14 +54,14 @@ impl Listener<'_> {
 /// A warning that may repeat many times a second: logged at most once per
 /// [`WARN_EVERY`], with how many times it happened since.
 #[derive(Default)]
-struct Throttled {
+pub(super) struct Throttled {
     last_warning: Option<Instant>,
     unreported: u64,
 }
 
 impl Throttled {
     /// Counts one occurrence; returns the count to log when a warning is due.
-    fn due(&mut self) -> Option<u64> {
+    pub(super) fn due(&mut self) -> Option<u64> {
         self.unreported += 1;
         if self
             .last_warning
@@ -81,7 +81,7 @@ pub async fn run(
     mut ctx: SinkContext,
 ) -> Result<(), SinkError> {
     let name = ctx.config.name();
-    let encoder = Encoder::new(ctx.encoding());
+    let encoder = ctx.encoder();
     let mut driver = Driver::new(
         name.clone(),
         encoder,

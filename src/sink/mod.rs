@@ -12,13 +12,18 @@
 //! Each sink: [`stdout`] (a writer thread), [`listener`] with [`client`] and [`inbound`]
 //! (unix and tcp clients and the lines they send) and [`history`] (`replay` for late
 //! joiners), [`unix`] and [`tcp`] (binding, or a socket systemd passed: [`activation`]),
-//! [`nats`] and [`redis`] (publishers, fed by [`broker`]'s acknowledged delivery).
+//! [`file`] (appending, rotation, reopening), [`exec`] (a supervised program), [`nats`] and
+//! [`redis`] (publishers, fed by [`broker`]'s acknowledged delivery). [`filter`] runs a
+//! sink's jq `filter` inside its encoder, so every sink has it.
 
 pub mod activation;
 pub mod broker;
 mod client;
 pub mod driver;
 pub mod encoded;
+mod exec;
+mod file;
+pub mod filter;
 pub mod history;
 mod inbound;
 mod listener;
@@ -34,8 +39,9 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -88,6 +94,14 @@ pub enum SinkError {
     /// A broker sink's delivery task failed.
     #[error("{0}")]
     Delivery(io::Error),
+    /// A file sink's file cannot be opened at start, or its writer failed.
+    #[error("file sink {path}: {source}; check that the directory exists and the daemon may write in it")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
 }
 
 /// Counters of one sink, read by the metrics.
@@ -103,6 +117,8 @@ pub struct SinkStats {
     pub bytes_buffered: AtomicU64,
     /// What only the sinks publishing to a broker count.
     pub broker: broker::BrokerStats,
+    /// Records the sink's `filter` failed on (each is dropped).
+    pub filter_errors: AtomicU64,
 }
 
 /// What a running sink task needs from the supervisor.
@@ -120,9 +136,22 @@ pub struct SinkContext {
     /// Longest inbound line framed from a client, in bytes (each message is then held to its
     /// upstream's `max_message_size`).
     pub max_line: usize,
+    /// Notified on reload (SIGHUP): a file sink reopens its file.
+    pub reopen: Arc<Notify>,
+    /// `[daemon] shutdown_timeout`: how long an exec sink's program gets to exit.
+    pub shutdown_timeout: Duration,
 }
 
 impl SinkContext {
+    /// The sink's encoder: its encoding, and its `filter` if it has one.
+    fn encoder(&self) -> Encoder {
+        let encoder = Encoder::new(self.encoding());
+        match &self.config.filter {
+            Some(program) => encoder.with_filter(program.clone(), self.stats.clone()),
+            None => encoder,
+        }
+    }
+
     fn encoding(&self) -> Encoding {
         Encoding {
             format: self.config.format,
@@ -145,6 +174,10 @@ pub enum BoundSink {
     Nats(nats::NatsPublisher),
     /// A Redis Streams publisher (it connects when it runs).
     Redis(redis::RedisPublisher),
+    /// A file, opened for appending.
+    File(file::FileBinding),
+    /// A program, started when the sink runs.
+    Exec,
 }
 
 /// Binds the sink's listener (nothing to bind for stdout), or takes the socket systemd
@@ -180,6 +213,8 @@ pub fn bind(config: &SinkConfig) -> Result<BoundSink, SinkError> {
         SinkKind::Redis(redis) => Ok(BoundSink::Redis(redis::RedisPublisher::new(Arc::new(
             (**redis).clone(),
         ))?)),
+        SinkKind::File { path, .. } => file::bind(path).map(BoundSink::File),
+        SinkKind::Exec { .. } => Ok(BoundSink::Exec),
     }
 }
 
@@ -192,10 +227,14 @@ impl BoundSink {
         };
         match self {
             BoundSink::Stdout => {
-                let encoding = ctx.encoding();
-                StdoutSink::new(stdout::process_stdout()?, encoding)
+                StdoutSink::with_encoder(stdout::process_stdout()?, ctx.encoder())
                     .run(ctx.input, ctx.shutdown, ctx.stats)
                     .await
+            }
+            BoundSink::File(binding) => file::run(binding, ctx).await,
+            BoundSink::Exec => {
+                exec::run(ctx).await;
+                Ok(())
             }
             BoundSink::Unix(binding) => {
                 let listener = listener::Listener::Unix(&binding.listener);
@@ -218,7 +257,7 @@ async fn run_broker<P: broker::Publisher>(ctx: SinkContext, publisher: P) -> Res
     let name = ctx.config.name();
     let driver = Driver::new(
         name.clone(),
-        Encoder::new(ctx.encoding()),
+        ctx.encoder(),
         ctx.config.on_slow,
         queue::Bounds::of(&ctx.config),
         ctx.stats.clone(),

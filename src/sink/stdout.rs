@@ -73,6 +73,11 @@ impl<W: Write + Send + 'static> StdoutSink<W> {
         }
     }
 
+    /// A sink writing to `out` with `encoder` (a sink's own, with its `filter`).
+    pub fn with_encoder(out: W, encoder: Encoder) -> Self {
+        StdoutSink { out, encoder }
+    }
+
     /// Writes at most `max` data messages, then cancels `reached` and writes no more data.
     pub fn with_limit(mut self, max: u64, reached: CancellationToken) -> Self {
         self.encoder = self.encoder.with_limit(max, reached);

@@ -43,6 +43,10 @@ impl Supervisor {
             .into_iter()
             .partition(|s| wanted.iter().any(|c| **c == *s.config));
         self.sinks = keep;
+        // logrotate's "move, then reload": a file sink kept as it is writes to a new file.
+        for sink in &self.sinks {
+            sink.reopen.notify_one();
+        }
         // Stop them all, then wait for them together: one slow client does not hold up the
         // others' ends.
         let mut stopping = Vec::new();

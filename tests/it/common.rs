@@ -260,13 +260,27 @@ pub async fn bind_retrying(addr: SocketAddr) -> TcpListener {
     }
 }
 
-/// A free loopback port (bound, then released).
+/// A free loopback port for a listener the test cannot bind itself (the daemon's sinks and
+/// metrics, a broker): bound, then released.
+///
+/// Ports come from below Linux's ephemeral range (32768 and up), so no outgoing connection
+/// of a test running alongside is ever given one between its release and the daemon's bind,
+/// and from a counter, so two tests of this binary never get the same one.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const FIRST: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Spread over the range by process, so concurrent test runs on one machine rarely meet.
+    let base = (std::process::id() % u32::from(SPAN)) as u16;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = FIRST + (base.wrapping_add(n) % SPAN);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {FIRST} and {}", FIRST + SPAN)
 }
 
 /// The built binary.

@@ -10,7 +10,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
 /// Sizes of the ticks `/feed` sends, in order.
-const SIZES: [f64; 6] = [0.5, 2.0, 3.0, 0.7, 5.0, 1.5];
+pub const SIZES: [f64; 6] = [0.5, 2.0, 3.0, 0.7, 5.0, 1.5];
 
 async fn recipe_server() -> String {
     let mut server = TestServer::start(ServerOptions::default()).await;
@@ -60,7 +60,7 @@ fn recipe(name: &str) -> String {
 }
 
 /// Runs a recipe in a temp dir with `wsbridge` on PATH and the stand-in server's URL.
-async fn run_recipe(name: &str) -> String {
+pub async fn run_recipe(name: &str) -> String {
     let status = std::process::Command::new("jq").arg("--version").output();
     assert!(
         status.is_ok_and(|o| o.status.success()),

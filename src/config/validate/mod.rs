@@ -2,6 +2,7 @@
 //! instead of stopping at the first. Upstreams and sinks have a module each.
 
 mod broker;
+mod file_exec;
 mod shaping;
 mod sink;
 mod upstream;
@@ -117,6 +118,14 @@ impl Validator<'_> {
                     }
                     SinkKind::Tcp { listen, .. } => {
                         (format!("address {listen}"), format!("address {listen}"))
+                    }
+                    SinkKind::File { path, .. } => (
+                        format!("file {}", socket_file_identity(path).display()),
+                        format!("file {}", path.display()),
+                    ),
+                    SinkKind::Exec { .. } => {
+                        sinks.push(sink);
+                        continue;
                     }
                 };
                 let span = s

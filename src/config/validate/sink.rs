@@ -1,5 +1,6 @@
 //! Validation of each `[[sink]]`: the keys its type takes, its listener and client bounds
-//! (the nats and redis settings are in `broker`).
+//! (the nats and redis settings are in `broker`; the file and exec sinks' own keys, and
+//! `filter`, are in `file_exec`).
 
 use std::collections::HashSet;
 use std::ops::Range;
@@ -24,11 +25,11 @@ impl Validator<'_> {
         let before = self.errors.len();
         let kind = *s.kind.get_ref();
         // Keys that only some types use: name the ones that do not belong.
-        let misplaced: [KeyRule<'_>; 17] = [
+        let misplaced: [KeyRule<'_>; 20] = [
             (
                 "path",
                 s.path.as_ref().map(Spanned::span),
-                &[SinkType::Unix],
+                &[SinkType::Unix, SinkType::File],
             ),
             (
                 "mode",
@@ -48,7 +49,12 @@ impl Validator<'_> {
             (
                 "buffer_bytes",
                 s.buffer_bytes.as_ref().map(Spanned::span),
-                &[SinkType::Unix, SinkType::Tcp],
+                &[
+                    SinkType::Unix,
+                    SinkType::Tcp,
+                    SinkType::File,
+                    SinkType::Exec,
+                ],
             ),
             (
                 "allow_remote",
@@ -71,6 +77,7 @@ impl Validator<'_> {
                 &[
                     SinkType::Unix,
                     SinkType::Tcp,
+                    SinkType::Exec,
                     SinkType::Nats,
                     SinkType::Redis,
                 ],
@@ -87,6 +94,21 @@ impl Validator<'_> {
                 s.maxlen.as_ref().map(Spanned::span),
                 &[SinkType::Redis],
             ),
+            (
+                "rotate",
+                s.rotate.as_ref().map(Spanned::span),
+                &[SinkType::File],
+            ),
+            (
+                "command",
+                s.command.as_ref().map(Spanned::span),
+                &[SinkType::Exec],
+            ),
+            (
+                "restart",
+                s.restart.as_ref().map(Spanned::span),
+                &[SinkType::Exec],
+            ),
         ];
         for (name, span, types) in misplaced {
             if span.is_some() && !types.contains(&kind) {
@@ -94,20 +116,32 @@ impl Validator<'_> {
                     span,
                     Some(format!("{key}.{name}")),
                     format!(
-                        "a {} sink has no `{name}` key; remove it or change `type`",
+                        "{} {} sink has no `{name}` key; remove it or change `type`",
+                        if kind == SinkType::Exec { "an" } else { "a" },
                         type_name(kind)
                     ),
                 );
             }
         }
-        let clientless = matches!(kind, SinkType::Stdout | SinkType::Nats | SinkType::Redis);
+        let clientless = matches!(
+            kind,
+            SinkType::Stdout | SinkType::File | SinkType::Nats | SinkType::Redis
+        );
         if clientless {
             if let Some(inbound) = &s.inbound {
                 if *inbound.get_ref() {
-                    self.error(Some(inbound.span()), Some(format!("{key}.inbound")), format!("{} has no clients to read lines from; use a unix or tcp sink for inbound", type_name(kind)));
+                    self.error(Some(inbound.span()), Some(format!("{key}.inbound")), format!("{} has no clients to read lines from; use a unix, tcp or exec sink for inbound", type_name(kind)));
                 }
             }
         }
+        if kind == SinkType::Exec {
+            if let Some(on_slow) = &s.on_slow {
+                if *on_slow.get_ref() == OnSlow::Disconnect {
+                    self.error(Some(on_slow.span()), Some(format!("{key}.on_slow")), "an exec sink has one program to write to, not clients to disconnect: use \"block\" or \"drop\"".into());
+                }
+            }
+        }
+        let filter = self.filter(s, key);
         let upstreams = s.upstreams.as_ref().map(|list| {
             let mut names = Vec::new();
             for n in list.get_ref() {
@@ -227,10 +261,13 @@ impl Validator<'_> {
             }
             SinkType::Nats => self.nats(s, key, upstreams.as_deref(), upstream_names),
             SinkType::Redis => self.redis(s, key),
+            SinkType::File => self.file_kind(s, key),
+            SinkType::Exec => self.exec_kind(s, key),
         };
         let on_slow = match kind {
-            // stdout has one reader, the pipe: it is always backpressure.
-            SinkType::Stdout => OnSlow::Block,
+            // One reader, the pipe or the disk: it is always backpressure.
+            SinkType::Stdout | SinkType::File => OnSlow::Block,
+            SinkType::Exec => s.on_slow.as_ref().map_or(OnSlow::Block, |o| *o.get_ref()),
             SinkType::Nats | SinkType::Redis => self.broker_on_slow(s, key),
             SinkType::Unix | SinkType::Tcp => {
                 s.on_slow.as_ref().map(|o| *o.get_ref()).unwrap_or_default()
@@ -248,7 +285,14 @@ impl Validator<'_> {
             buffer: buffer?,
             buffer_bytes: buffer_bytes?,
             on_slow,
-            inbound: !clientless && s.inbound.as_ref().is_none_or(|i| *i.get_ref()),
+            // A program's output is sent upstream only when asked for: a legacy tool's
+            // chatter is logged instead.
+            inbound: match kind {
+                SinkType::Stdout | SinkType::File | SinkType::Nats | SinkType::Redis => false,
+                SinkType::Exec => s.inbound.as_ref().is_some_and(|i| *i.get_ref()),
+                SinkType::Unix | SinkType::Tcp => s.inbound.as_ref().is_none_or(|i| *i.get_ref()),
+            },
+            filter: filter.ok()?,
             listener: listener?,
         })
     }
@@ -339,6 +383,8 @@ pub(super) fn type_name(kind: SinkType) -> &'static str {
         SinkType::Tcp => "tcp",
         SinkType::Nats => "nats",
         SinkType::Redis => "redis",
+        SinkType::File => "file",
+        SinkType::Exec => "exec",
     }
 }
 
