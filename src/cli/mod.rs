@@ -10,6 +10,7 @@ use wsbridge::config::{Config, LogFormat, DEFAULT_CONFIG_PATH};
 use wsbridge::supervisor::{Control, Supervisor};
 
 mod process;
+mod transport;
 
 use process::{current_thread_runtime, init_logging, runtime, signals};
 
@@ -68,6 +69,15 @@ const CONNECT_EXAMPLES: &str = "Examples:
   # a binary round trip, byte for byte
   wsbridge connect ws://h/bin --binary < frame.bin > reply.bin
 
+  # through a corporate proxy (the password from the environment)
+  wsbridge connect wss://h/ws --proxy \"http://me:$PASS@proxy:3128\" -U
+
+  # mutual TLS: present a client certificate
+  wsbridge connect wss://h/ws --cert me.pem --key me.key -U
+
+  # the URL holds an address, the certificate the name feed.internal
+  wsbridge connect wss://10.0.0.5/ws --server-name feed.internal -U
+
 At stdin EOF, replies are read until the peer has been quiet for --linger
 (1s); then Close (1000) goes out and connect exits 0 after the peer's Close.
 A peer Close with 1000/1001 exits 0, any other code exits 1; connection
@@ -123,6 +133,8 @@ struct ConnectArgs {
     /// server's own (a self-signed one, even marked CA:TRUE) is trusted as it is.
     #[arg(long)]
     ca_file: Option<PathBuf>,
+    #[command(flatten)]
+    transport: transport::TransportArgs,
     /// Ignore stdin; stay connected until the peer closes (for cron, systemd, `< /dev/null`).
     #[arg(short = 'U', long, conflicts_with = "send_only")]
     recv_only: bool,
@@ -195,6 +207,7 @@ impl ConnectArgs {
             wsbridge::upstream::tls::read_ca_file(ca).map_err(|e| e.to_string())?;
         }
         upstream.ca_file = self.ca_file;
+        self.transport.apply(&mut upstream)?;
         // Catch a bad header name or value now, as a usage error, not at connect time.
         wsbridge::upstream::connect::request(&upstream).map_err(|e| e.to_string())?;
         Ok(wsbridge::connect::ConnectOptions {

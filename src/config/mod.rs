@@ -27,7 +27,8 @@ pub use expand::expand_env;
 pub use raw::{Format, LogFormat, OnSlow, SinkType};
 pub use redact::{redact_url, Secret};
 pub use types::{
-    Config, DaemonConfig, MetricsConfig, ReconnectPolicy, SinkConfig, SinkKind, UpstreamConfig,
+    ClientCert, Config, DaemonConfig, MetricsConfig, ProxySetting, ReconnectPolicy, SinkConfig,
+    SinkKind, UpstreamConfig,
 };
 pub use values::*;
 

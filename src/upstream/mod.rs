@@ -7,13 +7,16 @@
 //! - `reconnect`: the task's loop of attempts, sessions and backoff.
 //! - `session`: one open connection; `frames` its reading side, `outgoing` its writing side.
 //! - [`stats`]: state, counters and causes; [`keepalive`], [`backoff`]: the timing rules.
-//! - [`mod@connect`]: the handshake; [`tls`]: certificates.
+//! - [`mod@connect`]: the handshake, on the stream `dial` opens: directly or through a
+//!   [`proxy`], then [`tls`] for `wss://`.
 
 pub mod backoff;
 pub mod connect;
+mod dial;
 mod frames;
 pub mod keepalive;
 mod outgoing;
+pub mod proxy;
 mod reconnect;
 mod session;
 pub mod stats;

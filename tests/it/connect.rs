@@ -702,7 +702,10 @@ fn help_examples_are_commands_and_comments_at_any_width() {
             .split_once("Examples:\n")
             .unwrap_or_else(|| panic!("no examples:\n{help}"))
             .1;
-        for line in examples.lines().take_while(|l| !l.starts_with("At stdin EOF")) {
+        for line in examples
+            .lines()
+            .take_while(|l| !l.starts_with("At stdin EOF"))
+        {
             // A wrapped comment would start a line with its next word: a command to a shell.
             assert!(
                 line.is_empty()

@@ -2,6 +2,7 @@
 //! instead of stopping at the first. Upstreams and sinks have a module each.
 
 mod sink;
+mod transport;
 mod upstream;
 
 use std::collections::{BTreeMap, HashSet};
