@@ -268,9 +268,19 @@ const GENERIC_TLS_HINT: &str =
 
 /// What to do about a failed certificate check, case by case.
 fn tls_hint(error: &rustls::Error) -> &'static str {
+    use rustls::AlertDescription as A;
     use rustls::CertificateError as C;
-    let rustls::Error::InvalidCertificate(cert) = error else {
-        return GENERIC_TLS_HINT;
+    let cert = match error {
+        rustls::Error::InvalidCertificate(cert) => cert,
+        rustls::Error::AlertReceived(A::CertificateRequired) => {
+            return "the server requires a client certificate: set client_cert and client_key (connect: --cert and --key)"
+        }
+        rustls::Error::AlertReceived(
+            A::BadCertificate | A::UnknownCA | A::CertificateUnknown | A::CertificateExpired | A::AccessDenied,
+        ) => {
+            return "the server refused the client certificate: check that client_cert was issued by a CA the server trusts and is still valid"
+        }
+        _ => return GENERIC_TLS_HINT,
     };
     match cert {
         C::UnknownIssuer => {
