@@ -155,11 +155,17 @@ impl WssServer {
             .expect("server running")
     }
 
-    /// The next connection that got through, skipping failed attempts.
+    /// The next connection that got through, skipping failed attempts (for a while: a client
+    /// that keeps failing must not keep the test waiting).
     pub async fn accept(&mut self) -> (TlsWs, Option<String>) {
+        let deadline = tokio::time::Instant::now() + SOON * 2;
         loop {
-            if let Ok(conn) = self.next().await {
-                return conn;
+            match self.next().await {
+                Ok(conn) => return conn,
+                Err(e) => assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no connection got through in time; the last one failed with {e}"
+                ),
             }
         }
     }

@@ -39,18 +39,21 @@ pub(super) async fn connect(proxy: &Proxy, target: &Target) -> Result<TcpStream,
         .body(Empty::new())
         .map_err(|e| failed(format!("cannot build the CONNECT request: {e}")))?;
 
-    // The connection must be driven while the request waits for its answer.
+    // The connection must be driven while the request waits for its answer. On a 2xx answer
+    // to CONNECT it finishes by itself, handing the socket to the upgrade, possibly in the
+    // same poll that delivers the answer.
+    let mut send = std::pin::pin!(sender.send_request(request));
+    let mut handed_over = false;
     let response = tokio::select! {
         biased;
-        response = sender.send_request(request) => response.map_err(|e| failed(e.to_string()))?,
+        response = send.as_mut() => response,
         ended = connection.as_mut() => {
-            let reason = match ended {
-                Ok(()) => "it closed the connection without answering".to_string(),
-                Err(e) => e.to_string(),
-            };
-            return Err(failed(reason));
+            ended.map_err(|e| failed(e.to_string()))?;
+            handed_over = true;
+            send.await
         }
     };
+    let response = response.map_err(|e| failed(answer_error(&e)))?;
     let status = response.status();
     if !status.is_success() {
         return Err(ProxyError::Refused {
@@ -66,8 +69,11 @@ pub(super) async fn connect(proxy: &Proxy, target: &Target) -> Result<TcpStream,
             hint: refusal_hint(status),
         });
     }
-    // On 2xx the connection future finishes by handing its socket to the upgrade.
-    let (upgraded, _) = tokio::join!(hyper::upgrade::on(response), connection);
+    let upgraded = if handed_over {
+        hyper::upgrade::on(response).await
+    } else {
+        tokio::join!(hyper::upgrade::on(response), connection).0
+    };
     let upgraded = upgraded.map_err(|e| failed(e.to_string()))?;
     let parts = upgraded
         .downcast::<TokioIo<TcpStream>>()
@@ -80,6 +86,16 @@ pub(super) async fn connect(proxy: &Proxy, target: &Target) -> Result<TcpStream,
         ));
     }
     Ok(parts.io.into_inner())
+}
+
+/// What went wrong before an answer: hyper says "connection closed before message completed"
+/// for a proxy that hung up.
+fn answer_error(error: &hyper::Error) -> String {
+    if error.is_incomplete_message() || error.is_canceled() {
+        "it closed the connection without answering".into()
+    } else {
+        error.to_string()
+    }
 }
 
 /// `Basic base64(user:password)`, marked sensitive so that hyper never logs it.
