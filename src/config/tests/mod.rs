@@ -9,6 +9,7 @@ use url::Url;
 use super::*;
 
 mod errors;
+mod transport;
 
 pub(super) fn parse(text: &str) -> Result<Config, ConfigErrors> {
     let env = |name: &str| match name {
