@@ -274,6 +274,16 @@ pub enum ProxyError {
         /// The protocol we expected it to speak.
         kind: &'static str,
     },
+    /// `socks5://` resolves the host's name here, and it did not resolve.
+    #[error("cannot resolve {host} to connect through proxy {proxy}: {reason}; check the name, or use socks5h:// to let the proxy resolve it")]
+    Resolve {
+        /// The proxy, password hidden.
+        proxy: String,
+        /// The name.
+        host: String,
+        /// What the resolver said.
+        reason: String,
+    },
     /// A proxy variable of the environment holds no usable proxy URL.
     #[error("the environment variable {var} is not a usable proxy: {reason}; fix or unset it, or set proxy in the config")]
     Environment {

@@ -15,13 +15,10 @@ pub(super) async fn connect(proxy: &Proxy, target: &Target) -> Result<TcpStream,
         (Host::Domain(name), ProxyKind::Socks5) => {
             let resolved = tokio::net::lookup_host((name.as_str(), target.port))
                 .await
-                .map_err(|e| ProxyError::Protocol {
+                .map_err(|e| ProxyError::Resolve {
                     proxy: proxy.to_string(),
-                    target: target.to_string(),
-                    reason: format!(
-                        "cannot resolve {name} here: {e} (socks5h:// lets the proxy resolve it)"
-                    ),
-                    kind: "SOCKS5",
+                    host: name.clone(),
+                    reason: e.to_string(),
                 })?;
             resolved.map(TargetAddr::Ip).collect()
         }
