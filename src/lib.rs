@@ -12,7 +12,7 @@
 //! - [`config`] parses the TOML file into a validated [`config::Config`].
 //! - [`supervisor`] binds the sinks, starts one [`upstream`] task per endpoint, applies
 //!   reloads and drains on shutdown.
-//! - [`upstream`] connects (headers, cookies, subprotocols, TLS), keeps the connection alive
+//! - [`upstream`] connects (headers, cookies, subprotocols, proxies, TLS), keeps the connection alive
 //!   (autoping, stale-feed detection) and reconnects with backoff.
 //! - [`hub`] routes each upstream's events to its sinks through channels bounded by batches
 //!   and by bytes.

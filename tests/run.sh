@@ -42,6 +42,20 @@ if ! command -v nats-server >/dev/null 2>&1 || ! command -v redis-server >/dev/n
     fi
 fi
 
+# The proxy tests (tests/it/proxy.rs) start real proxies: tinyproxy (HTTP CONNECT) and
+# microsocks (SOCKS5).
+for program in tinyproxy microsocks; do
+    if ! command -v "$program" >/dev/null 2>&1 && [[ ! -x "/usr/bin/$program" ]]; then
+        if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+            echo "tests/run.sh: installing $program for the proxy tests"
+            apt-get update -qq && apt-get install -y -qq "$program" >/dev/null
+        else
+            echo "tests/run.sh: the proxy tests need $program; install it (apt-get install $program) and run again" >&2
+            exit 1
+        fi
+    fi
+done
+
 # Python peers (aiohttp): a venv, rebuilt when the requirements change.
 venv="$cache/venv"
 stamp="$venv/.requirements.sha256"

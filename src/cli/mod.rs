@@ -11,6 +11,7 @@ use wsbridge::supervisor::{Control, Supervisor};
 
 mod process;
 mod replay;
+mod transport;
 
 use process::{current_thread_runtime, init_logging, runtime, signals};
 
@@ -80,6 +81,14 @@ const CONNECT_EXAMPLES: &str = "Examples:
 
   # the JSON keepalive some servers want; their answers are not printed
   wsbridge connect wss://h/ws --app-ping '{\"op\":\"ping\"}' --app-ping-expect pong
+  # through a corporate proxy (the password from the environment)
+  wsbridge connect wss://h/ws --proxy \"http://me:$PASS@proxy:3128\" -U
+
+  # mutual TLS: present a client certificate
+  wsbridge connect wss://h/ws --cert me.pem --key me.key -U
+
+  # the URL holds an address, the certificate the name feed.internal
+  wsbridge connect wss://10.0.0.5/ws --server-name feed.internal -U
 
 At stdin EOF, replies are read until the peer has been quiet for --linger
 (1s); then Close (1000) goes out and connect exits 0 after the peer's Close.
@@ -159,6 +168,8 @@ struct ConnectArgs {
     /// How long the answer to --app-ping may take before the connection counts as dead.
     #[arg(long, default_value = "10s", value_parser = wsbridge::config::parse_duration)]
     app_ping_timeout: Duration,
+    #[command(flatten)]
+    transport: transport::TransportArgs,
     /// Ignore stdin; stay connected until the peer closes (for cron, systemd, `< /dev/null`).
     #[arg(short = 'U', long, conflicts_with = "send_only")]
     recv_only: bool,
@@ -258,6 +269,7 @@ impl ConnectArgs {
                 timeout: self.app_ping_timeout,
             });
         }
+        self.transport.apply(&mut upstream)?;
         // Catch a bad header name or value now, as a usage error, not at connect time.
         wsbridge::upstream::connect::request(&upstream).map_err(|e| e.to_string())?;
         Ok(wsbridge::connect::ConnectOptions {

@@ -32,8 +32,8 @@ pub use raw::{Format, LogFormat, MsgId, OnSlow, SinkType};
 pub use redact::{redact_url, Secret};
 pub use shaping::{AppPing, Decompress, DEFAULT_APP_PING_INTERVAL, DEFAULT_APP_PING_TIMEOUT};
 pub use types::{
-    Config, DaemonConfig, ListenerOptions, MetricsConfig, ReconnectPolicy, RestartPolicy,
-    RotatePolicy, SinkConfig, SinkKind, UpstreamConfig,
+    ClientCert, Config, DaemonConfig, ListenerOptions, MetricsConfig, ProxySetting,
+    ReconnectPolicy, RestartPolicy, RotatePolicy, SinkConfig, SinkKind, UpstreamConfig,
 };
 pub use values::*;
 

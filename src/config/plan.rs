@@ -4,7 +4,7 @@
 use std::fmt::{self, Write as _};
 use std::time::Duration;
 
-use super::{Config, Format, LogFormat, OnSlow, SinkKind};
+use super::{Config, Format, LogFormat, OnSlow, ProxySetting, SinkKind, UpstreamConfig};
 
 /// Formats a [`Config`] for people.
 pub struct Plan<'a>(pub &'a Config);
@@ -28,6 +28,23 @@ pub(crate) fn size(bytes: usize) -> String {
 /// [`size`] of a `u64`.
 fn size_u64(bytes: u64) -> String {
     usize::try_from(bytes).map_or_else(|_| format!("{bytes} B"), size)
+}
+
+/// The `proxy` line: the setting, or what this process's environment decides for the URL
+/// (the daemon's environment may differ, e.g. under systemd).
+fn proxy_line(u: &UpstreamConfig) -> String {
+    match &u.proxy {
+        ProxySetting::Direct => "direct".into(),
+        ProxySetting::Via(proxy) => proxy.to_string(),
+        ProxySetting::Environment => {
+            let env = |name: &str| std::env::var(name).ok();
+            match crate::upstream::proxy::env::lookup(&u.url, &env) {
+                Ok(None) => "direct (no proxy variable of this environment applies)".into(),
+                Ok(Some((proxy, var))) => format!("{proxy} (from {var} in this environment)"),
+                Err(e) => format!("from the environment, which is unusable here: {e}"),
+            }
+        }
+    }
 }
 
 impl fmt::Display for Plan<'_> {
@@ -83,6 +100,21 @@ impl fmt::Display for Plan<'_> {
             }
             if let Some(ca) = &u.ca_file {
                 writeln!(f, "  ca_file        {}", ca.display())?;
+            }
+            writeln!(f, "  proxy          {}", proxy_line(u))?;
+            if let Some(c) = &u.client_cert {
+                writeln!(
+                    f,
+                    "  client_cert    {} (key {})",
+                    c.cert.display(),
+                    c.key.display()
+                )?;
+            }
+            if let Some(name) = &u.server_name {
+                writeln!(f, "  server_name    {name} (verified and sent as SNI)")?;
+            }
+            if u.insecure {
+                writeln!(f, "  WARNING        insecure = true: the server's certificate is not verified; anyone on the path can read and change this feed (testing only)")?;
             }
             if let Some(argv) = &u.before_connect {
                 // The arguments are the config's own; the program's output is the secret.

@@ -67,6 +67,12 @@ pub struct RawConnectionSettings {
     pub reconnect: Option<RawReconnect>,
     pub max_message_size: Option<Spanned<String>>,
     pub send_queue: Option<Spanned<i64>>,
+    // How the host is reached, and the TLS client settings.
+    pub proxy: Option<Spanned<String>>,
+    pub client_cert: Option<Spanned<PathBuf>>,
+    pub client_key: Option<Spanned<PathBuf>>,
+    pub server_name: Option<Spanned<String>>,
+    pub insecure: Option<Spanned<bool>>,
 }
 
 /// `reconnect = { ... }`: any subset of the keys; the others keep their defaults.
@@ -111,6 +117,11 @@ pub struct RawUpstream {
     pub reconnect: Option<RawReconnect>,
     pub max_message_size: Option<Spanned<String>>,
     pub send_queue: Option<Spanned<i64>>,
+    pub proxy: Option<Spanned<String>>,
+    pub client_cert: Option<Spanned<PathBuf>>,
+    pub client_key: Option<Spanned<PathBuf>>,
+    pub server_name: Option<Spanned<String>>,
+    pub insecure: Option<Spanned<bool>>,
 }
 
 impl RawUpstream {
@@ -124,6 +135,11 @@ impl RawUpstream {
             reconnect: self.reconnect.clone(),
             max_message_size: self.max_message_size.clone(),
             send_queue: self.send_queue.clone(),
+            proxy: self.proxy.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+            server_name: self.server_name.clone(),
+            insecure: self.insecure.clone(),
         }
     }
 }

@@ -12,6 +12,7 @@ use super::broker::{NatsConfig, RedisConfig};
 use super::redact::{redact_url, Secret};
 use super::{AppPing, Decompress, Format, LogFormat, OnSlow};
 use crate::jq::Program;
+pub use crate::upstream::proxy::ProxySetting;
 
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -122,6 +123,14 @@ pub struct UpstreamConfig {
     pub on_connect: Vec<String>,
     /// An extra PEM root certificate for `wss://`.
     pub ca_file: Option<PathBuf>,
+    /// How the host is reached: as the environment says, directly, or through a proxy.
+    pub proxy: ProxySetting,
+    /// The certificate (and key) presented for mutual TLS.
+    pub client_cert: Option<ClientCert>,
+    /// The TLS name verified and sent as SNI, instead of the URL's host.
+    pub server_name: Option<String>,
+    /// Accept any server certificate (testing only; every connect logs a warning).
+    pub insecure: bool,
     /// Whether `/healthz` needs this upstream open.
     pub required: bool,
     /// TCP + TLS + WebSocket handshake must finish within this.
@@ -159,6 +168,10 @@ impl UpstreamConfig {
             origin: None,
             on_connect: Vec::new(),
             ca_file: None,
+            proxy: ProxySetting::Environment,
+            client_cert: None,
+            server_name: None,
+            insecure: false,
             required: false,
             connect_timeout: Duration::from_secs(10),
             ping_interval: Some(Duration::from_secs(20)),
@@ -177,6 +190,16 @@ impl UpstreamConfig {
     pub fn display_url(&self) -> String {
         redact_url(&self.url)
     }
+}
+
+/// `client_cert` and `client_key`: a PEM certificate chain and its private key, checked to
+/// belong together when the config is loaded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientCert {
+    /// The certificate, then any intermediates.
+    pub cert: PathBuf,
+    /// Its private key (PKCS#8, RSA or EC).
+    pub key: PathBuf,
 }
 
 /// One `[[sink]]`, resolved.

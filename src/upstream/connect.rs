@@ -1,5 +1,6 @@
 //! Opening one WebSocket client connection: the handshake request (headers, cookies,
-//! subprotocols, origin), TLS, the connect timeout and the frame-size limits.
+//! subprotocols, origin), the connect timeout and the frame-size limits. The stream it runs
+//! on (TCP, proxy, TLS) comes from [`super::dial`].
 
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use tokio_tungstenite::tungstenite::error::{ProtocolError, SubProtocolError};
 use tokio_tungstenite::tungstenite::http::{header, HeaderName, HeaderValue, Request, Response};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Error as WsError;
-use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::config::UpstreamConfig;
 
@@ -54,12 +55,15 @@ pub enum ConnectError {
     /// TCP or DNS failed.
     #[error("{0}")]
     Io(String),
+    /// The proxy could not be reached, or refused the tunnel.
+    #[error(transparent)]
+    Proxy(#[from] super::proxy::ProxyError),
     /// Any other handshake failure.
     #[error("WebSocket handshake failed: {0}")]
     Handshake(String),
-    /// The TLS settings could not be built (unreadable `ca_file`).
+    /// The TLS settings could not be built (unreadable `ca_file`, `client_cert`, `client_key`).
     #[error("{0}")]
-    TlsSetup(#[from] super::tls::CaFileError),
+    TlsSetup(#[from] super::tls::TlsSetupError),
     /// `before_connect` gave this attempt no settings.
     #[error("{0}")]
     BeforeConnect(#[from] super::before_connect::BeforeConnectError),
@@ -176,7 +180,8 @@ pub async fn open(
     tls: Option<Arc<rustls::ClientConfig>>,
 ) -> Result<Connected, ConnectError> {
     let attempt = async {
-        match handshake(config, request(config)?, tls.clone()).await {
+        let stream = super::dial::stream(config, tls.as_ref()).await?;
+        match handshake(config, request(config)?, stream).await {
             Err(WsError::Protocol(ProtocolError::SecWebSocketSubProtocolError(
                 SubProtocolError::NoSubProtocol,
             ))) => {
@@ -186,7 +191,8 @@ pub async fn open(
                 );
                 let mut request = request(config)?;
                 request.headers_mut().remove(header::SEC_WEBSOCKET_PROTOCOL);
-                handshake(config, request, tls).await.map_err(classify)
+                let stream = super::dial::stream(config, tls.as_ref()).await?;
+                handshake(config, request, stream).await.map_err(classify)
             }
             other => other.map_err(classify),
         }
@@ -210,13 +216,12 @@ pub async fn open(
 async fn handshake(
     config: &UpstreamConfig,
     request: Request<()>,
-    tls: Option<Arc<rustls::ClientConfig>>,
+    stream: MaybeTlsStream<TcpStream>,
 ) -> Result<(WsStream, Response<Option<Vec<u8>>>), WsError> {
-    tokio_tungstenite::connect_async_tls_with_config(
+    tokio_tungstenite::client_async_with_config(
         request,
+        stream,
         Some(websocket_config(config.max_message_size)),
-        true, // no Nagle: records are small and latency matters
-        tls.map(Connector::Rustls),
     )
     .await
 }
@@ -254,18 +259,22 @@ fn classify(error: WsError) -> ConnectError {
             reason: e.to_string(),
             hint: GENERIC_TLS_HINT,
         },
-        // tokio-tungstenite hands rustls' handshake errors over as I/O errors.
-        WsError::Io(e) => match e
-            .get_ref()
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        {
-            Some(tls) => ConnectError::Tls {
-                reason: tls.to_string(),
-                hint: tls_hint(tls),
-            },
-            None => ConnectError::Io(e.to_string()),
-        },
+        WsError::Io(e) => io_error(e),
         other => ConnectError::Handshake(other.to_string()),
+    }
+}
+
+/// An I/O error of the connection: rustls hands its handshake errors over as I/O errors.
+pub(super) fn io_error(error: std::io::Error) -> ConnectError {
+    match error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(tls) => ConnectError::Tls {
+            reason: tls.to_string(),
+            hint: tls_hint(tls),
+        },
+        None => ConnectError::Io(error.to_string()),
     }
 }
 
@@ -274,16 +283,26 @@ const GENERIC_TLS_HINT: &str =
 
 /// What to do about a failed certificate check, case by case.
 fn tls_hint(error: &rustls::Error) -> &'static str {
+    use rustls::AlertDescription as A;
     use rustls::CertificateError as C;
-    let rustls::Error::InvalidCertificate(cert) = error else {
-        return GENERIC_TLS_HINT;
+    let cert = match error {
+        rustls::Error::InvalidCertificate(cert) => cert,
+        rustls::Error::AlertReceived(A::CertificateRequired) => {
+            return "the server requires a client certificate: set client_cert and client_key (connect: --cert and --key)"
+        }
+        rustls::Error::AlertReceived(
+            A::BadCertificate | A::UnknownCA | A::CertificateUnknown | A::CertificateExpired | A::AccessDenied,
+        ) => {
+            return "the server refused the client certificate: check that client_cert was issued by a CA the server trusts and is still valid"
+        }
+        _ => return GENERIC_TLS_HINT,
     };
     match cert {
         C::UnknownIssuer => {
             "no trusted CA signed the server's certificate: for a private CA set ca_file to the CA's certificate (PEM); for a self-signed server set ca_file to the server's own certificate, which pins it"
         }
         C::NotValidForName | C::NotValidForNameContext { .. } => {
-            "the certificate does not name the URL's host: connect by a name it lists, or pin it by setting ca_file to that exact certificate"
+            "the certificate does not name the URL's host: connect by a name it lists, set server_name to one of its names, or pin it by setting ca_file to that exact certificate"
         }
         C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. } => {
             "the certificate is outside its validity period: renew it on the server, or check this machine's clock"

@@ -8,17 +8,20 @@
 //! - `session`: one open connection; `frames` its reading side, `outgoing` its writing side.
 //! - [`stats`]: state, counters and causes; [`keepalive`], [`app_ping`], [`backoff`]: the
 //!   timing rules; `inflate`: `decompress`.
-//! - [`mod@connect`]: the handshake; [`tls`]: certificates; [`before_connect`]: the program
-//!   that prepares each attempt; [`refused`]: the wait after a refused handshake.
+//! - [`mod@connect`]: the handshake, on the stream `dial` opens: directly or through a
+//!   [`proxy`], then [`tls`] for `wss://`; [`before_connect`]: the program that prepares each
+//!   attempt; [`refused`]: the wait after a refused handshake.
 
 pub mod app_ping;
 pub mod backoff;
 pub mod before_connect;
 pub mod connect;
+mod dial;
 mod frames;
 mod inflate;
 pub mod keepalive;
 mod outgoing;
+pub mod proxy;
 mod reconnect;
 pub mod refused;
 mod session;

@@ -24,7 +24,7 @@ impl Upstream {
         let name: Arc<str> = Arc::from(self.config.name.as_str());
         let url = self.config.display_url();
         let tls = if self.config.url.scheme() == "wss" {
-            match tls::client_config(self.config.ca_file.as_deref()) {
+            match tls::client_config(&self.config) {
                 Ok(c) => Some(c),
                 Err(e) => return self.fail_setup(&name, e.into()).await,
             }

@@ -10,6 +10,7 @@ use super::*;
 
 mod errors;
 mod file_exec;
+mod transport;
 
 pub(super) fn parse(text: &str) -> Result<Config, ConfigErrors> {
     let env = |name: &str| match name {

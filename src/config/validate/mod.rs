@@ -5,6 +5,7 @@ mod broker;
 mod file_exec;
 mod shaping;
 mod sink;
+mod transport;
 mod upstream;
 
 use std::collections::{BTreeMap, HashSet};

@@ -252,10 +252,11 @@ impl Validator<'_> {
         }
         let settings = self.settings(defaults, &u.overrides(), key);
         let shaping = self.shaping(u, key);
+        let transport = self.transport(defaults, &u.overrides(), key, url.as_ref());
         if self.errors.len() > before || !defaults_ok {
             return None;
         }
-        let s = settings?;
+        let (s, t) = (settings?, transport?);
         let shaping = shaping?;
         Some(UpstreamConfig {
             name,
@@ -266,6 +267,10 @@ impl Validator<'_> {
             origin: u.origin.as_ref().map(|o| o.get_ref().clone()),
             on_connect: u.on_connect.clone(),
             ca_file: u.ca_file.as_ref().map(|c| c.get_ref().clone()),
+            proxy: t.proxy,
+            client_cert: t.client_cert,
+            server_name: t.server_name,
+            insecure: t.insecure,
             required: u.required,
             connect_timeout: s.connect_timeout,
             ping_interval: s.ping_interval,
