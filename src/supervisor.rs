@@ -208,7 +208,7 @@ impl Supervisor {
     async fn shutdown(mut self) {
         let timeout = self.config.daemon.shutdown_timeout;
         let deadline = Instant::now() + timeout;
-        info!(timeout = %humantime::format_duration(timeout), "shutting down");
+        info!(timeout = %crate::duration::human(timeout), "shutting down");
         for upstream in self.upstreams.values() {
             upstream.cancel.cancel();
         }

@@ -151,7 +151,7 @@ impl NatsConfig {
                     MsgId::Content => "{upstream}:{hash of the payload}",
                 };
                 let age = js.max_age.map_or("unlimited".into(), |d| {
-                    humantime::format_duration(d).to_string()
+                    crate::duration::human(d).to_string()
                 });
                 let bytes = js
                     .max_bytes
@@ -165,7 +165,7 @@ impl NatsConfig {
                     "  stream         {} (created when missing), subjects {}, max_age {age}, max_bytes {bytes}, duplicate_window {}",
                     js.name,
                     js.subjects.join(", "),
-                    humantime::format_duration(js.duplicate_window)
+                    crate::duration::human(js.duplicate_window)
                 )
             }
         }

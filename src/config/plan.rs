@@ -10,7 +10,7 @@ use super::{Config, Format, LogFormat, OnSlow, ProxySetting, SinkKind, UpstreamC
 pub struct Plan<'a>(pub &'a Config);
 
 fn dur(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
+    crate::duration::human(d).to_string()
 }
 
 /// A byte count in the largest binary unit that divides it (`16 MiB`, `1500 B`).

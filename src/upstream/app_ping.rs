@@ -79,7 +79,7 @@ impl AppPinger {
             Some(sent) if now >= sent + self.config.timeout => AppDue::Dead(format!(
                 "no answer containing {:?} to our app_ping within {} (app_ping.timeout): connection dead",
                 self.config.expect,
-                humantime::format_duration(self.config.timeout)
+                crate::duration::human(self.config.timeout)
             )),
             None if now >= self.last_data + self.config.interval => AppDue::Send,
             _ => AppDue::Wait,

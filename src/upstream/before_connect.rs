@@ -180,7 +180,7 @@ async fn run(
             let _ = child.kill().await;
             Err(BeforeConnectError::Timeout {
                 program: program.to_string(),
-                limit: humantime::format_duration(limit).to_string(),
+                limit: crate::duration::human(limit).to_string(),
                 stderr: stderr_line,
             })
         }

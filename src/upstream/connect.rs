@@ -200,7 +200,7 @@ pub async fn open(
     let (ws, response) = match tokio::time::timeout(config.connect_timeout, attempt).await {
         Err(_) => {
             return Err(ConnectError::Timeout(
-                humantime::format_duration(config.connect_timeout).to_string(),
+                crate::duration::human(config.connect_timeout).to_string(),
             ))
         }
         Ok(result) => result?,

@@ -107,7 +107,7 @@ impl Keepalive {
                     Cause::ReceiveTimeout,
                     format!(
                         "no data message for {} (receive_timeout): stale feed",
-                        humantime::format_duration(t)
+                        crate::duration::human(t)
                     ),
                 );
             }
@@ -118,7 +118,7 @@ impl Keepalive {
                     Cause::PingTimeout,
                     format!(
                         "no answer to our Ping within {} (ping_timeout): connection dead",
-                        humantime::format_duration(self.ping_timeout)
+                        crate::duration::human(self.ping_timeout)
                     ),
                 );
             }

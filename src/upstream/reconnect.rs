@@ -66,7 +66,7 @@ impl Upstream {
                     match self.schedule_retry(&mut backoff) {
                         Some(delay) => {
                             let delay = wait.unwrap_or(delay);
-                            warn!(retry_in = %humantime::format_duration(delay), "{message}");
+                            warn!(retry_in = %crate::duration::human(delay), "{message}");
                             self.emit_error(&name, message, status, Some(delay)).await;
                             if !self.sleep(delay).await {
                                 break;
@@ -122,10 +122,10 @@ impl Upstream {
             };
             match &end {
                 SessionEnd::PeerClosed { code, reason } => {
-                    info!(code, reason = %reason, retry_in = %humantime::format_duration(delay), "peer closed the connection")
+                    info!(code, reason = %reason, retry_in = %crate::duration::human(delay), "peer closed the connection")
                 }
                 other => {
-                    warn!(retry_in = %humantime::format_duration(delay), "connection to {url} lost: {}", describe(other))
+                    warn!(retry_in = %crate::duration::human(delay), "connection to {url} lost: {}", describe(other))
                 }
             }
             self.emit_end(&name, &end, Some(delay)).await;

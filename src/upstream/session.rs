@@ -145,7 +145,7 @@ impl Upstream {
                                 break SessionEnd::Closed { code, reason };
                             }
                             Some(frame) => {
-                                debug!(linger = %humantime::format_duration(self.linger), "end of input; waiting for the peer to go quiet before closing");
+                                debug!(linger = %crate::duration::human(self.linger), "end of input; waiting for the peer to go quiet before closing");
                                 lingering = Some(frame);
                                 linger.as_mut().reset(Instant::now() + self.linger);
                             }

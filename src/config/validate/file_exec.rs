@@ -165,7 +165,7 @@ impl Validator<'_> {
                 Some(format!("{key}.max")),
                 format!(
                     "is shorter than initial ({}); the delay grows from initial up to max",
-                    humantime::format_duration(policy.initial)
+                    crate::duration::human(policy.initial)
                 ),
             );
             return None;

@@ -160,8 +160,8 @@ impl Validator<'_> {
                 Some(format!("{key}.reconnect.max")),
                 format!(
                     "the cap ({}) is below initial ({}); raise max or lower initial",
-                    humantime::format_duration(policy.max),
-                    humantime::format_duration(policy.initial)
+                    crate::duration::human(policy.max),
+                    crate::duration::human(policy.initial)
                 ),
             );
             ok = false;
