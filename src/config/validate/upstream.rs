@@ -252,6 +252,7 @@ impl Validator<'_> {
         }
         let settings = self.settings(defaults, &u.overrides(), key);
         let shaping = self.shaping(u, key);
+        let replicas = self.replicas(u.replicas.as_ref(), key);
         if self.errors.len() > before || !defaults_ok {
             return None;
         }
@@ -277,6 +278,7 @@ impl Validator<'_> {
             before_connect: shaping.before_connect,
             app_ping: shaping.app_ping,
             decompress: shaping.decompress,
+            replicas: replicas?,
         })
     }
 
