@@ -63,8 +63,14 @@ mod tests {
 
     #[test]
     fn keys_are_valid_and_distinct() {
-        let a = slot_key(&Slot { upstream: "a.b".into(), index: 0 });
-        let b = slot_key(&Slot { upstream: "a=2Eb".into(), index: 0 });
+        let a = slot_key(&Slot {
+            upstream: "a.b".into(),
+            index: 0,
+        });
+        let b = slot_key(&Slot {
+            upstream: "a=2Eb".into(),
+            index: 0,
+        });
         assert_eq!(a, "l.a=2Eb.0");
         assert_ne!(a, b);
         assert_eq!(member_key("host-1.example"), "m.host-1=2Eexample");

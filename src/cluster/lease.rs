@@ -113,7 +113,7 @@ pub(super) async fn run(ch: Channels) {
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = interval.tick() => {
-                if leases.round().await.is_err() && leases.reachable {
+                if leases.round().await.is_err() && leases.reachable && leases.store.is_some() {
                     leases.reachable = false;
                     warn!(nats = %leases.ch.config.display_nats(), "the lease bucket is unreachable; upstreams stop as their leases run out");
                 }
@@ -126,7 +126,10 @@ pub(super) async fn run(ch: Channels) {
     leases.release_everything().await;
 }
 
-async fn connect(config: &ClusterConfig, tick: Duration) -> Result<Client, async_nats::ConnectError> {
+async fn connect(
+    config: &ClusterConfig,
+    tick: Duration,
+) -> Result<Client, async_nats::ConnectError> {
     let mut options = ConnectOptions::new()
         .name("wsbridge-cluster")
         .connection_timeout(config.lease_ttl)
@@ -136,8 +139,13 @@ async fn connect(config: &ClusterConfig, tick: Duration) -> Result<Client, async
         .reconnect_delay_callback(move |n| (tick * n.min(4) as u32).min(Duration::from_secs(1)));
     let url = &config.nats;
     if !url.username().is_empty() {
-        let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
-        options = options.user_and_password(decode(url.username()), decode(url.password().unwrap_or("")));
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        options =
+            options.user_and_password(decode(url.username()), decode(url.password().unwrap_or("")));
     }
     let mut plain = url.clone();
     let _ = plain.set_username("");
@@ -161,7 +169,11 @@ impl Leases {
         self.held.values().map(|h| h.deadline).min()
     }
 
-    async fn op<T, E: std::fmt::Display>(&self, what: &str, f: impl std::future::Future<Output = Result<T, E>>) -> Result<Result<T, E>, Unreachable> {
+    async fn op<T, E: std::fmt::Display>(
+        &self,
+        what: &str,
+        f: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<Result<T, E>, Unreachable> {
         match tokio::time::timeout_at(self.op_deadline(), f).await {
             Ok(r) => Ok(r),
             Err(_) => {
@@ -233,7 +245,9 @@ impl Leases {
             }
             match observed.get(slot) {
                 Some(Observed::Free) => self.acquire(&store, slot, None).await?,
-                Some(Observed::Expired(revision, _)) => self.acquire(&store, slot, Some(*revision)).await?,
+                Some(Observed::Expired(revision, _)) => {
+                    self.acquire(&store, slot, Some(*revision)).await?
+                }
                 _ => {}
             }
         }
@@ -248,22 +262,45 @@ impl Leases {
         }
         let js = jetstream::new(self.client.clone());
         let bucket = self.ch.config.bucket.clone();
-        let store = match self.op("open the bucket", js.get_key_value(bucket.clone())).await? {
+        let store = match self
+            .op("open the bucket", js.get_key_value(bucket.clone()))
+            .await?
+        {
             Ok(store) => store,
             Err(_) => {
-                let config = kv::Config {
-                    bucket: bucket.clone(),
-                    description: "wsbridge leases: which instance runs which upstream".into(),
-                    history: 1,
+                // The stream a KV bucket is, written out: async-nats' create_key_value first
+                // reads the account's limits in a form servers before 2.10 do not answer.
+                let max_age = self.ttl * 3;
+                let config = jetstream::stream::Config {
+                    name: format!("KV_{bucket}"),
+                    description: Some("wsbridge leases: which instance runs which upstream".into()),
+                    subjects: vec![format!("$KV.{bucket}.>")],
+                    max_messages_per_subject: 1,
                     // A key nobody renewed is gone after this, whatever became of its holder.
-                    max_age: self.ttl * 3,
+                    max_age,
+                    duplicate_window: max_age.min(Duration::from_secs(120)),
                     storage: StorageType::File,
+                    allow_rollup: true,
+                    deny_delete: true,
+                    allow_direct: true,
+                    discard: jetstream::stream::DiscardPolicy::New,
+                    num_replicas: 1,
                     ..Default::default()
                 };
-                match self.op("create the bucket", js.create_key_value(config)).await? {
+                if let Err(e) = self
+                    .op("create the bucket", js.get_or_create_stream(config))
+                    .await?
+                {
+                    warn!(bucket = %bucket, "cannot create the lease bucket: {e}; is JetStream enabled on the server (nats-server -js)?");
+                    return Err(Unreachable);
+                }
+                match self
+                    .op("open the bucket", js.get_key_value(bucket.clone()))
+                    .await?
+                {
                     Ok(store) => store,
                     Err(e) => {
-                        warn!(bucket = %bucket, "cannot create the lease bucket: {e}; is JetStream enabled on the server (nats-server -js)?");
+                        warn!(bucket = %bucket, "cannot open the lease bucket: {e}");
                         return Err(Unreachable);
                     }
                 }
@@ -327,7 +364,10 @@ impl Leases {
             return Ok(());
         }
         let value = self.new_value().to_bytes();
-        match self.op("heartbeat", store.put(member_key(self.me()), value)).await? {
+        match self
+            .op("heartbeat", store.put(member_key(self.me()), value))
+            .await?
+        {
             Ok(_) => {
                 self.heartbeat = Some(now);
                 Ok(())
@@ -347,16 +387,28 @@ impl Leases {
             .map(|(s, _)| s.clone())
             .collect();
         for slot in due {
-            let Some(held) = self.held.get(&slot) else { continue };
+            let Some(held) = self.held.get(&slot) else {
+                continue;
+            };
             let (revision, value) = (held.revision, held.value.clone());
             let sent = Instant::now();
             let key = slot_key(&slot);
-            match self.op("renew", store.update(&key, value.to_bytes(), revision)).await? {
+            match self
+                .op("renew", store.update(&key, value.to_bytes(), revision))
+                .await?
+            {
                 Ok(revision) => self.renewed(&slot, revision, sent),
                 Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
                     // Our own write may have landed without its answer reaching us.
-                    let entry = self.op("read a lease", store.entry(key.clone())).await?.map_err(|_| Unreachable)?;
-                    let ours = entry.as_ref().filter(|e| e.operation == Operation::Put).and_then(|e| Holder::parse(&e.value)).is_some_and(|h| h.token == value.token);
+                    let entry = self
+                        .op("read a lease", store.entry(key.clone()))
+                        .await?
+                        .map_err(|_| Unreachable)?;
+                    let ours = entry
+                        .as_ref()
+                        .filter(|e| e.operation == Operation::Put)
+                        .and_then(|e| Holder::parse(&e.value))
+                        .is_some_and(|h| h.token == value.token);
                     match entry {
                         Some(e) if ours => {
                             if let Some(h) = self.held.get_mut(&slot) {
@@ -364,7 +416,9 @@ impl Leases {
                             }
                         }
                         other => {
-                            let by = other.and_then(|e| Holder::parse(&e.value)).map(|h| h.holder);
+                            let by = other
+                                .and_then(|e| Holder::parse(&e.value))
+                                .map(|h| h.holder);
                             warn!(upstream = %slot.upstream, slot = slot.index, by = ?by, "lease taken by another instance; stopping the upstream");
                             self.held.remove(&slot);
                             self.ch.view.update(|v| v.lost += 1);
@@ -398,7 +452,12 @@ impl Leases {
             .map(|(s, h)| (s.clone(), h.revision))
             .collect();
         for (slot, revision) in done {
-            let r = self.op("hand a lease back", store.delete_expect_revision(slot_key(&slot), Some(revision))).await?;
+            let r = self
+                .op(
+                    "hand a lease back",
+                    store.delete_expect_revision(slot_key(&slot), Some(revision)),
+                )
+                .await?;
             if let Err(e) = r {
                 debug!(upstream = %slot.upstream, "deleting the lease: {e}");
             }
@@ -419,7 +478,10 @@ impl Leases {
     }
 
     async fn members(&mut self, store: &kv::Store) -> Result<BTreeSet<String>, Unreachable> {
-        let mut keys = self.op("list members", store.keys()).await?.map_err(|_| Unreachable)?;
+        let mut keys = self
+            .op("list members", store.keys())
+            .await?
+            .map_err(|_| Unreachable)?;
         let mut names = Vec::new();
         loop {
             let next = tokio::time::timeout_at(self.op_deadline(), keys.next()).await;
@@ -431,11 +493,20 @@ impl Leases {
             }
         }
         let mut members = BTreeSet::new();
-        if self.heartbeat.is_some_and(|at| Instant::now() < at + self.ttl) {
+        if self
+            .heartbeat
+            .is_some_and(|at| Instant::now() < at + self.ttl)
+        {
             members.insert(self.me().to_string());
         }
         for key in names {
-            let Some(entry) = self.op("read a member", store.entry(key.clone())).await?.map_err(|_| Unreachable)? else { continue };
+            let Some(entry) = self
+                .op("read a member", store.entry(key.clone()))
+                .await?
+                .map_err(|_| Unreachable)?
+            else {
+                continue;
+            };
             if entry.operation != Operation::Put || self.stale(&key, entry.revision) {
                 continue;
             }
@@ -446,11 +517,18 @@ impl Leases {
         Ok(members)
     }
 
-    async fn observe(&mut self, store: &kv::Store, slots: &[Slot]) -> Result<BTreeMap<Slot, Observed>, Unreachable> {
+    async fn observe(
+        &mut self,
+        store: &kv::Store,
+        slots: &[Slot],
+    ) -> Result<BTreeMap<Slot, Observed>, Unreachable> {
         let mut out = BTreeMap::new();
         for slot in slots {
             let key = slot_key(slot);
-            let entry = self.op("read a lease", store.entry(key.clone())).await?.map_err(|_| Unreachable)?;
+            let entry = self
+                .op("read a lease", store.entry(key.clone()))
+                .await?
+                .map_err(|_| Unreachable)?;
             let observed = match entry {
                 Some(e) if e.operation == Operation::Put => {
                     let holder = Holder::parse(&e.value);
@@ -465,7 +543,11 @@ impl Leases {
                         match holder {
                             Some(h) => Observed::Live(h),
                             // Not a value of ours: treat it as held until it expires.
-                            None => Observed::Live(Holder { holder: String::new(), token: String::new(), since: 0 }),
+                            None => Observed::Live(Holder {
+                                holder: String::new(),
+                                token: String::new(),
+                                since: 0,
+                            }),
                         }
                     }
                 }
@@ -477,7 +559,10 @@ impl Leases {
     }
 
     fn note_holder(&mut self, slot: &Slot, holder: &str) {
-        let entry = self.history.entry(slot.clone()).or_insert_with(|| (holder.to_string(), 0));
+        let entry = self
+            .history
+            .entry(slot.clone())
+            .or_insert_with(|| (holder.to_string(), 0));
         if entry.0 != holder {
             entry.0 = holder.to_string();
             entry.1 += 1;
@@ -485,7 +570,11 @@ impl Leases {
     }
 
     /// Retakes lapsed slots that nobody took meanwhile (their revision is still ours).
-    async fn recover(&mut self, store: &kv::Store, observed: &BTreeMap<Slot, Observed>) -> Result<(), Unreachable> {
+    async fn recover(
+        &mut self,
+        store: &kv::Store,
+        observed: &BTreeMap<Slot, Observed>,
+    ) -> Result<(), Unreachable> {
         let lapsed = std::mem::take(&mut self.lapsed);
         for (slot, (revision, value)) in lapsed {
             let ours = match observed.get(&slot) {
@@ -497,21 +586,44 @@ impl Leases {
                 continue;
             }
             let sent = Instant::now();
-            if let Ok(revision) = self.op("retake a lease", store.update(slot_key(&slot), value.to_bytes(), revision)).await? {
+            if let Ok(revision) = self
+                .op(
+                    "retake a lease",
+                    store.update(slot_key(&slot), value.to_bytes(), revision),
+                )
+                .await?
+            {
                 info!(upstream = %slot.upstream, slot = slot.index, "lease retaken");
-                self.held.insert(slot, Held { revision, value, renewed: sent, deadline: sent + self.ttl * 4 / 5, releasing: None });
+                self.held.insert(
+                    slot,
+                    Held {
+                        revision,
+                        value,
+                        renewed: sent,
+                        deadline: sent + self.ttl * 4 / 5,
+                        releasing: None,
+                    },
+                );
                 self.ch.view.update(|v| v.acquired += 1);
             }
         }
         Ok(())
     }
 
-    async fn acquire(&mut self, store: &kv::Store, slot: &Slot, expired: Option<u64>) -> Result<(), Unreachable> {
+    async fn acquire(
+        &mut self,
+        store: &kv::Store,
+        slot: &Slot,
+        expired: Option<u64>,
+    ) -> Result<(), Unreachable> {
         let value = self.new_value();
         let key = slot_key(slot);
         let sent = Instant::now();
         let revision = match expired {
-            None => match self.op("take a lease", store.create(&key, value.to_bytes())).await? {
+            None => match self
+                .op("take a lease", store.create(&key, value.to_bytes()))
+                .await?
+            {
                 Ok(r) => r,
                 Err(e) if e.kind() == CreateErrorKind::AlreadyExists => return Ok(()),
                 Err(e) => {
@@ -519,7 +631,13 @@ impl Leases {
                     return Err(Unreachable);
                 }
             },
-            Some(revision) => match self.op("take over a lease", store.update(&key, value.to_bytes(), revision)).await? {
+            Some(revision) => match self
+                .op(
+                    "take over a lease",
+                    store.update(&key, value.to_bytes(), revision),
+                )
+                .await?
+            {
                 Ok(r) => r,
                 Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => return Ok(()),
                 Err(e) => {
@@ -530,7 +648,16 @@ impl Leases {
         };
         info!(upstream = %slot.upstream, slot = slot.index, takeover = expired.is_some(), "lease acquired");
         self.note_holder(slot, &value.holder);
-        self.held.insert(slot.clone(), Held { revision, value, renewed: sent, deadline: sent + self.ttl * 4 / 5, releasing: None });
+        self.held.insert(
+            slot.clone(),
+            Held {
+                revision,
+                value,
+                renewed: sent,
+                deadline: sent + self.ttl * 4 / 5,
+                releasing: None,
+            },
+        );
         self.ch.view.update(|v| v.acquired += 1);
         Ok(())
     }
@@ -546,11 +673,19 @@ impl Leases {
         if upstreams != self.published {
             self.generation += 1;
             self.published = upstreams.clone();
-            self.ch.owned.send_replace(Ownership { generation: self.generation, upstreams });
+            self.ch.owned.send_replace(Ownership {
+                generation: self.generation,
+                upstreams,
+            });
         }
     }
 
-    fn show(&self, members: &BTreeSet<String>, slots: &[Slot], observed: &BTreeMap<Slot, Observed>) {
+    fn show(
+        &self,
+        members: &BTreeSet<String>,
+        slots: &[Slot],
+        observed: &BTreeMap<Slot, Observed>,
+    ) {
         let now = unix_millis();
         let leases = slots
             .iter()
@@ -577,7 +712,9 @@ impl Leases {
     /// At shutdown, after the upstreams stopped: the heartbeat first (so nobody plans for
     /// this instance), then every lease.
     async fn release_everything(&mut self) {
-        let Some(store) = self.store.clone() else { return };
+        let Some(store) = self.store.clone() else {
+            return;
+        };
         if self.client.connection_state() != State::Connected {
             return;
         }
@@ -585,7 +722,12 @@ impl Leases {
         let _ = self.op("leave", store.delete(member_key(self.me()))).await;
         let count = held.len();
         for (slot, h) in held {
-            let _ = self.op("hand a lease back", store.delete_expect_revision(slot_key(&slot), Some(h.revision))).await;
+            let _ = self
+                .op(
+                    "hand a lease back",
+                    store.delete_expect_revision(slot_key(&slot), Some(h.revision)),
+                )
+                .await;
         }
         info!(leases = count, "leases handed back");
     }

@@ -103,7 +103,9 @@ impl Cluster {
         // At least a moment for the deletes, even when shutdown used all its time.
         let deadline = deadline.max(Instant::now() + Duration::from_secs(1));
         if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
-            warn!("the leases could not be handed back in time; the others take over after lease_ttl");
+            warn!(
+                "the leases could not be handed back in time; the others take over after lease_ttl"
+            );
             task.abort();
         }
     }

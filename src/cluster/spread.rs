@@ -35,14 +35,19 @@ pub fn rank(member: &str, upstream: &str) -> u64 {
 /// The member each slot should be held by. `holders` names the live holder of each slot
 /// that has one (a holder that is not a member counts as none). A slot with no member able
 /// to take it (more replicas than members) is absent.
-pub fn assign(members: &BTreeSet<String>, holders: &BTreeMap<Slot, String>, slots: &[Slot]) -> HashMap<Slot, String> {
+pub fn assign(
+    members: &BTreeSet<String>,
+    holders: &BTreeMap<Slot, String>,
+    slots: &[Slot],
+) -> HashMap<Slot, String> {
     let mut out = HashMap::new();
     if members.is_empty() {
         return out;
     }
     let n = members.len();
     let (base, extra) = (slots.len() / n, slots.len() % n);
-    let mut held: BTreeMap<&str, Vec<&Slot>> = members.iter().map(|m| (m.as_str(), Vec::new())).collect();
+    let mut held: BTreeMap<&str, Vec<&Slot>> =
+        members.iter().map(|m| (m.as_str(), Vec::new())).collect();
     for slot in slots {
         if let Some(h) = holders.get(slot) {
             if let Some(list) = held.get_mut(h.as_str()) {
@@ -105,7 +110,12 @@ mod tests {
 
     fn slots(upstreams: usize, replicas: usize) -> Vec<Slot> {
         (0..upstreams)
-            .flat_map(|u| (0..replicas).map(move |i| Slot { upstream: format!("u{u}"), index: i }))
+            .flat_map(|u| {
+                (0..replicas).map(move |i| Slot {
+                    upstream: format!("u{u}"),
+                    index: i,
+                })
+            })
             .collect()
     }
 
@@ -133,8 +143,14 @@ mod tests {
         for (u, n) in [(13, 3), (5, 4), (2, 3), (100, 7)] {
             let a = assign(&members(n), &BTreeMap::new(), &slots(u, 1));
             let c = counts(&a);
-            let (min, max) = (c.values().min().copied().unwrap_or(0), c.values().max().copied().unwrap_or(0));
-            assert!(max - min <= 1 || c.len() < n && max <= 1, "{u} on {n}: {c:?}");
+            let (min, max) = (
+                c.values().min().copied().unwrap_or(0),
+                c.values().max().copied().unwrap_or(0),
+            );
+            assert!(
+                max - min <= 1 || c.len() < n && max <= 1,
+                "{u} on {n}: {c:?}"
+            );
         }
     }
 
@@ -142,7 +158,8 @@ mod tests {
     fn a_joiner_takes_its_share_and_nothing_else_moves() {
         let all = slots(12, 1);
         let before = assign(&members(3), &BTreeMap::new(), &all);
-        let holders: BTreeMap<Slot, String> = before.iter().map(|(s, m)| (s.clone(), m.clone())).collect();
+        let holders: BTreeMap<Slot, String> =
+            before.iter().map(|(s, m)| (s.clone(), m.clone())).collect();
         let after = assign(&members(4), &holders, &all);
         let moved: Vec<_> = all.iter().filter(|s| before[*s] != after[*s]).collect();
         assert_eq!(moved.len(), 3, "{moved:?}");
@@ -176,7 +193,11 @@ mod tests {
         let a = assign(&members(3), &BTreeMap::new(), &all);
         for u in 0..5 {
             let name = format!("u{u}");
-            let holders: BTreeSet<_> = all.iter().filter(|s| s.upstream == name).map(|s| &a[s]).collect();
+            let holders: BTreeSet<_> = all
+                .iter()
+                .filter(|s| s.upstream == name)
+                .map(|s| &a[s])
+                .collect();
             assert_eq!(holders.len(), 2);
         }
         // More replicas than members: the spare slots stay unassigned.

@@ -51,7 +51,11 @@ impl Supervisor {
         }
         self.publish_directory();
         self.publish_metrics();
-        finish_reloading(closing, Instant::now() + self.config.daemon.shutdown_timeout).await;
+        finish_reloading(
+            closing,
+            Instant::now() + self.config.daemon.shutdown_timeout,
+        )
+        .await;
         if let Some(cluster) = &self.cluster {
             cluster.applied.send_replace(owned.generation);
         }

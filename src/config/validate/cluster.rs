@@ -23,10 +23,18 @@ impl Validator<'_> {
         let nats = nats.and_then(|text| {
             let span = c.nats.as_ref().map(Spanned::span);
             match Url::parse(&text) {
-                Ok(url) if matches!(url.scheme(), "nats" | "tls") && url.host_str().is_some() => Some(url),
+                Ok(url) if matches!(url.scheme(), "nats" | "tls") && url.host_str().is_some() => {
+                    Some(url)
+                }
                 // The text may hold a password: it is not repeated.
                 _ => {
-                    self.error(span, Some("cluster.nats".into()), format!("not a nats:// URL with a host; write it like {DEFAULT_CLUSTER_NATS}"));
+                    self.error(
+                        span,
+                        Some("cluster.nats".into()),
+                        format!(
+                            "not a nats:// URL with a host; write it like {DEFAULT_CLUSTER_NATS}"
+                        ),
+                    );
                     None
                 }
             }
@@ -34,9 +42,14 @@ impl Validator<'_> {
         let bucket = match &c.bucket {
             Some(s) => self.cluster_text(s, "cluster.bucket").and_then(|b| {
                 let ok = !b.is_empty()
-                    && b.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+                    && b.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
                 if !ok {
-                    self.error(Some(s.span()), Some("cluster.bucket".into()), format!("{b:?} is not a bucket name; use letters, digits, '_' and '-'"));
+                    self.error(
+                        Some(s.span()),
+                        Some("cluster.bucket".into()),
+                        format!("{b:?} is not a bucket name; use letters, digits, '_' and '-'"),
+                    );
                 }
                 ok.then_some(b)
             }),
@@ -62,7 +75,11 @@ impl Validator<'_> {
         let lease_ttl = match &c.lease_ttl {
             Some(s) => self.duration(s, "cluster.lease_ttl").and_then(|d| {
                 if d < MIN_LEASE_TTL {
-                    self.error(Some(s.span()), Some("cluster.lease_ttl".into()), "must be at least 500ms: leases are renewed at a third of it".into());
+                    self.error(
+                        Some(s.span()),
+                        Some("cluster.lease_ttl".into()),
+                        "must be at least 500ms: leases are renewed at a third of it".into(),
+                    );
                     return None;
                 }
                 Some(d)
