@@ -389,3 +389,73 @@ async fn a_fourth_instance_takes_its_share_stopping_each_upstream_at_most_once()
         server.longest_double()
     );
 }
+
+#[tokio::test]
+#[ignore = "needs nats-server: tests/run.sh installs and runs it"]
+async fn two_replicas_into_jetstream_lose_nothing_when_one_is_killed() {
+    const N: u64 = 3000;
+    let nats = nats_server().await;
+    let server = CountingServer::start().await;
+    let sink = format!(
+        "[[sink]]\ntype = \"nats\"\nurl = \"nats://127.0.0.1:{}\"\nsubject = \"feed.{{upstream}}\"\njetstream = true\n\
+         events = false\nmsg_id = \"content\"\nstream = {{ name = \"FEED\", subjects = [\"feed.>\"] }}\n",
+        nats.port
+    );
+    let _a = instance("a", nats.port, &server, 1, 2, &sink).await;
+    let mut b = instance("b", nats.port, &server, 1, 2, &sink).await;
+    server.wait_each(&paths(1), 2, SOON * 2).await;
+    for n in 1..=N {
+        let _ = server.feed.send(format!("{{\"n\":{n}}}"));
+        if n == N / 2 {
+            b.daemon.child.start_kill().unwrap();
+            let _ = b.daemon.child.wait().await;
+        }
+        if n % 20 == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let client = async_nats::connect(format!("nats://127.0.0.1:{}", nats.port))
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream("FEED").await.expect("stream FEED");
+    let deadline = Instant::now() + SOON * 3;
+    loop {
+        let count = stream.info().await.unwrap().state.messages;
+        if count >= N {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stream holds {count} of {N} messages"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut seen = vec![0u32; N as usize + 1];
+    let total = stream.info().await.unwrap().state.messages;
+    for _ in 0..total {
+        let m = tokio::time::timeout(SOON, messages.next())
+            .await
+            .expect("a message in time")
+            .unwrap()
+            .unwrap();
+        seen[fed_number(&m.payload) as usize] += 1;
+    }
+    let wrong: Vec<_> = (1..=N as usize)
+        .filter(|&n| seen[n] != 1)
+        .map(|n| (n, seen[n]))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "messages not stored exactly once (n, times): {wrong:?}"
+    );
+    assert_eq!(total, N);
+}
