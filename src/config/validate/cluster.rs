@@ -115,3 +115,40 @@ impl Validator<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    const UP: &str = "[[upstream]]\nname = \"u\"\nurl = \"ws://h/\"\n";
+
+    #[test]
+    fn cluster_keys_resolve_with_defaults_and_errors_name_their_key() {
+        let text = format!("[cluster]\ninstance = \"${{HOST}}-1\"\n\n{UP}replicas = 2\n");
+        let env = |n: &str| (n == "HOST").then(|| "h".to_string());
+        let config = Config::parse_with_env(&text, Path::new("t.toml"), &env).unwrap();
+        let c = config.cluster.unwrap();
+        assert_eq!(
+            (c.instance.as_str(), c.bucket.as_str()),
+            ("h-1", "wsbridge-leases")
+        );
+        assert_eq!(c.lease_ttl, std::time::Duration::from_secs(5));
+        assert_eq!(config.upstreams[0].replicas, 2);
+
+        let bad =
+            format!("[cluster]\nnats = \"http://x/\"\nlease_ttl = \"1ms\"\n\n{UP}replicas = 99\n");
+        let errors = Config::parse_with_env(&bad, Path::new("t.toml"), &env)
+            .unwrap_err()
+            .to_string();
+        for key in [
+            "cluster.nats",
+            "cluster.instance",
+            "cluster.lease_ttl",
+            "upstream[0].replicas",
+        ] {
+            assert!(errors.contains(key), "{key} in {errors}");
+        }
+    }
+}
