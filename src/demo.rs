@@ -107,6 +107,7 @@ fn config(addr: SocketAddr) -> Config {
             inbound: false,
             listener: Default::default(),
         }],
+        cluster: None,
     }
 }
 

@@ -168,5 +168,36 @@ pub fn render_table(status: &Status) -> String {
             ""
         }
     );
+    if let Some(c) = &status.cluster {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "cluster: instance {}, {} member(s): {}{}",
+            c.instance,
+            c.members.len(),
+            c.members.join(", "),
+            if c.connected {
+                ""
+            } else {
+                "  (lease bucket UNREACHABLE)"
+            }
+        );
+        let _ = writeln!(
+            out,
+            "{:<20} {:>4} {:<24} {:>9} {:>9}",
+            "LEASE", "SLOT", "HOLDER", "AGE", "HANDOVERS"
+        );
+        for l in &c.leases {
+            let _ = writeln!(
+                out,
+                "{:<20} {:>4} {:<24} {:>9} {:>9}",
+                l.upstream,
+                l.slot,
+                l.holder.as_deref().unwrap_or("-"),
+                age(l.age_seconds),
+                l.handovers
+            );
+        }
+    }
     out
 }

@@ -6,6 +6,7 @@
 //! [`Control`] values, so tests drive the supervisor without sending signals. Reloads are
 //! applied in `reload`.
 
+mod cluster;
 mod reload;
 
 use std::collections::HashMap;
@@ -20,6 +21,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
+use crate::cluster::Cluster;
 use crate::config::{Config, ConfigErrors, SinkConfig, UpstreamConfig};
 use crate::hub::{self, Hub, SendQueue, SinkInput};
 use crate::metrics::Metrics;
@@ -86,6 +88,8 @@ pub struct Supervisor {
     metrics: Arc<Metrics>,
     /// Stops the metrics endpoint.
     metrics_stop: CancellationToken,
+    /// With `[cluster]`: the leases that decide which upstreams run here.
+    cluster: Option<Cluster>,
 }
 
 impl Supervisor {
@@ -113,7 +117,14 @@ impl Supervisor {
             failures,
             metrics,
             metrics_stop,
+            cluster: None,
         };
+        if let Some(c) = &config.cluster {
+            let cluster = Cluster::start(c.clone(), &config.upstreams);
+            supervisor.metrics.set_cluster(cluster.view.clone());
+            info!(instance = %c.instance, nats = %c.display_nats(), bucket = %c.bucket, "cluster: upstreams run where their lease is held");
+            supervisor.cluster = Some(cluster);
+        }
         let bound = config
             .sinks
             .iter()
@@ -124,7 +135,9 @@ impl Supervisor {
         }
         supervisor.route_sinks();
         for upstream in &config.upstreams {
-            supervisor.spawn_upstream(Arc::new(upstream.clone()));
+            if supervisor.runs(&upstream.name) {
+                supervisor.spawn_upstream(Arc::new(upstream.clone()));
+            }
         }
         supervisor.publish_directory();
         supervisor.publish_metrics();
@@ -193,6 +206,7 @@ impl Supervisor {
                         break Err(other);
                     }
                 },
+                _ = cluster::ownership_changed(&mut self.cluster) => self.apply_ownership().await,
                 _ = pet.tick(), if watchdog.is_some() => notify::watchdog(),
                 _ = status.tick() => notify::status(&self.summary()),
             }
@@ -218,6 +232,10 @@ impl Supervisor {
                 let received = stats.messages_received.load(Ordering::Relaxed);
                 info!(upstream = %name, messages_received = received, "upstream closed");
             }
+        }
+        // Closed here, so others may connect them at once.
+        if let Some(cluster) = self.cluster.take() {
+            cluster.release_all(deadline).await;
         }
         // With the upstream tasks gone and the routes cleared, each sink's input closes once
         // it has been read to the end.

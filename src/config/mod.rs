@@ -10,9 +10,10 @@
 //!   to the other; `errors`: located errors; `expand`: `${VAR}`, `${file:…}`, `${credential:…}`;
 //!   `shaping`: before_connect, app_ping, decompress; `redact`: secrets kept out of output;
 //!   `values`: durations and the ranges of settings; [`plan`]: `check`'s output;
-//!   [`broker`]: the settings of the nats and redis sinks.
+//!   [`broker`]: the settings of the nats and redis sinks; [`cluster`]: `[cluster]`.
 
 pub mod broker;
+pub mod cluster;
 mod errors;
 mod expand;
 mod parse;

@@ -32,7 +32,9 @@ pub(super) struct Parsed {
     pub removed: HashSet<String>,
 }
 
-const TOP_LEVEL: [&str; 5] = ["daemon", "metrics", "defaults", "upstream", "sink"];
+const TOP_LEVEL: [&str; 6] = [
+    "daemon", "metrics", "defaults", "upstream", "sink", "cluster",
+];
 
 /// Parses `text`; a TOML syntax error is the only problem reported (nothing after it can be
 /// trusted), otherwise every table's problems are.
@@ -62,6 +64,7 @@ pub(super) fn parse(text: &str) -> Parsed {
                 }
             }
             "metrics" => parsed.raw.metrics = parsed.table(value, name),
+            "cluster" => parsed.raw.cluster = parsed.table(value, name),
             "defaults" => {
                 if let Some(t) = parsed.table(value, name) {
                     parsed.raw.defaults = t;

@@ -66,6 +66,17 @@ impl fmt::Display for Plan<'_> {
                 m.listen
             )?;
         }
+        if let Some(c) = &config.cluster {
+            writeln!(f, "cluster")?;
+            writeln!(f, "  instance       {}", c.instance)?;
+            writeln!(
+                f,
+                "  leases         bucket {} at {}, lease_ttl {}",
+                c.bucket,
+                c.display_nats(),
+                dur(c.lease_ttl)
+            )?;
+        }
         for u in &config.upstreams {
             writeln!(f, "upstream {}", u.name)?;
             writeln!(f, "  url            {}", u.display_url())?;
@@ -173,6 +184,9 @@ impl fmt::Display for Plan<'_> {
                 size(u.max_message_size),
                 u.send_queue
             )?;
+            if config.cluster.is_some() {
+                writeln!(f, "  replicas       {} instance(s) at once", u.replicas)?;
+            }
             if u.required {
                 writeln!(f, "  required       yes (/healthz)")?;
             }

@@ -24,6 +24,8 @@ pub struct RawConfig {
     pub upstream: Vec<Option<RawUpstream>>,
     /// `[[sink]]` tables, in file order.
     pub sink: Vec<Option<RawSink>>,
+    /// `[cluster]`: leases shared with other instances.
+    pub cluster: Option<super::cluster::RawCluster>,
     /// The names of `[[upstream]]` tables that could not be read: a sink may still name them.
     pub unread_upstream_names: Vec<String>,
 }
@@ -109,6 +111,7 @@ pub struct RawUpstream {
     pub before_connect: Option<Spanned<Vec<Spanned<String>>>>,
     pub app_ping: Option<Spanned<super::shaping::RawAppPing>>,
     pub decompress: Option<Spanned<super::Decompress>>,
+    pub replicas: Option<Spanned<i64>>,
 
     pub connect_timeout: Option<Spanned<String>>,
     pub ping_interval: Option<Spanned<String>>,

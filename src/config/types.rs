@@ -9,6 +9,7 @@ use std::time::Duration;
 use url::Url;
 
 use super::broker::{NatsConfig, RedisConfig};
+use super::cluster::ClusterConfig;
 use super::redact::{redact_url, Secret};
 use super::{AppPing, Decompress, Format, LogFormat, OnSlow};
 use crate::jq::Program;
@@ -25,6 +26,8 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     /// Every sink, in file order.
     pub sinks: Vec<SinkConfig>,
+    /// `[cluster]`: when set, this instance runs only the upstreams whose lease it holds.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// `[daemon]`, resolved.
@@ -51,6 +54,9 @@ impl Config {
         }
         if self.metrics != new.metrics {
             warnings.push("[metrics] changes take effect at the next restart");
+        }
+        if self.cluster != new.cluster {
+            warnings.push("[cluster] changes take effect at the next restart");
         }
         warnings
     }
@@ -154,6 +160,8 @@ pub struct UpstreamConfig {
     pub app_ping: Option<AppPing>,
     /// How binary messages are inflated before the sinks.
     pub decompress: Decompress,
+    /// With `[cluster]`: how many instances connect to this upstream at once.
+    pub replicas: usize,
 }
 
 impl UpstreamConfig {
@@ -183,6 +191,7 @@ impl UpstreamConfig {
             before_connect: None,
             app_ping: None,
             decompress: Decompress::None,
+            replicas: 1,
         }
     }
 

@@ -14,6 +14,7 @@ use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::{ClusterStatus, ClusterView};
 use crate::record::unix_millis;
 use crate::sink::SinkStats;
 use crate::upstream::{Cause, State, UpstreamStats};
@@ -27,6 +28,8 @@ pub use server::{bind, serve, MetricsBindError};
 #[derive(Debug, Default)]
 pub struct Metrics {
     current: RwLock<Published>,
+    /// With `[cluster]`: the leases, as the lease task last saw them.
+    cluster: RwLock<Option<Arc<ClusterView>>>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -46,6 +49,9 @@ pub struct Status {
     pub sinks: Vec<SinkStatus>,
     /// Tasks alive in the runtime (upstreams, sinks, clients, …): a leak shows here.
     pub tasks: u64,
+    /// With `[cluster]`: which instance holds each upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStatus>,
 }
 
 /// One upstream in [`Status`].
@@ -136,6 +142,11 @@ impl Metrics {
         *current = Published { upstreams, sinks };
     }
 
+    /// Shows the cluster's leases in `/status` and the metrics.
+    pub fn set_cluster(&self, view: Arc<ClusterView>) {
+        *self.cluster.write().unwrap_or_else(|e| e.into_inner()) = Some(view);
+    }
+
     fn published(&self) -> Published {
         self.current
             .read()
@@ -204,11 +215,18 @@ impl Metrics {
         let healthy = upstreams.iter().all(|u| !u.required || u.state == "open");
         let tasks = tokio::runtime::Handle::try_current()
             .map_or(0, |h| h.metrics().num_alive_tasks() as u64);
+        let cluster = self
+            .cluster
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|v| v.get());
         Status {
             healthy,
             upstreams,
             sinks,
             tasks,
+            cluster,
         }
     }
 }

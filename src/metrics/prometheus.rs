@@ -12,6 +12,7 @@ use prometheus_client::registry::Registry;
 use tracing::warn;
 
 use super::{BrokerStatus, Metrics, SinkStatus, UpstreamStatus};
+use crate::cluster::{ClusterStatus, LeaseStatus};
 
 impl Metrics {
     /// `/metrics` in the Prometheus/OpenMetrics text format.
@@ -241,6 +242,87 @@ impl Collector for Collect {
                 .iter()
                 .map(|s| (sink(s), ConstCounter::new(s.filter_errors))),
         )?;
+        if let Some(c) = &status.cluster {
+            cluster(&mut e, c)?;
+        }
         Ok(())
     }
+}
+
+/// `[cluster]`: one row per lease slot, labelled with its holder, and this instance's counts.
+fn cluster(e: &mut DescriptorEncoder<'_>, c: &ClusterStatus) -> Result<(), std::fmt::Error> {
+    let slot = |l: &LeaseStatus| {
+        vec![
+            ("upstream", l.upstream.clone()),
+            ("slot", l.slot.to_string()),
+            ("holder", l.holder.clone().unwrap_or_default()),
+        ]
+    };
+    family(
+        e,
+        "wsbridge_cluster_lease_held_here",
+        "1 when this instance holds the lease slot",
+        MetricType::Gauge,
+        c.leases.iter().map(|l| {
+            let here = l.holder.as_deref() == Some(c.instance.as_str());
+            (slot(l), ConstGauge::new(i64::from(here)))
+        }),
+    )?;
+    family(
+        e,
+        "wsbridge_cluster_lease_age_seconds",
+        "Seconds since the holder acquired the lease slot",
+        MetricType::Gauge,
+        c.leases
+            .iter()
+            .filter_map(|l| Some((slot(l), ConstGauge::new(l.age_seconds?))))
+            .collect::<Vec<_>>(),
+    )?;
+    family(
+        e,
+        "wsbridge_cluster_lease_handovers",
+        "Times the lease slot passed from one instance to another, as seen here",
+        MetricType::Counter,
+        c.leases.iter().map(|l| {
+            let labels = vec![
+                ("upstream", l.upstream.clone()),
+                ("slot", l.slot.to_string()),
+            ];
+            (labels, ConstCounter::new(l.handovers))
+        }),
+    )?;
+    family(
+        e,
+        "wsbridge_cluster_members",
+        "Live instances sharing the lease bucket",
+        MetricType::Gauge,
+        [(Vec::new(), ConstGauge::new(c.members.len() as i64))],
+    )?;
+    let counts: [(&str, &str, u64); 3] = [
+        (
+            "wsbridge_cluster_leases_acquired",
+            "Lease slots this instance took",
+            c.acquired,
+        ),
+        (
+            "wsbridge_cluster_leases_released",
+            "Lease slots this instance handed back",
+            c.released,
+        ),
+        (
+            "wsbridge_cluster_leases_lost",
+            "Lease slots this instance lost (not renewed in time or taken)",
+            c.lost,
+        ),
+    ];
+    for (name, help, n) in counts {
+        family(
+            e,
+            name,
+            help,
+            MetricType::Counter,
+            [(Vec::new(), ConstCounter::new(n))],
+        )?;
+    }
+    Ok(())
 }

@@ -109,10 +109,12 @@ impl Supervisor {
                     closing.push((format!("upstream {}", config.name), running.task));
                     changed.push(Arc::new(config.clone()));
                 }
-                None => {
+                None if self.runs(&config.name) => {
                     info!(upstream = %config.name, "new upstream");
                     self.spawn_upstream(Arc::new(config.clone()));
                 }
+                // Another instance holds its lease.
+                None => {}
             }
         }
         for (name, running) in old {
@@ -124,6 +126,9 @@ impl Supervisor {
         finish_reloading(closing, Instant::now() + timeout).await;
         for config in changed {
             self.spawn_upstream(config);
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.set_upstreams(&new.upstreams);
         }
         self.publish_directory();
         self.config
@@ -150,7 +155,7 @@ fn same_resource(a: &SinkKind, b: &SinkKind) -> bool {
 /// it waits: a reload waiting (within `shutdown_timeout`) for slow peers to close is busy,
 /// not hung. Not for shutdown, which comes after STOPPING=1, when systemd's stop timeout is
 /// what applies.
-async fn finish_reloading<T>(tasks: Vec<(String, JoinHandle<T>)>, deadline: Instant) {
+pub(super) async fn finish_reloading<T>(tasks: Vec<(String, JoinHandle<T>)>, deadline: Instant) {
     if tasks.is_empty() {
         return;
     }

@@ -11,6 +11,7 @@ mod aiohttp_peer;
 mod app_ping;
 mod before_connect;
 mod brokers;
+mod cluster;
 mod config;
 mod connect;
 mod connect_upstream;

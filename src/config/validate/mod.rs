@@ -2,6 +2,7 @@
 //! instead of stopping at the first. Upstreams and sinks have a module each.
 
 mod broker;
+mod cluster;
 mod file_exec;
 mod shaping;
 mod sink;
@@ -172,11 +173,13 @@ impl Validator<'_> {
             }
         }
 
+        let cluster = raw.cluster.as_ref().and_then(|c| self.cluster(c));
         Config {
             daemon,
             metrics,
             upstreams,
             sinks,
+            cluster,
         }
     }
 

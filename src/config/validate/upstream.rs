@@ -253,6 +253,7 @@ impl Validator<'_> {
         let settings = self.settings(defaults, &u.overrides(), key);
         let shaping = self.shaping(u, key);
         let transport = self.transport(defaults, &u.overrides(), key, url.as_ref());
+        let replicas = self.replicas(u.replicas.as_ref(), key);
         if self.errors.len() > before || !defaults_ok {
             return None;
         }
@@ -282,6 +283,7 @@ impl Validator<'_> {
             before_connect: shaping.before_connect,
             app_ping: shaping.app_ping,
             decompress: shaping.decompress,
+            replicas: replicas?,
         })
     }
 
