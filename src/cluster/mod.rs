@@ -3,8 +3,8 @@
 //!
 //! A lease is a key per upstream slot (`replicas` slots per upstream), taken with a
 //! revision-checked create (or an update of an expired one) and renewed with revision-checked
-//! updates at a third of `lease_ttl`. A holder that cannot renew stops the upstream when
-//! `lease_ttl`, counted on its own monotonic clock from the last renewal it sent, runs out;
+//! updates at a third of `lease_ttl`. A holder that cannot renew stops the upstream at four
+//! fifths of `lease_ttl`, counted on its own monotonic clock from the last renewal it sent;
 //! the others take a lease over only after seeing its revision unchanged for `lease_ttl`, so
 //! the old holder has stopped first, even when it is cut off from NATS. Members announce
 //! themselves with a heartbeat key renewed the same way; [`spread`] decides who should hold
