@@ -109,6 +109,8 @@ pub struct RawUpstream {
     pub before_connect: Option<Spanned<Vec<Spanned<String>>>>,
     pub app_ping: Option<Spanned<super::shaping::RawAppPing>>,
     pub decompress: Option<Spanned<super::Decompress>>,
+    /// A jq program answering the server's own application pings.
+    pub reply: Option<Spanned<String>>,
 
     pub connect_timeout: Option<Spanned<String>>,
     pub ping_interval: Option<Spanned<String>>,

@@ -154,6 +154,9 @@ pub struct UpstreamConfig {
     pub app_ping: Option<AppPing>,
     /// How binary messages are inflated before the sinks.
     pub decompress: Decompress,
+    /// A jq program run on every text message holding JSON; its outputs are sent back
+    /// upstream and a message that produced any is not forwarded. Off when `None`.
+    pub reply: Option<Program>,
 }
 
 impl UpstreamConfig {
@@ -183,6 +186,7 @@ impl UpstreamConfig {
             before_connect: None,
             app_ping: None,
             decompress: Decompress::None,
+            reply: None,
         }
     }
 

@@ -3,6 +3,7 @@
 
 mod broker;
 mod file_exec;
+mod jq;
 mod shaping;
 mod sink;
 mod transport;

@@ -282,6 +282,7 @@ impl Validator<'_> {
             before_connect: shaping.before_connect,
             app_ping: shaping.app_ping,
             decompress: shaping.decompress,
+            reply: shaping.reply,
         })
     }
 
