@@ -1,6 +1,6 @@
 //! The reading side of one session: each frame (or the end of the stream) taken into the
-//! batch of events being gathered (binary ones inflated by `decompress`), the keepalive and
-//! `app_ping` state, and the peer's Close.
+//! batch of events being gathered (binary ones inflated by `decompress`), the keepalive,
+//! `app_ping` and `reply` state, and the peer's Close.
 //!
 //! Small payloads are copied out of tungstenite's read buffer into an arena of ours (see
 //! [`Frames::detach`]); the batch goes to the sinks when it is full or nothing more is here.
@@ -18,6 +18,7 @@ use super::app_ping::AppPinger;
 use super::connect::WsStream;
 use super::inflate;
 use super::keepalive::Keepalive;
+use super::reply::Replier;
 use super::stats::{Cause, SessionEnd};
 use crate::config::Decompress;
 use crate::record::{Event, EventKind};
@@ -79,6 +80,8 @@ pub(super) struct Frames {
     decompress: Decompress,
     /// Binary messages dropped since the last publish because they could not be inflated.
     pub(super) decompress_errors: u64,
+    /// `reply`, when configured; the session sends what it made.
+    pub(super) reply: Option<Replier>,
 }
 
 impl Frames {
@@ -98,13 +101,20 @@ impl Frames {
             app_answered: 0,
             decompress: Decompress::None,
             decompress_errors: 0,
+            reply: None,
         }
     }
 
-    /// Adds `app_ping` and `decompress` to a session's reading side.
-    pub(super) fn shaped(mut self, app_ping: Option<AppPinger>, decompress: Decompress) -> Frames {
+    /// Adds `app_ping`, `decompress` and `reply` to a session's reading side.
+    pub(super) fn shaped(
+        mut self,
+        app_ping: Option<AppPinger>,
+        decompress: Decompress,
+        reply: Option<Replier>,
+    ) -> Frames {
         self.app_ping = app_ping;
         self.decompress = decompress;
+        self.reply = reply;
         self
     }
 
@@ -236,6 +246,13 @@ impl Frames {
                         // The answer to our app_ping: proof of life, neither data nor forwarded.
                         self.keepalive.frame_received(now);
                         self.app_answered += 1;
+                        return Step::Continue;
+                    }
+                }
+                if let Some(r) = &mut self.reply {
+                    if r.answer(&data) {
+                        // The server's own ping, answered: proof of life, not data.
+                        self.keepalive.frame_received(now);
                         return Step::Continue;
                     }
                 }
