@@ -11,6 +11,7 @@ use wsbridge::supervisor::{Control, Supervisor};
 
 mod process;
 mod replay;
+mod shaping;
 mod transport;
 
 use process::{current_thread_runtime, init_logging, runtime, signals};
@@ -81,6 +82,10 @@ const CONNECT_EXAMPLES: &str = "Examples:
 
   # the JSON keepalive some servers want; their answers are not printed
   wsbridge connect wss://h/ws --app-ping '{\"op\":\"ping\"}' --app-ping-expect pong
+
+  # answer the server's own {\"ping\":N} with {\"pong\":N}; pings not printed
+  wsbridge connect wss://h/ws --reply 'select(.ping?) | {pong: .ping}' -U
+
   # through a corporate proxy (the password from the environment)
   wsbridge connect wss://h/ws --proxy \"http://me:$PASS@proxy:3128\" -U
 
@@ -145,29 +150,8 @@ struct ConnectArgs {
     /// server's own (a self-signed one, even marked CA:TRUE) is trusted as it is.
     #[arg(long)]
     ca_file: Option<PathBuf>,
-    /// Inflate binary messages compressed by the application: none, gzip, zlib, deflate or
-    /// auto (by their first bytes); UTF-8 results are printed as text. Bounded by
-    /// --max-message-size while inflating.
-    #[arg(long, value_name = "KIND", default_value = "none", value_parser = parse_decompress)]
-    decompress: wsbridge::config::Decompress,
-    /// Run this program (split like a shell would, but run without one) before every
-    /// attempt, within --connect-timeout; it prints one JSON object whose url, headers,
-    /// cookies and on_connect override the options for that attempt. Its output is never logged.
-    #[arg(long, value_name = "PROG ARGS…")]
-    before_connect: Option<String>,
-    /// Send this text message after --app-ping-interval without a data message; an answer
-    /// must contain --app-ping-expect within --app-ping-timeout (answers are not printed).
-    #[arg(long, value_name = "MSG", requires = "app_ping_expect")]
-    app_ping: Option<String>,
-    /// What the answer to --app-ping contains.
-    #[arg(long, value_name = "TEXT", requires = "app_ping")]
-    app_ping_expect: Option<String>,
-    /// Silence before --app-ping is sent.
-    #[arg(long, default_value = "15s", value_parser = wsbridge::config::parse_duration)]
-    app_ping_interval: Duration,
-    /// How long the answer to --app-ping may take before the connection counts as dead.
-    #[arg(long, default_value = "10s", value_parser = wsbridge::config::parse_duration)]
-    app_ping_timeout: Duration,
+    #[command(flatten)]
+    shaping: shaping::ShapingArgs,
     #[command(flatten)]
     transport: transport::TransportArgs,
     /// Ignore stdin; stay connected until the peer closes (for cron, systemd, `< /dev/null`).
@@ -199,23 +183,6 @@ fn parse_ws_url(s: &str) -> Result<url::Url, String> {
     match url.scheme() {
         "ws" | "wss" if url.host().is_some() => Ok(url),
         _ => Err("use a ws:// or wss:// URL with a host".into()),
-    }
-}
-
-fn parse_decompress(s: &str) -> Result<wsbridge::config::Decompress, String> {
-    use wsbridge::config::Decompress as D;
-    [D::None, D::Gzip, D::Zlib, D::Deflate, D::Auto]
-        .into_iter()
-        .find(|d| d.as_str() == s)
-        .ok_or_else(|| "use none, gzip, zlib, deflate or auto".into())
-}
-
-fn parse_argv(s: &str) -> Result<Vec<String>, String> {
-    match shlex::split(s) {
-        Some(argv) if !argv.is_empty() => Ok(argv),
-        _ => Err(format!(
-            "--before-connect {s:?}: give a program and its arguments, quoted as in a shell"
-        )),
     }
 }
 
@@ -259,16 +226,7 @@ impl ConnectArgs {
             wsbridge::upstream::tls::read_ca_file(ca).map_err(|e| e.to_string())?;
         }
         upstream.ca_file = self.ca_file;
-        upstream.decompress = self.decompress;
-        upstream.before_connect = self.before_connect.as_deref().map(parse_argv).transpose()?;
-        if let (Some(message), Some(expect)) = (self.app_ping, self.app_ping_expect) {
-            upstream.app_ping = Some(wsbridge::config::AppPing {
-                message,
-                interval: self.app_ping_interval,
-                expect,
-                timeout: self.app_ping_timeout,
-            });
-        }
+        self.shaping.apply(&mut upstream)?;
         self.transport.apply(&mut upstream)?;
         // Catch a bad header name or value now, as a usage error, not at connect time.
         wsbridge::upstream::connect::request(&upstream).map_err(|e| e.to_string())?;

@@ -8,7 +8,7 @@
 //!
 //! - `raw`: what the user wrote; `types`: what the program runs on; `validate`: from one
 //!   to the other; `errors`: located errors; `expand`: `${VAR}`, `${file:…}`, `${credential:…}`;
-//!   `shaping`: before_connect, app_ping, decompress; `redact`: secrets kept out of output;
+//!   `shaping`: before_connect, app_ping, decompress, reply; `redact`: secrets kept out of output;
 //!   `values`: durations and the ranges of settings; [`plan`]: `check`'s output;
 //!   [`broker`]: the settings of the nats and redis sinks; [`cluster`]: `[cluster]`.
 

@@ -145,6 +145,13 @@ impl fmt::Display for Plan<'_> {
                     dur(p.timeout)
                 )?;
             }
+            if let Some(reply) = &u.reply {
+                writeln!(
+                    f,
+                    "  reply          {} (outputs sent upstream; answered messages not forwarded)",
+                    reply.source()
+                )?;
+            }
             if u.decompress != super::Decompress::None {
                 writeln!(
                     f,

@@ -112,6 +112,8 @@ pub struct RawUpstream {
     pub app_ping: Option<Spanned<super::shaping::RawAppPing>>,
     pub decompress: Option<Spanned<super::Decompress>>,
     pub replicas: Option<Spanned<i64>>,
+    /// A jq program answering the server's own application pings.
+    pub reply: Option<Spanned<String>>,
 
     pub connect_timeout: Option<Spanned<String>>,
     pub ping_interval: Option<Spanned<String>>,

@@ -162,6 +162,9 @@ pub struct UpstreamConfig {
     pub decompress: Decompress,
     /// With `[cluster]`: how many instances connect to this upstream at once.
     pub replicas: usize,
+    /// A jq program run on every text message holding JSON; its outputs are sent back
+    /// upstream and a message that produced any is not forwarded. Off when `None`.
+    pub reply: Option<Program>,
 }
 
 impl UpstreamConfig {
@@ -192,6 +195,7 @@ impl UpstreamConfig {
             app_ping: None,
             decompress: Decompress::None,
             replicas: 1,
+            reply: None,
         }
     }
 

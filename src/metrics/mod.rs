@@ -86,6 +86,13 @@ pub struct UpstreamStatus {
     /// Binary messages dropped because they could not be inflated (`decompress`).
     #[serde(default)]
     pub decompress_errors: u64,
+    /// Answers sent by `reply` (not in `messages_sent`).
+    #[serde(default)]
+    pub replies_sent: u64,
+    /// Text messages `reply` failed on (forwarded unanswered), and replies dropped because
+    /// the peer was not reading them.
+    #[serde(default)]
+    pub reply_errors: u64,
 }
 
 /// One sink in [`Status`].
@@ -187,6 +194,8 @@ impl Metrics {
                     app_pings_sent: s.app_pings_sent.load(Ordering::Relaxed),
                     app_pings_answered: s.app_pings_answered.load(Ordering::Relaxed),
                     decompress_errors: s.decompress_errors.load(Ordering::Relaxed),
+                    replies_sent: s.replies_sent.load(Ordering::Relaxed),
+                    reply_errors: s.reply_errors.load(Ordering::Relaxed),
                 }
             })
             .collect();

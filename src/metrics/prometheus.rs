@@ -155,6 +155,22 @@ impl Collector for Collect {
             ups.iter()
                 .map(|u| (up(u), ConstCounter::new(u.decompress_errors))),
         )?;
+        family(
+            &mut e,
+            "wsbridge_upstream_replies_sent",
+            "Answers to the server's own pings sent by reply (not in messages_sent)",
+            MetricType::Counter,
+            ups.iter()
+                .map(|u| (up(u), ConstCounter::new(u.replies_sent))),
+        )?;
+        family(
+            &mut e,
+            "wsbridge_upstream_reply_errors",
+            "Text messages reply failed on (forwarded unanswered), and replies dropped because the peer was not reading",
+            MetricType::Counter,
+            ups.iter()
+                .map(|u| (up(u), ConstCounter::new(u.reply_errors))),
+        )?;
         let sinks = &status.sinks;
         family(
             &mut e,

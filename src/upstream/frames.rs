@@ -1,6 +1,6 @@
 //! The reading side of one session: each frame (or the end of the stream) taken into the
-//! batch of events being gathered (binary ones inflated by `decompress`), the keepalive and
-//! `app_ping` state, and the peer's Close.
+//! batch of events being gathered (binary ones inflated by `decompress`), the keepalive,
+//! `app_ping` and `reply` state, and the peer's Close.
 //!
 //! Small payloads are copied out of tungstenite's read buffer into an arena of ours (see
 //! [`Frames::detach`]); the batch goes to the sinks when it is full or nothing more is here.
@@ -18,6 +18,7 @@ use super::app_ping::AppPinger;
 use super::connect::WsStream;
 use super::inflate;
 use super::keepalive::Keepalive;
+use super::reply::Replier;
 use super::stats::{Cause, SessionEnd};
 use crate::config::Decompress;
 use crate::record::{Event, EventKind};
@@ -79,6 +80,8 @@ pub(super) struct Frames {
     decompress: Decompress,
     /// Binary messages dropped since the last publish because they could not be inflated.
     pub(super) decompress_errors: u64,
+    /// `reply`, when configured; the session sends what it made.
+    pub(super) reply: Option<Replier>,
 }
 
 impl Frames {
@@ -98,13 +101,20 @@ impl Frames {
             app_answered: 0,
             decompress: Decompress::None,
             decompress_errors: 0,
+            reply: None,
         }
     }
 
-    /// Adds `app_ping` and `decompress` to a session's reading side.
-    pub(super) fn shaped(mut self, app_ping: Option<AppPinger>, decompress: Decompress) -> Frames {
+    /// Adds `app_ping`, `decompress` and `reply` to a session's reading side.
+    pub(super) fn shaped(
+        mut self,
+        app_ping: Option<AppPinger>,
+        decompress: Decompress,
+        reply: Option<Replier>,
+    ) -> Frames {
         self.app_ping = app_ping;
         self.decompress = decompress;
+        self.reply = reply;
         self
     }
 
@@ -239,6 +249,13 @@ impl Frames {
                         return Step::Continue;
                     }
                 }
+                if let Some(r) = &mut self.reply {
+                    if r.answer(&data) {
+                        // The server's own ping, answered: proof of life, not data.
+                        self.keepalive.frame_received(now);
+                        return Step::Continue;
+                    }
+                }
                 self.keepalive.data_received(now);
                 if self.take_one() {
                     let data = self.detach_text(&data).unwrap_or(data);
@@ -319,85 +336,4 @@ fn read_error(error: &WsError, max_message_size: usize) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn frames() -> Frames {
-        Frames::new(
-            Keepalive::new(None, Duration::from_secs(10), None, Instant::now()),
-            0,
-            None,
-        )
-    }
-
-    #[tokio::test]
-    async fn payloads_come_through_whole_whether_copied_or_not() {
-        let mut frames = frames();
-        // Sizes around the copy threshold and enough of them to fill several arenas.
-        let sizes = [0, 1, 64, 4096, DETACH_BELOW - 1, DETACH_BELOW, 100_000];
-        let mut sent = Vec::new();
-        for round in 0..20u8 {
-            for (i, &size) in sizes.iter().enumerate() {
-                let fill = round.wrapping_mul(31).wrapping_add(i as u8);
-                // Multi-byte characters too: a copied text must still be the same string.
-                let text = "x".repeat(size) + "é€" + &fill.to_string();
-                let binary = Bytes::from(vec![fill; size]);
-                let message = if i % 2 == 0 {
-                    Message::text(text.clone())
-                } else {
-                    Message::Binary(binary.clone())
-                };
-                let original = match &message {
-                    Message::Text(t) => t.as_bytes().as_ptr(),
-                    Message::Binary(b) => b.as_ptr(),
-                    _ => unreachable!(),
-                };
-                frames.on_frame(Some(Ok(message.clone())), Instant::now(), 0, usize::MAX);
-                sent.push((message, original));
-            }
-        }
-        assert_eq!(frames.batch.len(), sent.len());
-        for (event, (message, original)) in frames.batch.iter().zip(&sent) {
-            let (got, kept) = match (&event.kind, message) {
-                (EventKind::Text { data, .. }, Message::Text(t)) => (
-                    data.as_str() == t.as_str(),
-                    data.as_bytes().as_ptr() == *original,
-                ),
-                (EventKind::Binary { data, .. }, Message::Binary(b)) => {
-                    (data == b, data.as_ptr() == *original)
-                }
-                other => panic!("kind changed: {other:?}"),
-            };
-            assert!(got, "payload changed");
-            let len = event.payload_len();
-            assert_eq!(
-                kept,
-                len >= DETACH_BELOW,
-                "copied or not by size ({len} bytes)"
-            );
-        }
-    }
-
-    #[test]
-    fn the_limit_takes_that_many_data_messages_and_drops_the_rest() {
-        let mut frames = frames();
-        frames.remaining = Some(2);
-        let now = Instant::now();
-        for i in 0..5 {
-            assert!(!frames.limit_reached() || i >= 2);
-            frames.on_frame(Some(Ok(Message::text(format!("m{i}")))), now, 0, usize::MAX);
-            // Pings are not data: they neither count nor are dropped from keepalive.
-            frames.on_frame(Some(Ok(Message::Ping(Bytes::new()))), now, 0, usize::MAX);
-        }
-        assert!(frames.limit_reached() && frames.batch_full());
-        let texts: Vec<_> = frames
-            .batch
-            .iter()
-            .map(|e| match &e.kind {
-                EventKind::Text { seq, data } => (*seq, data.to_string()),
-                other => panic!("{other:?}"),
-            })
-            .collect();
-        assert_eq!(texts, [(1, "m0".to_string()), (2, "m1".to_string())]);
-    }
-}
+mod tests;

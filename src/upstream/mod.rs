@@ -7,7 +7,7 @@
 //! - `reconnect`: the task's loop of attempts, sessions and backoff.
 //! - `session`: one open connection; `frames` its reading side, `outgoing` its writing side.
 //! - [`stats`]: state, counters and causes; [`keepalive`], [`app_ping`], [`backoff`]: the
-//!   timing rules; `inflate`: `decompress`.
+//!   timing rules; `inflate`: `decompress`; [`reply`]: answers to the server's own pings.
 //! - [`mod@connect`]: the handshake, on the stream `dial` opens: directly or through a
 //!   [`proxy`], then [`tls`] for `wss://`; [`before_connect`]: the program that prepares each
 //!   attempt; [`refused`]: the wait after a refused handshake.
@@ -24,6 +24,7 @@ mod outgoing;
 pub mod proxy;
 mod reconnect;
 pub mod refused;
+pub mod reply;
 mod session;
 pub mod stats;
 pub mod tls;

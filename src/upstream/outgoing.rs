@@ -40,6 +40,11 @@ impl Outgoing {
         !self.flushing && self.held.is_empty()
     }
 
+    /// Frames not handed to tungstenite yet.
+    pub(super) fn held(&self) -> usize {
+        self.held.len()
+    }
+
     /// Puts `message` on its way; the next [`Outgoing::poll`] hands it to tungstenite. An
     /// error writing it comes back from there as [`Io::Flushed`].
     pub(super) fn send(&mut self, message: Message) {

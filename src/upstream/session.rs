@@ -1,6 +1,7 @@
 //! One open connection: `on_connect`, then one `select!` over shutdown, the next frame (or a
-//! finished write), the send queue and the keepalive (and `app_ping`) timer, until the connection ends; and
-//! the Close handshake that ends it.
+//! finished write), the send queue and the keepalive (and `app_ping`) timer, until the
+//! connection ends; and the Close handshake that ends it. Answers made by `reply` go out as
+//! soon as the frames that asked for them are taken, ahead of delivering those to the sinks.
 
 use std::future::poll_fn;
 use std::sync::atomic::Ordering;
@@ -19,6 +20,7 @@ use super::connect::WsStream;
 use super::frames::{close_reason, Frames, Step, MAX_BATCH};
 use super::keepalive::{Due, Keepalive};
 use super::outgoing::{Io, Outgoing};
+use super::reply::Replier;
 use super::stats::{Cause, SessionEnd};
 use super::Upstream;
 use crate::hub::Batch;
@@ -53,8 +55,12 @@ impl Upstream {
             .app_ping
             .clone()
             .map(|p| AppPinger::new(p, opened));
-        let mut frames =
-            Frames::new(keepalive, seq, self.max_messages).shaped(app_ping, self.config.decompress);
+        let reply = self.config.reply.clone().map(Replier::new);
+        let mut frames = Frames::new(keepalive, seq, self.max_messages).shaped(
+            app_ping,
+            self.config.decompress,
+            reply,
+        );
         let timer = tokio::time::sleep_until(frames.deadline());
         tokio::pin!(timer);
         let mut queue_open = true;
@@ -103,6 +109,10 @@ impl Upstream {
                     }
                     if lingering.is_some() && !frames.batch.is_empty() {
                         linger.as_mut().reset(now + self.linger);
+                    }
+                    // Nothing may be sent after the peer's Close: its pings go unanswered.
+                    if let (Some(r), None) = (&mut frames.reply, &frames.peer_close) {
+                        r.send_into(&mut outgoing);
                     }
                     self.deliver(name, &mut frames, ts).await;
                     if frames.peer_close.is_some() && !was_closing {
@@ -234,6 +244,15 @@ impl Upstream {
             self.stats
                 .decompress_errors
                 .fetch_add(dropped, Ordering::Relaxed);
+        }
+        if let Some(r) = &mut frames.reply {
+            let (sent, errors) = (std::mem::take(&mut r.sent), std::mem::take(&mut r.errors));
+            if sent > 0 {
+                self.stats.replies_sent.fetch_add(sent, Ordering::Relaxed);
+            }
+            if errors > 0 {
+                self.stats.reply_errors.fetch_add(errors, Ordering::Relaxed);
+            }
         }
         if let Some(rtt) = frames.rtt.take() {
             self.stats

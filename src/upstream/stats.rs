@@ -49,6 +49,12 @@ pub struct UpstreamStats {
     /// Binary messages dropped because they could not be inflated (`decompress`): corrupt,
     /// or larger than max_message_size once inflated.
     pub decompress_errors: AtomicU64,
+    /// Answers sent by `reply` (not counted in `messages_sent`, which counts what
+    /// `on_connect` and the sinks' clients send).
+    pub replies_sent: AtomicU64,
+    /// Text messages `reply` failed on (forwarded unanswered), and replies dropped because
+    /// the peer was not reading them.
+    pub reply_errors: AtomicU64,
 }
 
 /// Why a connection ended or an attempt failed, as the metrics count it.

@@ -33,6 +33,7 @@ mod recipes;
 mod redis_sink;
 mod replay;
 mod replay_cmd;
+mod reply;
 mod sinks;
 mod systemd;
 mod tls_client;

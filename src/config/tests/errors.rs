@@ -231,3 +231,39 @@ decompress = "auto"
     assert_eq!((p.interval.as_secs(), p.timeout.as_secs()), (15, 10));
     assert_eq!(u.decompress, crate::config::Decompress::Auto);
 }
+
+#[test]
+fn reply_is_compiled_at_load_and_its_mistakes_are_at_their_line() {
+    let text = r#"[[upstream]]
+name = "a"
+url = "ws://h/"
+reply = '''
+select(has("ping"))
+  | {pong: .ping'''
+
+[[upstream]]
+name = "b"
+url = "ws://h/"
+reply = " "
+"#;
+    let errs = errors(text);
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    // The end of the program: line 6, just after `.ping`.
+    assert!(
+        errs[0].starts_with("test.toml:6:17: upstream[0].reply: the jq program does not compile: expected closing brace at line 2, column 17"),
+        "{errs:?}"
+    );
+    assert!(
+        errs[1].starts_with("test.toml:11:9: upstream[1].reply: is empty"),
+        "{errs:?}"
+    );
+    let text = "[[upstream]]\nname = \"a\"\nurl = \"ws://h/\"\nreply = 'select(has(\"ping\")) | {pong: .ping}'\n";
+    let config = crate::config::Config::parse_with_env(text, "t.toml".as_ref(), &|_| None).unwrap();
+    let reply = config.upstreams[0].reply.as_ref().expect("compiled");
+    assert_eq!(reply.source(), r#"select(has("ping")) | {pong: .ping}"#);
+    let plan = crate::config::plan::Plan(&config).to_string();
+    assert!(
+        plan.contains("  reply          select(has(\"ping\"))"),
+        "{plan}"
+    );
+}

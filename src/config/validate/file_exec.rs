@@ -1,6 +1,6 @@
 //! Validation of what the file and exec sinks add, and of `filter` (every sink): the file's
-//! directory and `rotate`, the program's `command` and `restart`, and the jq program,
-//! compiled here so that a mistake in it is reported at its line and column.
+//! directory and `rotate`, the program's `command` and `restart`, and the jq program
+//! (compiled by [`Validator::jq_program`]).
 
 use std::path::Path;
 use std::time::Duration;
@@ -25,25 +25,7 @@ impl Validator<'_> {
         let Some(filter) = &s.filter else {
             return Ok(None);
         };
-        match Program::compile(filter.get_ref()) {
-            Ok(program) => Ok(Some(program)),
-            Err(e) => {
-                // Point at the character itself when the program is written as it is
-                // (a literal string, or a basic one without escapes); else at the string.
-                let span = filter.span();
-                let written = self.text.get(span.clone()).unwrap_or_default();
-                let start = match (written.find(filter.get_ref().as_str()), e.offset) {
-                    (Some(at), Some(offset)) => span.start + at + offset,
-                    _ => span.start,
-                };
-                self.error(
-                    Some(start..start + 1),
-                    Some(format!("{key}.filter")),
-                    format!("the jq program does not compile: {}", e.message),
-                );
-                Err(())
-            }
-        }
+        self.jq_program(filter, format!("{key}.filter")).map(Some)
     }
 
     /// A file sink: its `path` (in a directory that exists and is writable) and `rotate`.

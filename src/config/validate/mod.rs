@@ -4,6 +4,7 @@
 mod broker;
 mod cluster;
 mod file_exec;
+mod jq;
 mod shaping;
 mod sink;
 mod transport;

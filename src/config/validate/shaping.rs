@@ -1,16 +1,18 @@
-//! Validation of an upstream's `before_connect`, `app_ping` and `decompress`.
+//! Validation of an upstream's `before_connect`, `app_ping`, `decompress` and `reply`.
 
 use std::path::Path;
 
 use super::Validator;
 use crate::config::raw::RawUpstream;
 use crate::config::{AppPing, Decompress, DEFAULT_APP_PING_INTERVAL, DEFAULT_APP_PING_TIMEOUT};
+use crate::jq::Program;
 
 /// The resolved keys of one upstream.
 pub(super) struct Shaping {
     pub before_connect: Option<Vec<String>>,
     pub app_ping: Option<AppPing>,
     pub decompress: Decompress,
+    pub reply: Option<Program>,
 }
 
 impl Validator<'_> {
@@ -65,10 +67,24 @@ impl Validator<'_> {
             .decompress
             .as_ref()
             .map_or(Decompress::None, |d| *d.get_ref());
+        // Compiled now: a program that does not compile is a config error at its line.
+        let reply = match &u.reply {
+            Some(text) if text.get_ref().trim().is_empty() => {
+                self.error(
+                    Some(text.span()),
+                    Some(format!("{key}.reply")),
+                    "is empty: write a jq program such as 'select(has(\"ping\")) | {pong: .ping}', or remove `reply`".into(),
+                );
+                None
+            }
+            Some(text) => self.jq_program(text, format!("{key}.reply")).ok(),
+            None => None,
+        };
         (self.errors.len() == before).then_some(Shaping {
             before_connect,
             app_ping,
             decompress,
+            reply,
         })
     }
 }

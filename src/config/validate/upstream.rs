@@ -284,6 +284,7 @@ impl Validator<'_> {
             app_ping: shaping.app_ping,
             decompress: shaping.decompress,
             replicas: replicas?,
+            reply: shaping.reply,
         })
     }
 
