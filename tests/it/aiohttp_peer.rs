@@ -689,3 +689,65 @@ async fn rejected_handshakes_name_the_status_and_retry() {
     let opens = server.events_of("handshake");
     assert!(opens.is_empty(), "{opens:?}");
 }
+
+/// Issue 17: an exchange-style server that sends `{"ping": N}` and drops a client that does
+/// not answer `{"pong": N}` within a second. With `reply` the feed stays up for ten seconds
+/// (forty pings), every tick reaches the sink and no ping does; without it the server drops
+/// the connection, which shows the route really enforces its rule.
+#[tokio::test]
+#[ignore = "needs Python with aiohttp: tests/run.sh sets it up and runs it"]
+async fn reply_keeps_a_strict_ping_server_answered_for_ten_seconds() {
+    let server = AiohttpServer::start().await;
+    let reply = r#"reply = 'select(type == "object" and has("ping")) | {pong: .ping}'"#;
+    let mut daemon = Daemon::start(&config(&format!(
+        "{}{}",
+        upstream(
+            "answered",
+            &server.url("/strict-ping?every=0.25&grace=1"),
+            reply
+        ),
+        upstream("silent", &server.url("/strict-ping?every=0.25&grace=1"), ""),
+    )))
+    .await;
+    // Forty ticks of the answered upstream, one after the other, none of them a ping.
+    let mut tick = 0;
+    while tick < 40 {
+        let r = daemon.next_record().await;
+        if r["upstream"] != "answered" {
+            continue;
+        }
+        match r["type"].as_str() {
+            Some("open") => assert_eq!(tick, 0, "a reconnect after tick {tick}: {r}"),
+            Some("text") => {
+                tick += 1;
+                let data: Value = serde_json::from_str(r["data"].as_str().unwrap_or("")).unwrap();
+                assert_eq!(data["tick"], tick, "ticks in order, no ping forwarded: {r}");
+            }
+            _ => panic!(
+                "the answered upstream saw {}; aiohttp log:\n{}",
+                short(&r),
+                server.log_text()
+            ),
+        }
+    }
+    let dropped: Vec<_> = server.events_of("dropped");
+    let pongs = server.events_of("pong").len();
+    assert!(pongs >= 38, "about forty pongs: {pongs}");
+    // The silent upstream was dropped (maybe several times); the answered one never.
+    assert!(
+        !dropped.is_empty(),
+        "the server drops clients that do not answer"
+    );
+    let answered_conn = server
+        .events_of("pong")
+        .first()
+        .map(|e| e["conn"].clone())
+        .unwrap_or_default();
+    assert!(
+        dropped.iter().all(|e| e["conn"] != answered_conn),
+        "the answered connection was dropped: {}",
+        server.log_text()
+    );
+    daemon.signal(15);
+    assert!(daemon.wait().await.success());
+}

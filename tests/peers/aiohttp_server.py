@@ -27,6 +27,10 @@ Routes:
 - ``/big?size=N&kind=text|binary``: sends one message of N bytes (``x`` repeated for text,
   byte values 0..255 repeated for binary), then stays open.
 - ``/reject401``, ``/reject403``: answer the handshake with that HTTP status and a short body.
+- ``/strict-ping``: an exchange's application keepalive. Every ``?every=0.25`` s it sends
+  ``{"ping": N}`` and a data message ``{"tick": N}``; a client that has not answered a ping
+  with ``{"pong": N}`` within ``?grace=1`` s is dropped (Close 4000 ``pong timeout``). Logs
+  ``pong`` for each answer and ``dropped`` when it gives up.
 
 Only the standard library and aiohttp (``tests/peers/requirements.txt``).
 """
@@ -188,6 +192,49 @@ async def big(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+async def strict_ping(request: web.Request) -> web.WebSocketResponse:
+    conn = next(_conn_ids)
+    every = float(request.query.get("every", "0.25"))
+    grace = float(request.query.get("grace", "1"))
+    ws = web.WebSocketResponse()
+    await ws.prepare(request)
+    log_handshake(conn, "strict-ping", request, ws)
+    loop = asyncio.get_running_loop()
+    unanswered: dict[int, float] = {}
+
+    async def read() -> None:
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                continue
+            try:
+                n = json.loads(msg.data).get("pong")
+            except (ValueError, AttributeError):
+                n = None
+            if n in unanswered:
+                del unanswered[n]
+                log("pong", conn=conn, n=n)
+
+    reader = asyncio.create_task(read())
+    n = 0
+    try:
+        while not ws.closed:
+            n += 1
+            unanswered[n] = loop.time()
+            await ws.send_str(json.dumps({"ping": n}))
+            await ws.send_str(json.dumps({"tick": n}))
+            await asyncio.sleep(every)
+            late = [k for k, sent in unanswered.items() if loop.time() - sent > grace]
+            if late:
+                log("dropped", conn=conn, unanswered=late)
+                await ws.close(code=4000, message=b"pong timeout")
+                break
+    except ConnectionError:
+        pass
+    reader.cancel()
+    log("closed", conn=conn, close_code=ws.close_code)
+    return ws
+
+
 def reject(status: int):
     async def handler(request: web.Request) -> web.Response:
         log("rejected", route=f"reject{status}", path=request.path, status=status)
@@ -203,6 +250,7 @@ def make_app() -> web.Application:
     app.router.add_get("/heartbeat", heartbeat)
     app.router.add_get("/close", close)
     app.router.add_get("/big", big)
+    app.router.add_get("/strict-ping", strict_ping)
     app.router.add_get("/reject401", reject(401))
     app.router.add_get("/reject403", reject(403))
     return app
