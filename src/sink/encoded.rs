@@ -8,7 +8,6 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio_util::sync::CancellationToken;
 
 use super::filter::RecordFilter;
 use super::SinkStats;
@@ -121,19 +120,10 @@ impl Encoded {
     }
 }
 
-/// Stop after this many data messages (`connect --max-messages`).
-#[derive(Debug)]
-struct Limit {
-    remaining: u64,
-    /// Cancelled when the limit is reached, to close the connection.
-    reached: CancellationToken,
-}
-
 /// Encodes batches with a sink's [`Encoding`]: the one place a sink's lines are made.
 #[derive(Debug)]
 pub struct Encoder {
     encoding: Encoding,
-    limit: Option<Limit>,
     filter: Option<RecordFilter>,
 }
 
@@ -142,7 +132,6 @@ impl Encoder {
     pub fn new(encoding: Encoding) -> Encoder {
         Encoder {
             encoding,
-            limit: None,
             filter: None,
         }
     }
@@ -154,49 +143,17 @@ impl Encoder {
         self
     }
 
-    /// Encodes at most `max` data messages, then cancels `reached` and encodes no more data.
-    pub fn with_limit(mut self, max: u64, reached: CancellationToken) -> Encoder {
-        self.limit = Some(Limit {
-            remaining: max,
-            reached,
-        });
-        self
-    }
-
     /// The lines of `batch`, or `None` if this encoding writes none of its events.
     pub fn encode(&mut self, batch: &Batch) -> Option<Encoded> {
-        let estimate: usize = batch.events.iter().map(|e| self.estimate(e)).sum();
-        let mut bytes = Vec::with_capacity(estimate);
+        let mut bytes = Vec::new();
         let mut marks = Vec::with_capacity(batch.events.len());
-        for event in &batch.events {
-            if event.is_data() {
-                if let Some(limit) = &mut self.limit {
-                    if limit.remaining == 0 {
-                        continue;
-                    }
-                    limit.remaining -= 1;
-                }
-            }
-            let written = match &mut self.filter {
-                Some(filter) => {
-                    writes(&self.encoding, event)
-                        && filter.apply(&batch.upstream, event, &mut bytes)
-                }
-                None => self.encoding.encode(&batch.upstream, event, &mut bytes),
-            };
-            if written {
-                marks.push(Mark {
-                    end: bytes.len(),
-                    seq: seq(event),
-                    ts: event.ts,
-                });
-            }
-        }
-        if let Some(limit) = &self.limit {
-            if limit.remaining == 0 {
-                limit.reached.cancel();
-            }
-        }
+        self.encode_each(batch, &mut bytes, |end, event| {
+            marks.push(Mark {
+                end,
+                seq: seq(event),
+                ts: event.ts,
+            })
+        });
         if marks.is_empty() {
             return None;
         }
@@ -205,6 +162,38 @@ impl Encoder {
             bytes: Bytes::from(bytes),
             marks: marks.into(),
         })
+    }
+
+    /// Appends the lines of `batch` to `out` and returns how many records they are: for a
+    /// sink that gathers batches in one buffer of its own (stdout), so that a batch costs no
+    /// allocation.
+    pub fn encode_into(&mut self, batch: &Batch, out: &mut Vec<u8>) -> usize {
+        let mut records = 0;
+        self.encode_each(batch, out, |_, _| records += 1);
+        records
+    }
+
+    /// Appends each event's line(s) to `out`, calling `written` with where each record's
+    /// lines end and its event.
+    fn encode_each(
+        &mut self,
+        batch: &Batch,
+        out: &mut Vec<u8>,
+        mut written: impl FnMut(usize, &Event),
+    ) {
+        let estimate: usize = batch.events.iter().map(|e| self.estimate(e)).sum();
+        out.reserve(estimate);
+        for event in &batch.events {
+            let wrote = match &mut self.filter {
+                Some(filter) => {
+                    writes(&self.encoding, event) && filter.apply(&batch.upstream, event, out)
+                }
+                None => self.encoding.encode(&batch.upstream, event, out),
+            };
+            if wrote {
+                written(out.len(), event);
+            }
+        }
     }
 
     /// About how long an event's line is, so a batch's buffer is allocated once.

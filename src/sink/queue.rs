@@ -1,4 +1,4 @@
-//! One destination's queue (a client of a unix or tcp sink, stdout, and the sinks to come):
+//! One destination's queue (a client of a unix or tcp sink, a file, a program, a broker):
 //! bounded in records AND in bytes, so a stalled reader of large messages holds a few
 //! megabytes, not gigabytes.
 //!

@@ -3,37 +3,32 @@
 //! A blocking thread rather than tokio's `stdout()`: /dev/null and regular files cannot be
 //! polled, and a stalled pipe must never block the runtime (signals, the watchdog and the
 //! other sinks go on while the upstreams routed here wait: stdout's backpressure). The
-//! shared [`Driver`] encodes; the thread takes what is queued (a blocking receive) and
-//! writes it with one `writev` whenever it has anything, so `| jq` sees data at once and a
-//! burst costs few writes. A closed pipe (`| head`) is a normal ending.
+//! thread takes the batches the hub routes here itself, encodes each into one buffer with
+//! the sink's [`Encoder`], and writes the buffer when it passes [`WRITE_AT`] or nothing more
+//! is waiting: `| jq` sees data at once, a burst costs few writes, and a batch costs no task
+//! wake-up and no allocation on its way. A closed pipe (`| head`) is a normal ending.
 
 use std::fs::File;
-use std::io::{self, IoSlice, Write};
+use std::io::{self, Write};
 use std::os::fd::AsFd;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::runtime::Handle;
+use tokio::sync::mpsc::error::TryRecvError;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::driver::{run_single, Driver};
-use super::queue::Bounds;
-use super::writer::SinkWriter;
-use super::{Encoded, Encoder, SinkError, SinkStats};
-use crate::config::OnSlow;
-use crate::hub::SinkReceiver;
+use super::{Encoder, SinkError, SinkStats};
+use crate::hub::{Delivery, SinkReceiver};
 use crate::record::Encoding;
 
 /// The size stdout is given when it is a pipe (Linux's default `pipe-max-size`).
 const PIPE_SIZE: usize = 1 << 20;
-/// What may wait for the thread: a hand-over, not a buffer (stdout always blocks its
-/// upstreams when it is behind, so holding more would only cost memory).
-const HAND_OVER: Bounds = Bounds {
-    records: 4096,
-    bytes: 1 << 20,
-};
-/// Chunks per `writev`, at most (Linux takes 1,024).
-const MAX_IOVECS: usize = 256;
+/// The buffer is written once it holds this much, even while more batches are waiting.
+const WRITE_AT: usize = 64 * 1024;
+/// A buffer grown past this (by one large message) is given back after its write.
+const KEEP: usize = 1 << 20;
 
 /// The process's standard output, as a file of its own (a duplicate of fd 1), so writes go
 /// straight to the kernel without std's line buffering or lock.
@@ -78,118 +73,137 @@ impl<W: Write + Send + 'static> StdoutSink<W> {
         StdoutSink { out, encoder }
     }
 
-    /// Writes at most `max` data messages, then cancels `reached` and writes no more data.
-    pub fn with_limit(mut self, max: u64, reached: CancellationToken) -> Self {
-        self.encoder = self.encoder.with_limit(max, reached);
-        self
-    }
-
-    /// Writes until the input closes, or until cancelled and what was queued is written.
+    /// Writes until the input closes, or until `shutdown` is cancelled and what was queued
+    /// is written. The writing happens on a thread of its own; this only waits for it.
     pub async fn run(
         self,
         input: SinkReceiver,
         shutdown: CancellationToken,
         stats: Arc<SinkStats>,
     ) -> Result<(), SinkError> {
-        let writer = ThreadWriter::spawn(self.out).map_err(SinkError::Stdout)?;
-        let driver = Driver::new(
-            "stdout".into(),
-            self.encoder,
-            OnSlow::Block,
-            HAND_OVER,
+        let thread = WriterThread {
+            out: self.out,
+            encoder: self.encoder,
+            input,
+            shutdown,
+            closing: false,
+            runtime: Handle::current(),
             stats,
-        );
-        run_single(input, shutdown, driver, writer)
-            .await
-            .map_err(classify)
-    }
-}
-
-/// Hands rounds to the writing thread; waits (asynchronously) while it is behind.
-struct ThreadWriter {
-    rounds: Option<mpsc::Sender<Vec<Bytes>>>,
-    done: Option<oneshot::Receiver<io::Result<()>>>,
-}
-
-impl ThreadWriter {
-    fn spawn<W: Write + Send + 'static>(out: W) -> io::Result<ThreadWriter> {
-        // One round waits while the thread writes the previous one.
-        let (tx, rx) = mpsc::channel(1);
+            buffer: Vec::with_capacity(WRITE_AT),
+            records: 0,
+        };
+        let span = tracing::Span::current();
         let (done_tx, done) = oneshot::channel();
         std::thread::Builder::new()
             .name("wsbridge-stdout".into())
             .spawn(move || {
-                let _ = done_tx.send(write_rounds(out, rx));
-            })?;
-        Ok(ThreadWriter {
-            rounds: Some(tx),
-            done: Some(done),
-        })
-    }
-
-    /// How the thread ended.
-    async fn result(&mut self) -> io::Result<()> {
-        self.rounds = None; // lets it finish
-        match self.done.take() {
-            Some(done) => done.await.unwrap_or_else(|_| {
-                Err(io::Error::other(
-                    "the stdout writer thread panicked (a bug: please report it with the log)",
-                ))
-            }),
-            None => Ok(()),
+                let _span = span.enter();
+                let _ = done_tx.send(thread.run());
+            })
+            .map_err(SinkError::Stdout)?;
+        match done.await {
+            Ok(result) => result.map_err(classify),
+            Err(_) => Err(SinkError::Stdout(io::Error::other(
+                "the stdout writer thread panicked (a bug: please report it with the log)",
+            ))),
         }
     }
 }
 
-impl SinkWriter for ThreadWriter {
-    async fn write(&mut self, round: &[Encoded]) -> io::Result<()> {
-        let chunks = round.iter().map(|run| run.bytes().clone()).collect();
-        let sent = match &self.rounds {
-            Some(rounds) => rounds.send(chunks).await.is_ok(),
-            None => false,
-        };
-        if sent {
+/// What the writing thread owns: the input, the encoder and the one buffer.
+struct WriterThread<W> {
+    out: W,
+    encoder: Encoder,
+    input: SinkReceiver,
+    shutdown: CancellationToken,
+    /// Shutdown was seen and the input closed: what is left in it is written, then the end.
+    closing: bool,
+    /// Only to wait for the next batch or shutdown, whichever comes first, from this thread.
+    runtime: Handle,
+    stats: Arc<SinkStats>,
+    /// Encoded lines not yet written.
+    buffer: Vec<u8>,
+    /// Records in `buffer`.
+    records: u64,
+}
+
+impl<W: Write> WriterThread<W> {
+    /// Encodes and writes until the input is closed and read to the end; a write error ends
+    /// it (and drops the input, so the upstreams routed here no longer wait for it).
+    fn run(mut self) -> io::Result<()> {
+        loop {
+            let delivery = match self.input.try_recv() {
+                Ok(delivery) => delivery,
+                Err(TryRecvError::Disconnected) => break,
+                // Nothing more is ready: what was gathered goes out before waiting.
+                Err(TryRecvError::Empty) => {
+                    self.write_buffer()?;
+                    match self.next() {
+                        Some(delivery) => delivery,
+                        None => break,
+                    }
+                }
+            };
+            self.records += self.encoder.encode_into(&delivery.batch, &mut self.buffer) as u64;
+            // Gives the batch's share of the input's byte budget back.
+            drop(delivery);
+            if self.buffer.len() >= WRITE_AT {
+                self.write_buffer()?;
+            }
+        }
+        self.write_buffer()?;
+        self.out.flush()
+    }
+
+    /// Waits for the next batch; `None` once the input is closed and read to the end.
+    fn next(&mut self) -> Option<Delivery> {
+        if !self.closing {
+            let (input, shutdown) = (&mut self.input, &self.shutdown);
+            let next = self.runtime.block_on(async {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => None,
+                    delivery = input.recv() => Some(delivery),
+                }
+            });
+            match next {
+                Some(delivery) => return delivery,
+                None => self.close_input(),
+            }
+        }
+        // Closed: this returns what is left, then `None`, without waiting for senders.
+        self.input.blocking_recv()
+    }
+
+    /// Shutdown: no more batches are taken in; those already queued are still written.
+    fn close_input(&mut self) {
+        self.closing = true;
+        self.input.close();
+    }
+
+    /// Writes the buffer (if it holds anything), then counts its records as written.
+    fn write_buffer(&mut self) -> io::Result<()> {
+        if self.buffer.is_empty() {
             return Ok(());
         }
-        // The thread stopped: its error says why.
-        self.result().await?;
-        Err(io::ErrorKind::BrokenPipe.into())
-    }
-
-    async fn close(&mut self) -> io::Result<()> {
-        self.result().await
-    }
-}
-
-/// The thread: takes rounds as they come and writes each with the ones already waiting.
-fn write_rounds<W: Write>(mut out: W, mut rounds: mpsc::Receiver<Vec<Bytes>>) -> io::Result<()> {
-    while let Some(mut chunks) = rounds.blocking_recv() {
-        while chunks.len() < MAX_IOVECS {
-            match rounds.try_recv() {
-                Ok(more) => chunks.extend(more),
-                Err(_) => break,
-            }
+        let len = self.buffer.len() as u64;
+        self.stats.bytes_buffered.fetch_add(len, Ordering::Relaxed);
+        let written = self.out.write_all(&self.buffer);
+        self.stats.bytes_buffered.fetch_sub(len, Ordering::Relaxed);
+        written?;
+        self.stats
+            .records_written
+            .fetch_add(std::mem::take(&mut self.records), Ordering::Relaxed);
+        self.buffer.clear();
+        if self.buffer.capacity() > KEEP {
+            self.buffer = Vec::with_capacity(WRITE_AT);
         }
-        write_all(&mut out, &chunks)?;
-    }
-    out.flush()
-}
-
-/// Writes every chunk, as few `writev`s as the writer allows.
-fn write_all(out: &mut impl Write, chunks: &[Bytes]) -> io::Result<()> {
-    for group in chunks.chunks(MAX_IOVECS) {
-        let mut slices: Vec<IoSlice<'_>> = group.iter().map(|c| IoSlice::new(c)).collect();
-        let mut slices = &mut slices[..];
-        while !slices.is_empty() {
-            match out.write_vectored(slices) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => IoSlice::advance_slices(&mut slices, n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+        // A feed that never pauses still sees shutdown, once per write.
+        if !self.closing && self.shutdown.is_cancelled() {
+            self.close_input();
         }
+        Ok(())
     }
-    Ok(())
 }
 
 fn classify(e: io::Error) -> SinkError {
@@ -202,14 +216,16 @@ fn classify(e: io::Error) -> SinkError {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::mpsc as std_mpsc;
     use std::sync::Mutex;
+    use std::time::Duration;
 
     use super::*;
     use crate::config::Format;
     use crate::hub::{sink_input, Outlet};
     use crate::record::{Event, EventKind};
 
-    /// Larger than a round, so lines span several.
+    /// Larger than the buffer is written at, so lines span several writes.
     const WRITE_SIZE: usize = 64 * 1024;
 
     /// A writer the test can read back; writes in small pieces, as a pipe may.
@@ -227,6 +243,20 @@ mod tests {
         }
     }
 
+    /// A writer that blocks in its first write until the test lets it go, like a pipe whose
+    /// reader stopped reading, then fails as that pipe does once its reader is gone.
+    struct Stalled(std_mpsc::Receiver<()>);
+
+    impl Write for Stalled {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            let _ = self.0.recv();
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
     fn text(seq: u64, data: String) -> Event {
         Event::now(EventKind::Text {
             seq,
@@ -234,32 +264,36 @@ mod tests {
         })
     }
 
-    async fn written_by(
-        encoding: Encoding,
-        events: Vec<Event>,
-        limit: Option<u64>,
-    ) -> (Vec<u8>, CancellationToken) {
+    fn ndjson() -> Encoding {
+        Encoding {
+            format: Format::Ndjson,
+            events: true,
+            parse_json: false,
+            binary_bytes: false,
+        }
+    }
+
+    async fn written_by(encoding: Encoding, events: Vec<Event>) -> Vec<u8> {
         let out = Shared::default();
         let (input, receiver) = sink_input(4, 1 << 20);
-        let reached = CancellationToken::new();
-        let mut sink = StdoutSink::new(out.clone(), encoding);
-        if let Some(max) = limit {
-            sink = sink.with_limit(max, reached.clone());
-        }
-        let task = tokio::spawn(sink.run(
+        let stats = Arc::new(SinkStats::default());
+        let task = tokio::spawn(StdoutSink::new(out.clone(), encoding).run(
             receiver,
             CancellationToken::new(),
-            Arc::new(SinkStats::default()),
+            stats.clone(),
         ));
         let mut outlet = Outlet::fixed(vec![input]);
         let name: Arc<str> = Arc::from("feed");
+        let count = events.len() as u64;
         for event in events {
             outlet.deliver(&name, event).await;
         }
         drop(outlet);
         task.await.unwrap().unwrap();
+        assert_eq!(stats.records_written.load(Ordering::Relaxed), count);
+        assert_eq!(stats.bytes_buffered.load(Ordering::Relaxed), 0);
         let bytes = out.0.lock().unwrap().clone();
-        (bytes, reached)
+        bytes
     }
 
     #[tokio::test]
@@ -275,7 +309,7 @@ mod tests {
             parse_json: true,
             ..raw
         };
-        let events = vec![
+        let mut events = vec![
             text(1, "small".into()),
             text(2, "x".repeat(3 * WRITE_SIZE)),
             text(
@@ -287,14 +321,15 @@ mod tests {
                 data: (0..2 * WRITE_SIZE + 1).map(|i| i as u8).collect(),
             }),
             text(5, format!("[{}1]", "1,\n".repeat(WRITE_SIZE))),
-            text(6, "last".into()),
         ];
+        // Many small ones, so that some are gathered into one write.
+        events.extend((6..2006).map(|seq| text(seq, format!("line {seq}"))));
         for encoding in [raw, ndjson] {
             let mut expected = Vec::new();
             for event in &events {
                 encoding.encode("feed", event, &mut expected);
             }
-            let (written, _) = written_by(encoding, events.clone(), None).await;
+            let written = written_by(encoding, events.clone()).await;
             assert_eq!(written.len(), expected.len(), "{encoding:?}");
             assert!(
                 written == expected,
@@ -303,19 +338,71 @@ mod tests {
         }
     }
 
+    /// A reload stops a stdout sink while its upstreams still hold its input: it must end
+    /// after writing what was queued, not wait for them.
     #[tokio::test]
-    async fn the_limit_stops_data_and_says_so() {
-        let ndjson = Encoding {
-            format: Format::Ndjson,
-            events: true,
-            parse_json: false,
-            binary_bytes: false,
-        };
-        let events = (1..=5).map(|seq| text(seq, format!("m{seq}"))).collect();
-        let (written, reached) = written_by(ndjson, events, Some(3)).await;
-        let written = String::from_utf8(written).unwrap();
+    async fn shutdown_writes_what_is_queued_and_ends_while_senders_remain() {
+        let out = Shared::default();
+        let (input, receiver) = sink_input(16, 1 << 20);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(StdoutSink::new(out.clone(), ndjson()).run(
+            receiver,
+            shutdown.clone(),
+            Arc::new(SinkStats::default()),
+        ));
+        let mut outlet = Outlet::fixed(vec![input]);
+        let name: Arc<str> = Arc::from("feed");
+        for seq in 1..=3 {
+            outlet.deliver(&name, text(seq, format!("m{seq}"))).await;
+        }
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("the sink ends on shutdown although its input is still open")
+            .unwrap()
+            .unwrap();
+        let written = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         assert_eq!(written.lines().count(), 3, "{written}");
-        assert!(written.contains("\"data\":\"m3\"") && !written.contains("m4"));
-        assert!(reached.is_cancelled());
+        // The input is closed: a later batch is refused, not waited for.
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            outlet.deliver(&name, text(4, "late".into())),
+        )
+        .await
+        .expect("a stopped sink never makes its upstreams wait");
+    }
+
+    /// The thread blocks in write(2), the runtime does not; a closed pipe is a normal ending
+    /// that lets the upstreams go on.
+    #[tokio::test]
+    async fn a_stalled_stdout_blocks_its_thread_only_and_a_closed_one_ends_the_sink() {
+        let (release, stalled) = std_mpsc::channel();
+        let (input, receiver) = sink_input(1, 1 << 20);
+        let task = tokio::spawn(StdoutSink::new(Stalled(stalled), ndjson()).run(
+            receiver,
+            CancellationToken::new(),
+            Arc::new(SinkStats::default()),
+        ));
+        let mut outlet = Outlet::fixed(vec![input]);
+        let name: Arc<str> = Arc::from("feed");
+        outlet.deliver(&name, text(1, "first".into())).await;
+        // This test's runtime has one thread: this timer fires only if the write that is
+        // stuck does not hold it.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(!task.is_finished());
+        release.send(()).unwrap();
+        let ended = tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("the sink ends when its write fails")
+            .unwrap();
+        assert!(matches!(ended, Err(SinkError::BrokenPipe)), "{ended:?}");
+        for seq in 2..10 {
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                outlet.deliver(&name, text(seq, "more".into())),
+            )
+            .await
+            .expect("a sink that ended never makes its upstreams wait");
+        }
     }
 }

@@ -7,9 +7,10 @@
 //! closes the queues on shutdown; [`pump`] takes what is queued in rounds, writes them,
 //! gives their room back, flushes when the queue runs dry and closes the writer at the end.
 //!
-//! A sink with one destination (stdout; file, exec, NATS, Redis to come) is its writer plus
-//! one call to [`super::driver::run_single`]. A listener sink (unix, tcp) makes a writer per
-//! client and lets [`pump`] read the client's inbound lines too.
+//! A sink with one destination (file, exec, NATS, Redis) is its writer plus one call to
+//! [`super::driver::run_single`]. A listener sink (unix, tcp) makes a writer per client and
+//! lets [`pump`] read the client's inbound lines too. Stdout is the exception: its one thread
+//! takes the batches and encodes them itself (`super::stdout`), with no task between.
 
 use std::future::Future;
 use std::io;
@@ -27,7 +28,7 @@ use super::{Encoded, QueueReader};
 /// While a write waits (a full pipe, a slow server), the destination's queue fills and the
 /// sink's `on_slow` decides what happens: nothing is lost silently and memory stays bounded.
 /// A write must never block the thread: wait asynchronously, or hand blocking writes to a
-/// thread of the sink's own (as stdout does). An error ends this destination: [`pump`]
+/// thread of the sink's own. An error ends this destination: [`pump`]
 /// returns it, and the sink's runner decides whether that ends the sink (stdout) or only
 /// that client.
 pub trait SinkWriter: Send + 'static {
