@@ -75,6 +75,11 @@ pub struct RawConnectionSettings {
     pub client_key: Option<Spanned<PathBuf>>,
     pub server_name: Option<Spanned<String>>,
     pub insecure: Option<Spanned<bool>>,
+    // What each attempt is prepared with, and what the session does with messages.
+    pub before_connect: Option<Spanned<Vec<Spanned<String>>>>,
+    pub app_ping: Option<Spanned<super::shaping::RawAppPing>>,
+    pub decompress: Option<Spanned<super::Decompress>>,
+    pub reply: Option<Spanned<String>>,
 }
 
 /// `reconnect = { ... }`: any subset of the keys; the others keep their defaults.
@@ -145,6 +150,10 @@ impl RawUpstream {
             client_key: self.client_key.clone(),
             server_name: self.server_name.clone(),
             insecure: self.insecure.clone(),
+            before_connect: self.before_connect.clone(),
+            app_ping: self.app_ping.clone(),
+            decompress: self.decompress.clone(),
+            reply: self.reply.clone(),
         }
     }
 }

@@ -233,6 +233,49 @@ decompress = "auto"
 }
 
 #[test]
+fn shaping_keys_sit_in_defaults_too_and_an_upstream_overrides_them() {
+    let text = r#"[defaults]
+before_connect = ["get-ticket"]
+app_ping = { message = "ping", expect = "pong", interval = "5s" }
+decompress = "gzip"
+reply = '{pong: .ping}'
+
+[[upstream]]
+name = "inherits"
+url = "ws://h/"
+
+[[upstream]]
+name = "overrides"
+url = "ws://h/"
+decompress = "none"
+before_connect = ["other"]
+"#;
+    let config = crate::config::Config::parse_with_env(text, "t.toml".as_ref(), &|_| None).unwrap();
+    let (a, b) = (&config.upstreams[0], &config.upstreams[1]);
+    assert_eq!(
+        a.before_connect.as_deref(),
+        Some(&["get-ticket".to_string()][..])
+    );
+    assert_eq!(a.app_ping.as_ref().map(|p| p.interval.as_secs()), Some(5));
+    assert_eq!(a.decompress, crate::config::Decompress::Gzip);
+    assert!(a.reply.is_some() && b.reply.is_some());
+    assert_eq!(
+        b.before_connect.as_deref(),
+        Some(&["other".to_string()][..])
+    );
+    assert_eq!(b.decompress, crate::config::Decompress::None);
+
+    // A mistake in [defaults] is reported once, at its line, under `defaults`.
+    let bad = "[defaults]\nreply = '{pong: .ping'\n\n[[upstream]]\nname = \"a\"\nurl = \"ws://h/\"\n\n[[upstream]]\nname = \"b\"\nurl = \"ws://h/\"\n";
+    let found = errors(bad);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].contains(":2:") && found[0].contains("defaults.reply"),
+        "{found:?}"
+    );
+}
+
+#[test]
 fn reply_is_compiled_at_load_and_its_mistakes_are_at_their_line() {
     let text = r#"[[upstream]]
 name = "a"

@@ -2,8 +2,9 @@
 
 use std::path::Path;
 
+use super::transport::pick;
 use super::Validator;
-use crate::config::raw::RawUpstream;
+use crate::config::raw::RawConnectionSettings;
 use crate::config::{AppPing, Decompress, DEFAULT_APP_PING_INTERVAL, DEFAULT_APP_PING_TIMEOUT};
 use crate::jq::Program;
 
@@ -16,11 +17,22 @@ pub(super) struct Shaping {
 }
 
 impl Validator<'_> {
-    /// Resolves the keys of [`Shaping`]; `None` if any was invalid (each error reported).
-    pub(super) fn shaping(&mut self, u: &RawUpstream, key: &str) -> Option<Shaping> {
+    /// Resolves the keys of [`Shaping`]: the upstream's own (`over`), else `[defaults]`'s
+    /// (`base`); `None` if any was invalid (each error reported, at the table it is in).
+    pub(super) fn shaping(
+        &mut self,
+        base: &RawConnectionSettings,
+        over: &RawConnectionSettings,
+        key: &str,
+    ) -> Option<Shaping> {
         let before = self.errors.len();
-        let before_connect = u.before_connect.as_ref().map(|argv| {
-            let key = format!("{key}.before_connect");
+        let before_connect = pick(
+            &base.before_connect,
+            &over.before_connect,
+            key,
+            "before_connect",
+        );
+        let before_connect = before_connect.map(|(argv, key, _)| {
             match argv.get_ref().first() {
                 None => self.error(
                     Some(argv.span()),
@@ -36,8 +48,8 @@ impl Validator<'_> {
             }
             argv.get_ref().iter().map(|a| a.get_ref().clone()).collect()
         });
-        let app_ping = u.app_ping.as_ref().and_then(|p| {
-            let key = format!("{key}.app_ping");
+        let app_ping = pick(&base.app_ping, &over.app_ping, key, "app_ping");
+        let app_ping = app_ping.and_then(|(p, key, _)| {
             let p = p.get_ref();
             for (field, value) in [("message", &p.message), ("expect", &p.expect)] {
                 if value.get_ref().is_empty() {
@@ -63,21 +75,19 @@ impl Validator<'_> {
                 timeout: timeout?,
             })
         });
-        let decompress = u
-            .decompress
-            .as_ref()
-            .map_or(Decompress::None, |d| *d.get_ref());
+        let decompress = pick(&base.decompress, &over.decompress, key, "decompress")
+            .map_or(Decompress::None, |(d, _, _)| *d.get_ref());
         // Compiled now: a program that does not compile is a config error at its line.
-        let reply = match &u.reply {
-            Some(text) if text.get_ref().trim().is_empty() => {
+        let reply = match pick(&base.reply, &over.reply, key, "reply") {
+            Some((text, key, _)) if text.get_ref().trim().is_empty() => {
                 self.error(
                     Some(text.span()),
-                    Some(format!("{key}.reply")),
+                    Some(key),
                     "is empty: write a jq program such as 'select(has(\"ping\")) | {pong: .ping}', or remove `reply`".into(),
                 );
                 None
             }
-            Some(text) => self.jq_program(text, format!("{key}.reply")).ok(),
+            Some((text, key, _)) => self.jq_program(text, key).ok(),
             None => None,
         };
         (self.errors.len() == before).then_some(Shaping {

@@ -21,7 +21,7 @@ pub(super) struct Transport {
 }
 
 /// The upstream's value if it has one, else `[defaults]`'s, with the key to name in errors.
-fn pick<'a, T>(
+pub(super) fn pick<'a, T>(
     base: &'a Option<Spanned<T>>,
     over: &'a Option<Spanned<T>>,
     key: &str,

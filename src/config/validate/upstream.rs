@@ -251,7 +251,7 @@ impl Validator<'_> {
             }
         }
         let settings = self.settings(defaults, &u.overrides(), key);
-        let shaping = self.shaping(u, key);
+        let shaping = self.shaping(defaults, &u.overrides(), key);
         let transport = self.transport(defaults, &u.overrides(), key, url.as_ref());
         let replicas = self.replicas(u.replicas.as_ref(), key);
         if self.errors.len() > before || !defaults_ok {
