@@ -45,4 +45,5 @@ pub mod replay;
 pub mod sink;
 pub mod status_client;
 pub mod supervisor;
+pub mod throttle;
 pub mod upstream;

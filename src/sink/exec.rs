@@ -28,7 +28,6 @@ use tracing::{error, info, warn, Instrument};
 
 use super::client::SocketWriter;
 use super::inbound::Router;
-use super::listener::Throttled;
 use super::queue::Bounds;
 use super::writer::pump;
 use super::{Driver, SinkContext};
@@ -36,6 +35,7 @@ use crate::config::{Format, OnSlow, ReconnectPolicy, SinkKind};
 use crate::duration::human;
 use crate::hub::Delivery;
 use crate::lines::{BoundedLines, Line};
+use crate::throttle::Throttled;
 use crate::upstream::backoff::Backoff;
 
 /// How long the program's output is still read after it exited (a child of its own may

@@ -11,18 +11,14 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::time::Instant;
 use tracing::warn;
 
 use super::SinkStats;
 use crate::config::Format;
 use crate::jq::{self, Program};
 use crate::record::{Encoding, Event};
-
-/// At most one warning about failing records per this long.
-const WARN_EVERY: Duration = Duration::from_secs(5);
+use crate::throttle::Throttled;
 
 /// Runs a sink's program on its records.
 #[derive(Debug)]
@@ -35,8 +31,8 @@ pub struct RecordFilter {
     stats: Arc<SinkStats>,
     /// The record's line, reused.
     scratch: Vec<u8>,
-    last_warning: Option<Instant>,
-    unreported: u64,
+    /// Failures not yet in a warning.
+    failures: Throttled,
 }
 
 impl RecordFilter {
@@ -53,8 +49,7 @@ impl RecordFilter {
             raw: format == Format::Raw,
             stats,
             scratch: Vec::new(),
-            last_warning: None,
-            unreported: 0,
+            failures: Throttled::default(),
         }
     }
 
@@ -89,15 +84,9 @@ impl RecordFilter {
 
     fn failed(&mut self, error: &str) {
         self.stats.filter_errors.fetch_add(1, Ordering::Relaxed);
-        self.unreported += 1;
-        if self
-            .last_warning
-            .is_some_and(|at| at.elapsed() < WARN_EVERY)
-        {
+        let Some(failed) = self.failures.due() else {
             return;
-        }
-        self.last_warning = Some(Instant::now());
-        let failed = std::mem::take(&mut self.unreported);
+        };
         warn!(
             error,
             failed, "the sink's filter failed on a record; the record is dropped"

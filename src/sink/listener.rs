@@ -20,12 +20,11 @@ use super::inbound::Router;
 use super::queue::Bounds;
 use super::{Driver, SinkContext, SinkError};
 use crate::record::client_error_line;
+use crate::throttle::Throttled;
 
 /// How long accepting pauses after it failed: with no descriptor left, retrying at once
 /// would spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// At most one warning of a kind per this long; the others are counted into the next.
-const WARN_EVERY: Duration = Duration::from_secs(5);
 
 /// The listener of a sink.
 pub enum Listener<'a> {
@@ -48,29 +47,6 @@ impl Listener<'_> {
                 Ok((Stream::Tcp(s), addr.to_string()))
             }
         }
-    }
-}
-
-/// A warning that may repeat many times a second: logged at most once per
-/// [`WARN_EVERY`], with how many times it happened since.
-#[derive(Default)]
-pub(super) struct Throttled {
-    last_warning: Option<Instant>,
-    unreported: u64,
-}
-
-impl Throttled {
-    /// Counts one occurrence; returns the count to log when a warning is due.
-    pub(super) fn due(&mut self) -> Option<u64> {
-        self.unreported += 1;
-        if self
-            .last_warning
-            .is_some_and(|at| at.elapsed() < WARN_EVERY)
-        {
-            return None;
-        }
-        self.last_warning = Some(Instant::now());
-        Some(std::mem::take(&mut self.unreported))
     }
 }
 

@@ -12,20 +12,15 @@
 //! otherwise grow them without limit, so beyond [`MAX_WAITING`] they are dropped and counted
 //! as errors.
 
-use std::time::Duration;
-
-use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::warn;
 
 use super::outgoing::Outgoing;
 use crate::jq::{self, Program};
+use crate::throttle::Throttled;
 
 /// Replies waiting to be written, at most (here, and again in the session's writing side).
 pub const MAX_WAITING: usize = jq::MAX_OUTPUTS;
-
-/// At most one warning about failures per this long.
-const WARN_EVERY: Duration = Duration::from_secs(5);
 
 /// The `reply` state of one connection.
 #[derive(Debug)]
@@ -37,8 +32,8 @@ pub struct Replier {
     pub(super) sent: u64,
     /// Messages the program failed on, and replies dropped, since the last publish.
     pub(super) errors: u64,
-    last_warning: Option<Instant>,
-    unreported: u64,
+    /// Failures not yet in a warning.
+    failures: Throttled,
 }
 
 impl Replier {
@@ -49,8 +44,7 @@ impl Replier {
             waiting: Vec::new(),
             sent: 0,
             errors: 0,
-            last_warning: None,
-            unreported: 0,
+            failures: Throttled::default(),
         }
     }
 
@@ -113,18 +107,12 @@ impl Replier {
         }
     }
 
-    /// Counts `n` failures and warns at most every [`WARN_EVERY`].
+    /// Counts `n` failures and warns at a bounded rate ([`crate::throttle`]).
     fn failed(&mut self, n: u64, error: &str) {
         self.errors += n;
-        self.unreported += n;
-        if self
-            .last_warning
-            .is_some_and(|at| at.elapsed() < WARN_EVERY)
-        {
+        let Some(failed) = self.failures.due_n(n) else {
             return;
-        }
-        self.last_warning = Some(Instant::now());
-        let failed = std::mem::take(&mut self.unreported);
+        };
         warn!(
             error,
             failed, "reply failed on a message; the message is forwarded unanswered"

@@ -11,16 +11,15 @@ use std::io::{self, Write as _};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tracing::{info, warn};
 
 use super::rotated::{sync_dir, Compressor, Rotated};
 use super::{open_append, Encoded, SinkStats};
 use crate::config::RotatePolicy;
+use crate::throttle::Throttled;
 
-/// At most one warning about failing writes per this long.
-const WARN_EVERY: Duration = Duration::from_secs(5);
 /// The staging buffer keeps at most this much room between rounds.
 const KEEP_CAPACITY: usize = 1 << 20;
 
@@ -53,7 +52,7 @@ struct Trouble {
     /// Records dropped since writing last worked.
     dropped: u64,
     failing: bool,
-    last_warning: Option<Instant>,
+    warnings: Throttled,
 }
 
 impl Output {
@@ -351,14 +350,9 @@ impl Output {
 
     fn report(&mut self, e: &io::Error, what: &str) {
         self.trouble.failing = true;
-        if self
-            .trouble
-            .last_warning
-            .is_some_and(|at| at.elapsed() < WARN_EVERY)
-        {
+        if self.trouble.warnings.due().is_none() {
             return;
         }
-        self.trouble.last_warning = Some(Instant::now());
         warn!(file = %self.path.display(), error = %e, dropped = self.trouble.dropped, "{what}; the other sinks go on; check the disk and the directory");
     }
 
