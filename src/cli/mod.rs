@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use wsbridge::config::{Config, LogFormat, DEFAULT_CONFIG_PATH};
 use wsbridge::supervisor::{Control, Supervisor};
 
+mod demo;
 mod process;
 mod replay;
 mod shaping;
@@ -43,7 +44,7 @@ enum Command {
     #[command(
         after_help = "Example:\n  wsbridge demo | jq -c 'select(.type==\"text\") | .data | fromjson'"
     )]
-    Demo(DemoArgs),
+    Demo(demo::DemoArgs),
     /// Serve recorded NDJSON files as a WebSocket server, one path per upstream.
     #[command(after_help = replay::EXAMPLES)]
     Replay(replay::ReplayArgs),
@@ -244,36 +245,13 @@ impl ConnectArgs {
     }
 }
 
-#[derive(Debug, Args)]
-struct DemoArgs {
-    /// Stop after this many ticks (default: run until Ctrl-C).
-    #[arg(long, short = 'n')]
-    count: Option<u64>,
-    /// Time between ticks, at least 1ms.
-    #[arg(long, default_value = "250ms", value_parser = parse_interval)]
-    interval: Duration,
-    /// Where the embedded server listens (default: a free loopback port). With
-    /// 127.0.0.1:8765, `wsbridge run -c config/demo.toml` connects to it too.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
-    listen: std::net::SocketAddr,
-}
-
-/// A duration of at least [`wsbridge::demo::MIN_INTERVAL`].
-fn parse_interval(s: &str) -> Result<Duration, String> {
-    let interval = wsbridge::config::parse_duration(s)?;
-    if interval < wsbridge::demo::MIN_INTERVAL {
-        return Err("the time between ticks must be at least 1ms".into());
-    }
-    Ok(interval)
-}
-
 impl Cli {
     /// Runs the chosen command.
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
             Command::Check(args) => Ok(check(&args.config)),
             Command::Run(args) => run(&args.config),
-            Command::Demo(args) => demo(args),
+            Command::Demo(args) => demo::run(args),
             Command::Connect(args) => connect(*args),
             Command::Status(args) => status(&args.config),
             Command::Replay(args) => replay::run(args),
@@ -318,21 +296,6 @@ fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         let controls = signals()?;
         let supervisor = Supervisor::start(config).await?;
         supervisor.run(controls, || Config::load(&path)).await?;
-        Ok(ExitCode::SUCCESS)
-    })
-}
-
-fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    init_logging("warn", LogFormat::Text);
-    let runtime = runtime()?;
-    runtime.block_on(async move {
-        let controls = signals()?;
-        let options = wsbridge::demo::DemoOptions {
-            listen: args.listen,
-            count: args.count,
-            interval: args.interval,
-        };
-        wsbridge::demo::run(options, controls).await?;
         Ok(ExitCode::SUCCESS)
     })
 }
