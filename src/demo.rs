@@ -104,6 +104,7 @@ fn config(addr: SocketAddr) -> Config {
             buffer: 4096,
             buffer_bytes: crate::config::DEFAULT_BUFFER_BYTES,
             on_slow: OnSlow::Block,
+            max_block: None,
             inbound: false,
             listener: Default::default(),
         }],

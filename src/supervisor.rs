@@ -252,7 +252,7 @@ impl Supervisor {
     fn spawn_sink(&mut self, config: Arc<SinkConfig>, bound: BoundSink) {
         let (input, receiver) = hub::sink_input(SINK_INPUT, SINK_INPUT_BYTES);
         let cancel = CancellationToken::new();
-        let stats = Arc::new(SinkStats::default());
+        let stats = Arc::new(SinkStats::named(config.name()));
         let reopen = Arc::new(Notify::new());
         let ctx = SinkContext {
             config: config.clone(),

@@ -210,6 +210,8 @@ pub struct RawSink {
     pub buffer: Option<Spanned<RawSize>>,
     pub buffer_bytes: Option<Spanned<RawSize>>,
     pub on_slow: Option<Spanned<OnSlow>>,
+    /// How long `on_slow = "block"` waits on a sink that takes nothing.
+    pub max_block: Option<Spanned<String>>,
     pub inbound: Option<Spanned<bool>>,
     /// A jq program run on every record (any type).
     pub filter: Option<Spanned<String>>,

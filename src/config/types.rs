@@ -234,6 +234,10 @@ pub struct SinkConfig {
     pub buffer_bytes: usize,
     /// What happens when a client's queue is full.
     pub on_slow: OnSlow,
+    /// `on_slow = "block"`: how long a destination may take nothing before the sink stops
+    /// holding its upstreams and drops (counted) until it takes records again; `None` (`"0s"`)
+    /// waits for ever.
+    pub max_block: Option<std::time::Duration>,
     /// Whether client lines (an exec sink: the program's stdout lines) are sent upstream.
     pub inbound: bool,
     /// A jq program every record goes through (`filter`).

@@ -102,10 +102,16 @@ pub struct SinkStatus {
     pub name: String,
     /// Connected clients.
     pub clients: u64,
-    /// Records handed to clients (or written to stdout).
+    /// Records handed to a destination's queue (once per client).
+    #[serde(default)]
+    pub records_routed: u64,
+    /// Records written (to a client, a file, a program; a broker: acknowledged).
     pub records_written: u64,
-    /// Records dropped for slow clients.
+    /// Records dropped, for any reason.
     pub records_dropped: u64,
+    /// Records dropped, by reason (`slow`, `io`, …; reasons with none are left out).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub dropped_by_reason: std::collections::BTreeMap<String, u64>,
     /// Bytes queued for clients, not yet written (a broker sink: or not yet acknowledged).
     pub bytes_buffered: u64,
     /// Records the sink's `filter` failed on (each dropped).
@@ -205,8 +211,15 @@ impl Metrics {
             .map(|(name, s)| SinkStatus {
                 name: name.clone(),
                 clients: s.clients.load(Ordering::Relaxed),
+                records_routed: s.records_routed.load(Ordering::Relaxed),
                 records_written: s.records_written.load(Ordering::Relaxed),
-                records_dropped: s.records_dropped.load(Ordering::Relaxed),
+                records_dropped: s.records_dropped(),
+                dropped_by_reason: s
+                    .dropped
+                    .by_reason()
+                    .into_iter()
+                    .map(|(reason, n)| (reason.to_string(), n))
+                    .collect(),
                 bytes_buffered: s.bytes_buffered.load(Ordering::Relaxed),
                 broker: s
                     .broker

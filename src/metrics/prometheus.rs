@@ -183,21 +183,39 @@ impl Collector for Collect {
         )?;
         family(
             &mut e,
+            "wsbridge_sink_records_routed",
+            "Records handed to a destination of the sink (once per client)",
+            MetricType::Counter,
+            sinks
+                .iter()
+                .map(|s| (sink(s), ConstCounter::new(s.records_routed))),
+        )?;
+        family(
+            &mut e,
             "wsbridge_sink_records_written",
-            "Records handed to clients or written to stdout",
+            "Records written (a broker: acknowledged as stored)",
             MetricType::Counter,
             sinks
                 .iter()
                 .map(|s| (sink(s), ConstCounter::new(s.records_written))),
         )?;
+        // Every reason of every sink, zeros included, so a rate() query has a series to
+        // start from before the first drop.
         family(
             &mut e,
             "wsbridge_sink_records_dropped",
-            "Records dropped for slow clients",
+            "Records dropped, by reason",
             MetricType::Counter,
-            sinks
-                .iter()
-                .map(|s| (sink(s), ConstCounter::new(s.records_dropped))),
+            sinks.iter().flat_map(|s| {
+                crate::sink::DropReason::ALL.iter().map(move |reason| {
+                    let reason = reason.label();
+                    let n = s.dropped_by_reason.get(reason).copied().unwrap_or(0);
+                    (
+                        vec![("sink", s.name.clone()), ("reason", reason.to_string())],
+                        ConstCounter::new(n),
+                    )
+                })
+            }),
         )?;
         family(
             &mut e,

@@ -7,15 +7,16 @@
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::history::History;
-use super::queue::{queue, Bounds, Offer, QueueReader, QueueSender};
+use super::queue::{queue, records, Bounds, Offer, QueueReader, QueueSender};
 use super::writer::{pump, SinkWriter};
-use super::{Encoded, Encoder, SinkStats};
+use super::{DropReason, Encoded, Encoder, SinkStats};
 use crate::config::OnSlow;
 use crate::hub::{Delivery, SinkReceiver};
 use crate::record::client_error_line;
@@ -28,6 +29,9 @@ struct Destination {
     task: AbortHandle,
     /// Records dropped since it last had room (`on_slow = "drop"`).
     dropped: u64,
+    /// `on_slow = "block"`: it took nothing for `max_block`, so runs are dropped, not
+    /// waited for, until it has room again.
+    stalled: bool,
 }
 
 /// A destination whose queue exists and whose writer task is about to start.
@@ -42,6 +46,8 @@ pub struct Driver {
     sink: String,
     encoder: Encoder,
     on_slow: OnSlow,
+    /// How long `block` waits on a destination that takes nothing; `None`: for ever.
+    max_block: Option<Duration>,
     bounds: Bounds,
     stats: Arc<SinkStats>,
     destinations: Vec<Destination>,
@@ -66,12 +72,20 @@ impl Driver {
             sink,
             encoder,
             on_slow,
+            max_block: None,
             bounds,
             stats,
             destinations: Vec::new(),
             next_id: 0,
             history: None,
         }
+    }
+
+    /// With `on_slow = "block"`, stops waiting on a destination that took nothing for
+    /// `max_block` (`None`: waits for ever, as `connect`'s stdout does).
+    pub fn with_max_block(mut self, max_block: Option<Duration>) -> Driver {
+        self.max_block = max_block;
+        self
     }
 
     /// Keeps `history` of what is delivered; each new destination gets it first.
@@ -117,6 +131,7 @@ impl Driver {
             queue: pending.queue,
             task,
             dropped: 0,
+            stalled: false,
         });
     }
 
@@ -139,15 +154,27 @@ impl Driver {
         while i < self.destinations.len() {
             let destination = &mut self.destinations[i];
             let kept = match self.on_slow {
-                OnSlow::Block => match destination.queue.offer_waiting(&encoded).await {
-                    Offer::Queued => Ok(()),
-                    _ => Err(Gone),
-                },
+                OnSlow::Block => {
+                    offer_blocking(
+                        destination,
+                        &encoded,
+                        self.max_block,
+                        &self.sink,
+                        &self.stats,
+                    )
+                    .await
+                }
                 OnSlow::Disconnect => match destination.queue.offer(&encoded) {
                     Offer::Queued => Ok(()),
                     Offer::Full => {
                         warn!(sink = %self.sink, id = destination.id, buffer = self.bounds.records, buffer_bytes = self.bounds.bytes, "disconnecting a client that is too slow: its buffer is full");
+                        destination.queue.set_drop_reason(DropReason::Slow);
                         destination.task.abort();
+                        count_dropped(
+                            &self.stats,
+                            &encoded,
+                            &"a client too slow was disconnected (on_slow = \"disconnect\")",
+                        );
                         Err(Gone)
                     }
                     Offer::Gone => Err(Gone),
@@ -173,10 +200,9 @@ fn offer_or_drop(
     sink: &str,
     stats: &SinkStats,
 ) -> Result<(), Gone> {
-    let records = run.record_count() as u64;
     let drop_run = |destination: &mut Destination| {
-        destination.dropped += records;
-        stats.records_dropped.fetch_add(records, Ordering::Relaxed);
+        destination.dropped += records(run);
+        count_dropped(stats, run, &"a client read too slowly (on_slow = \"drop\")");
         Ok(())
     };
     if destination.dropped > 0 {
@@ -219,6 +245,69 @@ fn offer_or_drop(
         }
         Offer::Gone => Err(Gone),
     }
+}
+
+/// `on_slow = "block"`: waits for room while the destination makes progress; one that took
+/// nothing for `max_block` is not waited for (its runs dropped, counted `slow`) until it has
+/// room again, so it cannot hold the upstreams, and with them the other sinks, for longer.
+async fn offer_blocking(
+    destination: &mut Destination,
+    run: &Encoded,
+    max_block: Option<Duration>,
+    sink: &str,
+    stats: &SinkStats,
+) -> Result<(), Gone> {
+    if destination.stalled {
+        return match destination.queue.offer(run) {
+            Offer::Queued => {
+                info!(
+                    sink,
+                    id = destination.id,
+                    "the sink takes records again: blocking resumes"
+                );
+                destination.stalled = false;
+                Ok(())
+            }
+            Offer::Full => {
+                count_dropped(stats, run, &"the sink takes nothing (max_block)");
+                Ok(())
+            }
+            Offer::Gone => Err(Gone),
+        };
+    }
+    let Some(max_block) = max_block else {
+        return match destination.queue.offer_waiting(run).await {
+            Offer::Queued => Ok(()),
+            _ => Err(Gone),
+        };
+    };
+    loop {
+        let progress = destination.queue.progress();
+        match tokio::time::timeout(max_block, destination.queue.offer_waiting(run)).await {
+            Ok(Offer::Queued) => return Ok(()),
+            Ok(_) => return Err(Gone),
+            // Still writing, only slowly: keep waiting.
+            Err(_) if destination.queue.progress() != progress => continue,
+            Err(_) => {
+                warn!(
+                    sink,
+                    id = destination.id,
+                    max_block = %crate::duration::human(max_block),
+                    "the sink took nothing for max_block: dropping its records (counted) until it takes records again, so the upstream and its other sinks go on"
+                );
+                destination.stalled = true;
+                count_dropped(stats, run, &"the sink takes nothing (max_block)");
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// A run routed to a destination and dropped for being slow.
+fn count_dropped(stats: &SinkStats, run: &Encoded, why: &dyn std::fmt::Display) {
+    let n = records(run);
+    stats.records_routed.fetch_add(n, Ordering::Relaxed);
+    stats.drop_records(DropReason::Slow, n, why);
 }
 
 /// Runs a sink with one destination, written by `writer`, until its input closes or

@@ -82,7 +82,8 @@ pub async fn run(mut ctx: SinkContext) {
         ctx.config.on_slow,
         Bounds::of(&ctx.config),
         ctx.stats.clone(),
-    );
+    )
+    .with_max_block(ctx.config.max_block);
     let router = Router {
         config: ctx.config.clone(),
         directory: ctx.directory.clone(),
@@ -284,9 +285,13 @@ fn dropped(ctx: &SinkContext, delivery: &Delivery) {
         .iter()
         .filter(|e| events || e.is_data())
         .count();
-    ctx.stats
-        .records_dropped
-        .fetch_add(count as u64, Ordering::Relaxed);
+    let count = count as u64;
+    ctx.stats.records_routed.fetch_add(count, Ordering::Relaxed);
+    ctx.stats.drop_records(
+        super::DropReason::ProgramExited,
+        count,
+        &"the program is not running (on_slow = \"drop\")",
+    );
 }
 
 /// The program's stdout: inbound lines sent upstream (`inbound = true`), else logged.

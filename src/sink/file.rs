@@ -76,7 +76,8 @@ pub async fn run(binding: FileBinding, ctx: SinkContext) -> Result<(), SinkError
         OnSlow::Block,
         Bounds::of(&ctx.config),
         ctx.stats.clone(),
-    );
+    )
+    .with_max_block(ctx.config.max_block);
     let writer = FileWriter::spawn(binding, rotate, ctx.stats.clone(), ctx.reopen.clone())
         .map_err(failed)?;
     run_single(ctx.input, ctx.shutdown, driver, writer)
@@ -149,6 +150,10 @@ impl Drop for FileWriter {
 }
 
 impl SinkWriter for FileWriter {
+    fn counts_itself(&self) -> bool {
+        true
+    }
+
     async fn write(&mut self, round: &[Encoded]) -> io::Result<()> {
         let sent = match &self.commands {
             Some(commands) => commands.send(Command::Write(round.to_vec())).await.is_ok(),

@@ -64,7 +64,8 @@ pub async fn run(
         ctx.config.on_slow,
         Bounds::of(&ctx.config),
         ctx.stats.clone(),
-    );
+    )
+    .with_max_block(ctx.config.max_block);
     if ctx.config.listener.replay > 0 {
         let history = History::new(ctx.config.listener.replay, ctx.config.buffer_bytes);
         driver = driver.with_history(history);

@@ -20,6 +20,7 @@ pub mod activation;
 pub mod broker;
 mod client;
 pub mod driver;
+pub mod dropped;
 pub mod encoded;
 mod exec;
 mod file;
@@ -50,6 +51,7 @@ use crate::hub::{Directory, SinkReceiver};
 use crate::record::Encoding;
 
 pub use driver::Driver;
+pub use dropped::DropReason;
 pub use encoded::{Encoded, Encoder, Record};
 pub use queue::QueueReader;
 pub use stdout::{process_stdout, StdoutSink};
@@ -105,20 +107,47 @@ pub enum SinkError {
 }
 
 /// Counters of one sink, read by the metrics.
+///
+/// Every record routed to a destination of the sink ends as written or dropped (with a
+/// reason): `routed == written + dropped + what its queues hold now`.
 #[derive(Debug, Default)]
 pub struct SinkStats {
+    /// The sink's name, for the warnings of [`SinkStats::drop_records`].
+    pub name: String,
     /// Connected clients.
     pub clients: AtomicU64,
-    /// Records queued for a destination (a client, stdout).
+    /// Records handed to a destination's queue (once per destination).
+    pub records_routed: AtomicU64,
+    /// Records written (for brokers: acknowledged).
     pub records_written: AtomicU64,
-    /// Records dropped for slow clients.
-    pub records_dropped: AtomicU64,
+    /// Records dropped, by reason.
+    pub dropped: dropped::Drops,
     /// Bytes queued for clients and not yet written (a broker: or not yet acknowledged).
     pub bytes_buffered: AtomicU64,
     /// What only the sinks publishing to a broker count.
     pub broker: broker::BrokerStats,
     /// Records the sink's `filter` failed on (each is dropped).
     pub filter_errors: AtomicU64,
+}
+
+impl SinkStats {
+    /// Counters for the sink named `name`.
+    pub fn named(name: String) -> SinkStats {
+        SinkStats {
+            name,
+            ..SinkStats::default()
+        }
+    }
+
+    /// Counts `records` dropped for `reason` (`why` goes into the rate-limited warning).
+    pub fn drop_records(&self, reason: DropReason, records: u64, why: &dyn std::fmt::Display) {
+        self.dropped.add(&self.name, reason, records, why);
+    }
+
+    /// Records dropped for any reason.
+    pub fn records_dropped(&self) -> u64 {
+        self.dropped.total()
+    }
 }
 
 /// What a running sink task needs from the supervisor.
@@ -261,7 +290,8 @@ async fn run_broker<P: broker::Publisher>(ctx: SinkContext, publisher: P) -> Res
         ctx.config.on_slow,
         queue::Bounds::of(&ctx.config),
         ctx.stats.clone(),
-    );
+    )
+    .with_max_block(ctx.config.max_block);
     let stats = ctx.stats.clone();
     driver::run_single_with(ctx.input, ctx.shutdown, driver, move |reader| {
         broker::deliver(reader, publisher, stats, name)

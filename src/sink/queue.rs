@@ -3,17 +3,21 @@
 //! megabytes, not gigabytes.
 //!
 //! What the consumer takes stays counted until it says it has written it
-//! ([`QueueReader::written`]): the bounds cover what is queued plus what is being written.
+//! ([`QueueReader::written`]): the bounds cover what is queued plus what is being written,
+//! and a record counts as written only then. Whatever a queue still holds when its reader
+//! goes (queued, or taken and not written) is counted as dropped, with the reason the owner
+//! set ([`QueueSender::set_drop_reason`], [`QueueReader::set_drop_reason`]; by default
+//! `shutdown`, a sink stopped before it wrote them).
 //! An encoded run larger than either bound still fits an empty queue, alone, so one huge
 //! message is never refused for good. When the consumer goes (done, failed or aborted),
 //! whatever is left is freed at once and its bytes leave `bytes_buffered`.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, Semaphore};
 
-use super::{Encoded, SinkStats};
+use super::{DropReason, Encoded, SinkStats};
 use crate::config::SinkConfig;
 
 /// Bytes a consumer takes in one go (several runs, written together).
@@ -63,6 +67,10 @@ struct Room {
     records: Semaphore,
     bytes: Semaphore,
     max: (u32, u32),
+    /// Why what the queue holds when its reader goes is lost.
+    drop_reason: Mutex<DropReason>,
+    /// How many times the reader gave room back: progress, for `max_block`.
+    progress: std::sync::atomic::AtomicU64,
 }
 
 impl Room {
@@ -92,6 +100,16 @@ pub struct QueueReader {
     stats: Arc<SinkStats>,
     /// Taken and not yet reported written: records, bytes (as permits) and bytes.
     taken: (usize, usize, u64),
+    /// Records (not notices) taken and not yet reported written.
+    taken_records: u64,
+}
+
+/// The records of a run, not counting a notice of our own (a drop report for a client).
+pub fn records(run: &Encoded) -> u64 {
+    match run.records().next() {
+        Some(record) if record.upstream.is_some() => run.record_count() as u64,
+        _ => 0,
+    }
 }
 
 /// A queue bounded by `bounds`, counting into `stats`.
@@ -103,6 +121,8 @@ pub fn queue(bounds: Bounds, stats: Arc<SinkStats>) -> (QueueSender, QueueReader
         records: Semaphore::new(records as usize),
         bytes: Semaphore::new(bytes as usize),
         max: (records, bytes),
+        drop_reason: Mutex::new(DropReason::Shutdown),
+        progress: std::sync::atomic::AtomicU64::new(0),
     });
     let sender = QueueSender {
         runs: tx,
@@ -114,6 +134,7 @@ pub fn queue(bounds: Bounds, stats: Arc<SinkStats>) -> (QueueSender, QueueReader
         room,
         stats,
         taken: (0, 0, 0),
+        taken_records: 0,
     };
     (sender, reader)
 }
@@ -176,16 +197,27 @@ impl QueueSender {
         self.runs.is_closed()
     }
 
+    /// Why what the queue holds is lost if its reader goes now (the driver giving up on a
+    /// slow client says `slow` before aborting its writer).
+    pub fn set_drop_reason(&self, reason: DropReason) {
+        set_reason(&self.room, reason);
+    }
+
+    /// How many times the consumer has given room back so far: it changes while the
+    /// destination makes progress.
+    pub fn progress(&self) -> u64 {
+        self.room.progress.load(Ordering::Relaxed)
+    }
+
     fn enqueue(&self, run: &Encoded) -> Offer {
         let len = run.len() as u64;
         // Counted before sending, so the consumer never subtracts more than was added.
         self.stats.bytes_buffered.fetch_add(len, Ordering::Relaxed);
         match self.runs.try_send(run.clone()) {
             Ok(()) => {
-                let records = run.record_count() as u64;
                 self.stats
-                    .records_written
-                    .fetch_add(records, Ordering::Relaxed);
+                    .records_routed
+                    .fetch_add(records(run), Ordering::Relaxed);
                 Offer::Queued
             }
             Err(_) => {
@@ -230,20 +262,61 @@ impl QueueReader {
         self.runs.is_empty()
     }
 
-    /// What was taken so far is written: gives its room back.
+    /// What was taken so far is written: counts it and gives its room back.
     pub fn written(&mut self) {
+        let done = std::mem::take(&mut self.taken_records);
+        self.stats
+            .records_written
+            .fetch_add(done, Ordering::Relaxed);
+        self.give_back();
+    }
+
+    /// What was taken so far is in the hands of a writer that counts it itself: gives its
+    /// room back without counting it.
+    pub fn handed_off(&mut self) {
+        self.taken_records = 0;
+        self.give_back();
+    }
+
+    /// What was taken so far is lost (a write that failed, a program that exited): counts
+    /// it as dropped for `reason` and gives its room back.
+    pub fn lost(&mut self, reason: DropReason, why: &dyn std::fmt::Display) {
+        let lost = std::mem::take(&mut self.taken_records);
+        self.stats.drop_records(reason, lost, why);
+        self.give_back();
+    }
+
+    /// Why what the queue holds is lost if this reader goes now.
+    pub fn set_drop_reason(&self, reason: DropReason) {
+        set_reason(&self.room, reason);
+    }
+
+    fn give_back(&mut self) {
         let (records, permits, bytes) = std::mem::take(&mut self.taken);
         self.stats
             .bytes_buffered
             .fetch_sub(bytes, Ordering::Relaxed);
         self.room.records.add_permits(records);
         self.room.bytes.add_permits(permits);
+        self.room.progress.fetch_add(1, Ordering::Relaxed);
     }
 
     /// One run taken earlier is done with: gives its room back. For a consumer that keeps
     /// runs until a server acknowledges them, so that `buffer` bounds what is queued plus
     /// what is awaiting acknowledgement; other consumers call [`QueueReader::written`].
     pub fn written_run(&mut self, run: &Encoded) {
+        self.settled_run(run, 0, DropReason::Rejected, &"");
+    }
+
+    /// One run taken earlier is done with, `dropped` of its records not written (refused
+    /// by the server, for `reason`): counts both and gives its room back.
+    pub fn settled_run(
+        &mut self,
+        run: &Encoded,
+        dropped: u64,
+        reason: DropReason,
+        why: &dyn std::fmt::Display,
+    ) {
         let (records, permits) = self.room.cost(run);
         let (records, permits) = (records as usize, permits as usize);
         let bytes = run.len() as u64;
@@ -254,11 +327,19 @@ impl QueueReader {
         self.taken.0 -= records;
         self.taken.1 -= permits;
         self.taken.2 -= bytes;
+        let count = self::records(run).min(self.taken_records);
+        self.taken_records -= count;
+        let dropped = dropped.min(count);
+        self.stats
+            .records_written
+            .fetch_add(count - dropped, Ordering::Relaxed);
+        self.stats.drop_records(reason, dropped, why);
         self.stats
             .bytes_buffered
             .fetch_sub(bytes, Ordering::Relaxed);
         self.room.records.add_permits(records);
         self.room.bytes.add_permits(permits);
+        self.room.progress.fetch_add(1, Ordering::Relaxed);
     }
 
     fn take(&mut self, run: Encoded) -> Encoded {
@@ -266,7 +347,14 @@ impl QueueReader {
         self.taken.0 += records as usize;
         self.taken.1 += permits as usize;
         self.taken.2 += run.len() as u64;
+        self.taken_records += self::records(&run);
         run
+    }
+}
+
+fn set_reason(room: &Room, reason: DropReason) {
+    if let Ok(mut r) = room.drop_reason.lock() {
+        *r = reason;
     }
 }
 
@@ -274,7 +362,19 @@ impl Drop for QueueReader {
     fn drop(&mut self) {
         self.runs.close();
         drop(self.rest());
-        self.written();
+        let reason = self
+            .room
+            .drop_reason
+            .lock()
+            .map(|r| *r)
+            .unwrap_or(DropReason::Shutdown);
+        let why = match reason {
+            DropReason::Shutdown => "the sink stopped before writing them (shutdown_timeout)",
+            DropReason::Slow => "the destination was too slow and was given up on",
+            DropReason::ProgramExited => "the program exited before reading them",
+            _ => "the destination failed with them queued",
+        };
+        self.lost(reason, &why);
     }
 }
 

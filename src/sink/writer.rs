@@ -16,7 +16,7 @@ use std::future::Future;
 use std::io;
 
 use super::inbound::Inbound;
-use super::{Encoded, QueueReader};
+use super::{DropReason, Encoded, QueueReader};
 
 /// Writes records to one destination.
 ///
@@ -41,6 +41,12 @@ pub trait SinkWriter: Send + 'static {
         async { Ok(()) }
     }
 
+    /// Whether the writer counts what it wrote (and drops) itself: one that hands records to
+    /// a thread of its own, which alone knows whether they reached the disk.
+    fn counts_itself(&self) -> bool {
+        false
+    }
+
     /// Ends the destination after the last write: shut a socket down, close a file (after
     /// fsync), wait for acknowledgements. Not called after an error.
     fn close(&mut self) -> impl Future<Output = io::Result<()>> + Send {
@@ -54,6 +60,19 @@ pub trait SinkWriter: Send + 'static {
 /// dry and closed at the end.
 pub async fn pump<W: SinkWriter>(
     mut queue: QueueReader,
+    writer: W,
+    inbound: Option<Inbound>,
+) -> io::Result<()> {
+    let result = pump_until_done(&mut queue, writer, inbound).await;
+    if result.is_err() {
+        // What the failed write held, and what is still queued, is lost with the destination.
+        queue.set_drop_reason(DropReason::Io);
+    }
+    result
+}
+
+async fn pump_until_done<W: SinkWriter>(
+    queue: &mut QueueReader,
     mut writer: W,
     mut inbound: Option<Inbound>,
 ) -> io::Result<()> {
@@ -63,7 +82,11 @@ pub async fn pump<W: SinkWriter>(
                 Some(round) => {
                     writer.write(&round).await?;
                     drop(round);
-                    queue.written();
+                    if writer.counts_itself() {
+                        queue.handed_off();
+                    } else {
+                        queue.written();
+                    }
                     if queue.is_empty() {
                         writer.flush().await?;
                     }
@@ -77,7 +100,11 @@ pub async fn pump<W: SinkWriter>(
                 None => {
                     let rest = queue.rest();
                     writer.write(&rest).await?;
-                    queue.written();
+                    if writer.counts_itself() {
+                        queue.handed_off();
+                    } else {
+                        queue.written();
+                    }
                     break;
                 }
                 Some(Ok(Some(reply))) => writer.write(&[reply]).await?,

@@ -25,7 +25,7 @@ impl Validator<'_> {
         let before = self.errors.len();
         let kind = *s.kind.get_ref();
         // Keys that only some types use: name the ones that do not belong.
-        let misplaced: [KeyRule<'_>; 20] = [
+        let misplaced: [KeyRule<'_>; 21] = [
             (
                 "path",
                 s.path.as_ref().map(Spanned::span),
@@ -77,6 +77,18 @@ impl Validator<'_> {
                 &[
                     SinkType::Unix,
                     SinkType::Tcp,
+                    SinkType::Exec,
+                    SinkType::Nats,
+                    SinkType::Redis,
+                ],
+            ),
+            (
+                "max_block",
+                s.max_block.as_ref().map(Spanned::span),
+                &[
+                    SinkType::Unix,
+                    SinkType::Tcp,
+                    SinkType::File,
                     SinkType::Exec,
                     SinkType::Nats,
                     SinkType::Redis,
@@ -273,6 +285,12 @@ impl Validator<'_> {
                 s.on_slow.as_ref().map(|o| *o.get_ref()).unwrap_or_default()
             }
         };
+        let max_block = match &s.max_block {
+            None => Some(DEFAULT_MAX_BLOCK),
+            Some(text) => self
+                .duration(text, &format!("{key}.max_block"))
+                .filter(|d| !d.is_zero()),
+        };
         if self.errors.len() > before {
             return None;
         }
@@ -285,6 +303,7 @@ impl Validator<'_> {
             buffer: buffer?,
             buffer_bytes: buffer_bytes?,
             on_slow,
+            max_block,
             // A program's output is sent upstream only when asked for: a legacy tool's
             // chatter is logged instead.
             inbound: match kind {
@@ -332,6 +351,8 @@ impl Validator<'_> {
 
 /// The sink types that publish to a broker.
 const BROKERS: &[SinkType] = &[SinkType::Nats, SinkType::Redis];
+/// `max_block` when the config does not say.
+const DEFAULT_MAX_BLOCK: std::time::Duration = std::time::Duration::from_secs(1);
 const NATS: &[SinkType] = &[SinkType::Nats];
 
 /// The longest unix socket path: `sun_path` holds 108 bytes, one of them the closing NUL.

@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use super::rotated::{sync_dir, Compressor, Rotated};
 use super::{open_append, Encoded, SinkStats};
 use crate::config::RotatePolicy;
+use crate::sink::DropReason;
 use crate::throttle::Throttled;
 
 /// The staging buffer keeps at most this much room between rounds.
@@ -114,6 +115,12 @@ impl Output {
         if let Err(e) = self.ready() {
             return self.failed(&e, total as u64);
         }
+        let written = |output: &mut Self, n: usize| {
+            output
+                .stats
+                .records_written
+                .fetch_add(n as u64, Ordering::Relaxed);
+        };
         let limit = self.rotate.as_ref().and_then(|r| r.size);
         let mut first = 0;
         while first < total {
@@ -132,6 +139,7 @@ impl Output {
                     if self.rotate_now() {
                         if self.file.is_none() {
                             let e = io::Error::from(io::ErrorKind::NotFound);
+                            written(self, first);
                             return self.failed(&e, (total - first) as u64);
                         }
                         continue;
@@ -141,10 +149,13 @@ impl Output {
                 }
             }
             if let Err((e, kept)) = self.append(first, end) {
+                // A record cut in two is kept as the tail: written or dropped later.
+                written(self, kept - usize::from(!self.tail.is_empty()));
                 return self.failed(&e, (total - kept) as u64);
             }
             first = end;
         }
+        written(self, total);
         self.recovered();
     }
 
@@ -221,6 +232,9 @@ impl Output {
                 Ok(n) => {
                     self.tail.drain(..n);
                     self.size += n as u64;
+                    if self.tail.is_empty() {
+                        self.stats.records_written.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -250,7 +264,11 @@ impl Output {
     fn drop_tail(&mut self) {
         if !self.tail.is_empty() {
             self.tail.clear();
-            self.stats.records_dropped.fetch_add(1, Ordering::Relaxed);
+            self.stats.drop_records(
+                DropReason::Io,
+                1,
+                &"a record cut in two by a write error could not be finished",
+            );
         }
     }
 
@@ -338,9 +356,11 @@ impl Output {
 
     /// `count` records could not be written: count them and report it.
     fn failed(&mut self, e: &io::Error, count: u64) {
-        self.stats
-            .records_dropped
-            .fetch_add(count, Ordering::Relaxed);
+        let reason = match e.kind() {
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => DropReason::Full,
+            _ => DropReason::Io,
+        };
+        self.stats.drop_records(reason, count, e);
         self.trouble.dropped += count;
         self.report(
             e,
