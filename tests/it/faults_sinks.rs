@@ -543,7 +543,12 @@ async fn until_flat(counter: &AtomicU64, min: u64, quiet: Duration, within: Dura
 #[ignore = "1 GiB through the daemon: minutes in a debug build; tests/run.sh runs it"]
 async fn slow_reader_block_stalls_the_upstream_and_loses_nothing() {
     let _heavy = HEAVY.lock().await;
-    let (rig, conn) = Rig::start(&format!("buffer = {BUFFER}\non_slow = \"block\"")).await;
+    // Blocking for as long as the client stalls (`max_block = "0s"`), not only for the
+    // default max_block: the promise tried here is that block itself loses nothing.
+    let (rig, conn) = Rig::start(&format!(
+        "buffer = {BUFFER}\non_slow = \"block\"\nmax_block = \"0s\""
+    ))
+    .await;
     let stalled = rig.client(1).await;
     let reader = FastLines::new(rig.client(2).await);
     let rss = RssSampler::start(rig.pid, "VmRSS");

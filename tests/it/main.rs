@@ -6,6 +6,7 @@
 
 mod common;
 
+mod accounting;
 mod activation;
 mod aiohttp_peer;
 mod app_ping;
