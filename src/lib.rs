@@ -1,5 +1,6 @@
-//! wsbridge bridges WebSocket client connections to stdout, Unix sockets and local TCP
-//! listeners as newline-delimited JSON, and lets sink clients write lines back upstream.
+//! wsbridge bridges WebSocket client connections as newline-delimited JSON to the places
+//! other programs read: stdout, Unix sockets and local TCP listeners, files, a program's
+//! stdin, NATS JetStream and Redis Streams; sink clients may write lines back upstream.
 //!
 //! Data flows one way:
 //!

@@ -300,6 +300,12 @@ impl fmt::Display for Plan<'_> {
                     if s.inbound { "on" } else { "off" }
                 )?;
             }
+            if s.on_slow == OnSlow::Block && !matches!(s.kind, SinkKind::Stdout) {
+                match s.max_block {
+                    Some(d) => writeln!(f, "  max_block      {}", crate::duration::human(d))?,
+                    None => writeln!(f, "  max_block      none (blocks for ever)")?,
+                }
+            }
         }
         writeln!(f, "routes")?;
         for u in &config.upstreams {
