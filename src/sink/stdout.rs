@@ -144,7 +144,11 @@ impl<W: Write> WriterThread<W> {
                     }
                 }
             };
-            self.records += self.encoder.encode_into(&delivery.batch, &mut self.buffer) as u64;
+            let records = self.encoder.encode_into(&delivery.batch, &mut self.buffer) as u64;
+            self.records += records;
+            self.stats
+                .records_routed
+                .fetch_add(records, Ordering::Relaxed);
             // Gives the batch's share of the input's byte budget back.
             drop(delivery);
             if self.buffer.len() >= WRITE_AT {
@@ -190,7 +194,12 @@ impl<W: Write> WriterThread<W> {
         self.stats.bytes_buffered.fetch_add(len, Ordering::Relaxed);
         let written = self.out.write_all(&self.buffer);
         self.stats.bytes_buffered.fetch_sub(len, Ordering::Relaxed);
-        written?;
+        if let Err(e) = written {
+            // The sink ends with this error: what the buffer held is lost with it.
+            let lost = std::mem::take(&mut self.records);
+            self.stats.drop_records(super::DropReason::Io, lost, &e);
+            return Err(e);
+        }
         self.stats
             .records_written
             .fetch_add(std::mem::take(&mut self.records), Ordering::Relaxed);
