@@ -148,8 +148,8 @@ pub fn render_table(status: &Status) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "{:<32} {:>8} {:>12} {:>10} {:>12}  {}",
-        "SINK", "CLIENTS", "WRITTEN", "DROPPED", "BUFFERED", "BROKER (LAST ANSWER)"
+        "{:<32} {:>8} {:>12} {:>10} {:>12}  BROKER (LAST ANSWER)",
+        "SINK", "CLIENTS", "WRITTEN", "DROPPED", "BUFFERED"
     );
     for s in &status.sinks {
         // A client can say "connected" for a while after the server is gone: the age of
