@@ -136,9 +136,13 @@ struct ConnectArgs {
     /// A text message sent after every (re)connect, before stdin (repeatable).
     #[arg(long = "on-connect", value_name = "MESSAGE")]
     on_connect: Vec<String>,
+    /// Text messages, one a stdin or stdout line: the default (websocat's -t, accepted so
+    /// its command lines work).
+    #[arg(short = 't', long, conflicts_with = "binary")]
+    text: bool,
     /// Send stdin as binary messages (one per read chunk); write binary messages to stdout
     /// as raw bytes, without newlines.
-    #[arg(long)]
+    #[arg(short = 'b', long)]
     binary: bool,
     /// Write NDJSON records (with seq, ts, open/close/error events) instead of payload lines;
     /// read stdin lines as inbound records ({"type":"text"|"binary"|"json","data":…}).
@@ -159,8 +163,15 @@ struct ConnectArgs {
     #[arg(short = 'U', long, conflicts_with = "send_only")]
     recv_only: bool,
     /// Send stdin; print nothing.
-    #[arg(long)]
+    #[arg(short = 'u', long)]
     send_only: bool,
+    /// Send no Close at stdin EOF: keep reading (and printing) until the peer closes, as -U
+    /// does after EOF.
+    #[arg(short = 'n', long)]
+    no_close: bool,
+    /// Send "Authorization: Basic" with these credentials (never logged).
+    #[arg(long, value_name = "USER:PASS")]
+    basic_auth: Option<String>,
     /// After stdin EOF, keep reading until the peer has sent nothing for this long, then send
     /// Close (1000). Servers such as Python `websockets` answer a Close at once and drop the
     /// replies they had not sent, so closing right at EOF loses them; a peer that never goes
@@ -216,6 +227,11 @@ impl ConnectArgs {
                 .cookies
                 .push((name.trim().to_string(), Secret::new(value)));
         }
+        if let Some(credentials) = &self.basic_auth {
+            upstream
+                .headers
+                .push(basic_auth(credentials, &upstream.headers)?);
+        }
         upstream.subprotocols = self.protocols;
         upstream.origin = self.origin;
         upstream.on_connect = self.on_connect;
@@ -239,10 +255,36 @@ impl ConnectArgs {
             max_messages: self.max_messages,
             recv_only: self.recv_only,
             send_only: self.send_only,
+            close_at_eof: !self.no_close,
             close_timeout: self.shutdown_timeout,
             linger: self.linger,
         })
     }
+}
+
+/// `--basic-auth USER:PASS` as the header it sends; refused beside an Authorization header
+/// of `-H`, which would send two.
+fn basic_auth(
+    credentials: &str,
+    headers: &[(String, wsbridge::config::Secret)],
+) -> Result<(String, wsbridge::config::Secret), String> {
+    use base64::Engine as _;
+    if !credentials.contains(':') {
+        return Err("--basic-auth takes USER:PASS (a colon between them)".into());
+    }
+    if headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+    {
+        return Err(
+            "--basic-auth and an Authorization header (-H) both set Authorization; give one".into(),
+        );
+    }
+    let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
+    Ok((
+        "Authorization".into(),
+        wsbridge::config::Secret::new(format!("Basic {encoded}")),
+    ))
 }
 
 impl Cli {

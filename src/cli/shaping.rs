@@ -35,8 +35,8 @@ pub struct ShapingArgs {
     #[arg(long, default_value = "10s", value_parser = wsbridge::config::parse_duration)]
     app_ping_timeout: Duration,
     /// Answer the server's own pings: a jq program run on every text message holding JSON;
-    /// each output is sent back as compact JSON and a message that produced any is not
-    /// printed. A message it fails on is printed as usual.
+    /// each output is sent back (a string as its text, other values as compact JSON) and a
+    /// message that produced any is not printed. A message it fails on is printed as usual.
     #[arg(long, value_name = "JQ", value_parser = parse_reply)]
     reply: Option<Program>,
 }

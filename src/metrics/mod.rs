@@ -125,14 +125,23 @@ pub struct SinkStatus {
 /// The delivery of a nats or redis sink in [`SinkStatus`] (its drops are `records_dropped`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct BrokerStatus {
-    /// Whether a connection to the server is up.
+    /// Whether a connection to the server is up (the client's view).
     pub connected: bool,
+    /// Seconds since the server last answered (a connect or an acknowledgement): whether
+    /// a round trip works, which `connected` alone does not say. Absent: never.
+    #[serde(default)]
+    pub last_round_trip_age_seconds: Option<f64>,
     /// Records sent for the first time.
     pub published: u64,
     /// Records the server acknowledged.
     pub acknowledged: u64,
     /// Records sent again after a failure.
     pub retried: u64,
+}
+
+/// Seconds from `then` (Unix ms; 0 = never) to `now`.
+fn age_seconds(now: u64, then: u64) -> Option<f64> {
+    (then > 0).then(|| now.saturating_sub(then) as f64 / 1000.0)
 }
 
 fn state_name(state: State) -> &'static str {
@@ -227,6 +236,10 @@ impl Metrics {
                     .load(Ordering::Relaxed)
                     .then(|| BrokerStatus {
                         connected: s.broker.connected.load(Ordering::Relaxed),
+                        last_round_trip_age_seconds: age_seconds(
+                            now,
+                            s.broker.last_ok_ms.load(Ordering::Relaxed),
+                        ),
                         published: s.broker.published.load(Ordering::Relaxed),
                         acknowledged: s.broker.acknowledged.load(Ordering::Relaxed),
                         retried: s.broker.retried.load(Ordering::Relaxed),

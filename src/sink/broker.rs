@@ -70,8 +70,11 @@ pub enum BrokerError {
 pub struct BrokerStats {
     /// Whether this sink publishes to a broker (the other counters mean something).
     pub active: AtomicBool,
-    /// Whether a connection to the server is up.
+    /// Whether a connection to the server is up (the client's view: it may not know yet
+    /// that the server is gone).
     pub connected: AtomicBool,
+    /// When the server last answered (a connect or an acknowledgement), Unix ms; 0 never.
+    pub last_ok_ms: AtomicU64,
     /// Records sent for the first time.
     pub published: AtomicU64,
     /// Records the server has acknowledged (stored, or known to be stored already).
@@ -211,6 +214,7 @@ impl<P: Publisher> Delivery<P> {
         }
         self.connected = true;
         self.stats.broker.connected.store(true, Ordering::Relaxed);
+        self.answered();
         info!(sink = %self.sink, server = %self.publisher.server(), resending = self.retry.len(), "connected");
         while let Some(round) = self.retry.pop_front() {
             self.send(round, true).await;
@@ -255,6 +259,13 @@ impl<P: Publisher> Delivery<P> {
             .acknowledged
             .fetch_add(flight.records, Ordering::Relaxed);
         self.backoff.reset();
+        self.answered();
+    }
+
+    /// The server answered: a round trip worked now.
+    fn answered(&self) {
+        let now = crate::record::unix_millis();
+        self.stats.broker.last_ok_ms.store(now, Ordering::Relaxed);
     }
 
     /// Gives up the connection: what is in flight, then `unsent` (the round that failed to

@@ -16,6 +16,7 @@ mod cluster;
 mod config;
 mod connect;
 mod connect_upstream;
+mod connect_websocat;
 mod decompress;
 mod demo;
 mod exec_sink;

@@ -127,6 +127,12 @@ async fn jetstream_holds_every_record_once_in_order() {
     let status = sink_status(metrics).await;
     let broker = status.broker.expect("broker status");
     assert!(broker.connected);
+    assert!(
+        broker
+            .last_round_trip_age_seconds
+            .is_some_and(|age| age < 10.0),
+        "the last acknowledgement is recent: {broker:?}"
+    );
     assert_eq!(
         (broker.published, broker.retried, status.records_dropped),
         (N, 0, 0)
