@@ -144,7 +144,14 @@ impl<W: Write> WriterThread<W> {
                     }
                 }
             };
-            self.records += self.encoder.encode_into(&delivery.batch, &mut self.buffer) as u64;
+            let batch = &delivery.batch;
+            if !crate::fence::holds(batch.fence.as_ref()) {
+                let why = format_args!("the lease of upstream {} is no longer proven", batch.upstream);
+                self.stats
+                    .drop_records(super::DropReason::Fenced, batch.data_messages(), &why);
+                continue;
+            }
+            self.records += self.encoder.encode_into(batch, &mut self.buffer) as u64;
             // Gives the batch's share of the input's byte budget back.
             drop(delivery);
             if self.buffer.len() >= WRITE_AT {
