@@ -95,12 +95,10 @@ impl Fence {
             if until.0 <= current {
                 return true;
             }
-            match self.until.compare_exchange(
-                current,
-                until.0,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
+            match self
+                .until
+                .compare_exchange(current, until.0, Ordering::AcqRel, Ordering::Acquire)
+            {
                 Ok(_) => return true,
                 Err(now) => current = now,
             }

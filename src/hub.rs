@@ -143,7 +143,10 @@ impl SinkInput {
         stats.drop_records(
             DropReason::Fenced,
             n,
-            &format_args!("the lease of upstream {} is no longer proven", batch.upstream),
+            &format_args!(
+                "the lease of upstream {} is no longer proven",
+                batch.upstream
+            ),
         );
     }
 }

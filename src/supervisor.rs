@@ -296,7 +296,11 @@ impl Supervisor {
             // Its lease was lost meanwhile: it starts when one is held again.
             Some(None) => return,
             Some(Some(fence)) => {
-                let ttl = self.config.cluster.as_ref().map_or(Duration::MAX, |c| c.lease_ttl);
+                let ttl = self
+                    .config
+                    .cluster
+                    .as_ref()
+                    .map_or(Duration::MAX, |c| c.lease_ttl);
                 // A lost lease closes the connection within lease_ttl / 5, answered or not.
                 let close = (self.config.daemon.shutdown_timeout / 2).min(ttl / 5);
                 (Some(fence), close)

@@ -151,7 +151,12 @@ impl Driver {
         if !encoded.may_write() {
             // The upstream's lease lapsed since it handed the batch on: nothing is queued.
             for _ in &self.destinations {
-                count_dropped(&self.stats, &encoded, DropReason::Fenced, &fenced::why(&encoded));
+                count_dropped(
+                    &self.stats,
+                    &encoded,
+                    DropReason::Fenced,
+                    &fenced::why(&encoded),
+                );
             }
             return;
         }
@@ -178,7 +183,11 @@ impl Driver {
                         warn!(sink = %self.sink, id = destination.id, buffer = self.bounds.records, buffer_bytes = self.bounds.bytes, "disconnecting a client that is too slow: its buffer is full");
                         destination.queue.set_drop_reason(DropReason::Slow);
                         destination.task.abort();
-                        count_dropped(&self.stats, &encoded, DropReason::Slow, &"a client too slow was disconnected (on_slow = \"disconnect\")",
+                        count_dropped(
+                            &self.stats,
+                            &encoded,
+                            DropReason::Slow,
+                            &"a client too slow was disconnected (on_slow = \"disconnect\")",
                         );
                         Err(Gone)
                     }
@@ -207,7 +216,12 @@ fn offer_or_drop(
 ) -> Result<(), Gone> {
     let drop_run = |destination: &mut Destination| {
         destination.dropped += records(run);
-        count_dropped(stats, run, DropReason::Slow, &"a client read too slowly (on_slow = \"drop\")");
+        count_dropped(
+            stats,
+            run,
+            DropReason::Slow,
+            &"a client read too slowly (on_slow = \"drop\")",
+        );
         Ok(())
     };
     if destination.dropped > 0 {
@@ -274,7 +288,12 @@ async fn offer_blocking(
                 Ok(())
             }
             Offer::Full => {
-                count_dropped(stats, run, DropReason::Slow, &"the sink takes nothing (max_block)");
+                count_dropped(
+                    stats,
+                    run,
+                    DropReason::Slow,
+                    &"the sink takes nothing (max_block)",
+                );
                 Ok(())
             }
             Offer::Gone => Err(Gone),
@@ -301,7 +320,12 @@ async fn offer_blocking(
                     "the sink took nothing for max_block: dropping its records (counted) until it takes records again, so the upstream and its other sinks go on"
                 );
                 destination.stalled = true;
-                count_dropped(stats, run, DropReason::Slow, &"the sink takes nothing (max_block)");
+                count_dropped(
+                    stats,
+                    run,
+                    DropReason::Slow,
+                    &"the sink takes nothing (max_block)",
+                );
                 return Ok(());
             }
         }

@@ -146,7 +146,10 @@ impl<W: Write> WriterThread<W> {
             };
             let batch = &delivery.batch;
             if !crate::fence::holds(batch.fence.as_ref()) {
-                let why = format_args!("the lease of upstream {} is no longer proven", batch.upstream);
+                let why = format_args!(
+                    "the lease of upstream {} is no longer proven",
+                    batch.upstream
+                );
                 self.stats
                     .drop_records(super::DropReason::Fenced, batch.data_messages(), &why);
                 continue;

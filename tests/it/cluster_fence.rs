@@ -9,6 +9,8 @@
 //! sent each and when each connection opened, so "arrived after the takeover" is read from
 //! the server's clock, not from wsbridge's.
 
+#![allow(clippy::result_large_err)] // tungstenite's handshake callback type
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -286,10 +288,7 @@ async fn a_holder_woken_after_a_takeover_publishes_nothing_that_arrived_after_it
         .wait("b taking over", SOON * 2, |s| s.conns().len() == 2)
         .await;
     let takeover = server.conns()[1].opened;
-    eprintln!(
-        "b took over {:?} after a was paused",
-        takeover - paused
-    );
+    eprintln!("b took over {:?} after a was paused", takeover - paused);
     // b's /status shows it running the upstream.
     let deadline = Instant::now() + SOON;
     loop {
@@ -319,11 +318,7 @@ async fn a_holder_woken_after_a_takeover_publishes_nothing_that_arrived_after_it
         .map(|(_, _, n)| *n)
         .collect();
     let by_a = records.iter().filter(|r| r.0 == "a").count();
-    let fenced = a_sink
-        .dropped_by_reason
-        .get("fenced")
-        .copied()
-        .unwrap_or(0);
+    let fenced = a_sink.dropped_by_reason.get("fenced").copied().unwrap_or(0);
     eprintln!(
         "a stored {by_a} messages, {} of them sent after b took over; a counted {fenced} fenced",
         late.len()
@@ -444,9 +439,7 @@ async fn three_paused_at_random(replicas: usize, msg_id: &str) {
             let sent = server.sent_at(*n);
             let path = format!("/{upstream}");
             pauses.iter().any(|(p, stopped, _)| {
-                *p == index
-                    && sent > *stopped + TTL * 4 / 5
-                    && !on(who, &path, *n, *stopped)
+                *p == index && sent > *stopped + TTL * 4 / 5 && !on(who, &path, *n, *stopped)
             })
         })
         .count();

@@ -79,7 +79,8 @@ impl Leases {
                 warn!(upstream = %slot.upstream, slot = slot.index, "lease not renewed within lease_ttl; stopping the upstream");
                 self.ch.view.update(|v| v.lost += 1);
                 if held.releasing.is_none() {
-                    self.lapsed.insert(slot, (held.revision, held.value.clone()));
+                    self.lapsed
+                        .insert(slot, (held.revision, held.value.clone()));
                 }
             }
         }
