@@ -30,6 +30,8 @@ use crate::brokers::*;
 use crate::common::*;
 
 const TTL: Duration = Duration::from_secs(2);
+/// For the time a signal takes to stop or wake a process.
+const MARGIN: Duration = Duration::from_millis(100);
 
 /// One connection as the feed server saw it.
 #[derive(Debug, Clone)]
@@ -420,8 +422,8 @@ async fn three_paused_at_random(replicas: usize, msg_id: &str) {
         *times.entry((upstream.clone(), *n)).or_default() += 1;
     }
     let twice = times.values().filter(|&&t| t > 1).count();
-    // Published after its lease lapsed: a message the server wrote, while the instance was
-    // paused and past four fifths of lease_ttl (no renewal can have been sent meanwhile), on
+    // Published after its lease lapsed: a message the server wrote past four fifths of
+    // lease_ttl into a pause that lasted longer (no renewal can have been sent meanwhile), on
     // a connection of that instance opened before the pause, and on none it opened later.
     let conns = server.conns();
     let on = |who: &str, path: &str, n: u64, from: Instant| {
@@ -438,8 +440,11 @@ async fn three_paused_at_random(replicas: usize, msg_id: &str) {
             let index = instances.iter().position(|i| i.name == *who).unwrap_or(0);
             let sent = server.sent_at(*n);
             let path = format!("/{upstream}");
-            pauses.iter().any(|(p, stopped, _)| {
-                *p == index && sent > *stopped + TTL * 4 / 5 && !on(who, &path, *n, *stopped)
+            pauses.iter().any(|(p, stopped, woken)| {
+                // The last renewal was sent before the pause, so the lease lapsed by four
+                // fifths of lease_ttl into it; a shorter pause may have kept it.
+                let lapsed = *stopped + TTL * 4 / 5 + MARGIN;
+                *p == index && *woken > lapsed && sent > lapsed && !on(who, &path, *n, *stopped)
             })
         })
         .count();
