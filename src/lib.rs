@@ -36,6 +36,7 @@ pub mod config;
 pub mod connect;
 pub mod demo;
 pub mod duration;
+pub mod fence;
 pub mod hub;
 pub mod jq;
 pub mod lines;

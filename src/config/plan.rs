@@ -71,9 +71,11 @@ impl fmt::Display for Plan<'_> {
             writeln!(f, "  instance       {}", c.instance)?;
             writeln!(
                 f,
-                "  leases         bucket {} at {}, lease_ttl {}",
+                "  leases         bucket {} at {} ({} replica{}), lease_ttl {}",
                 c.bucket,
                 c.display_nats(),
+                c.bucket_replicas,
+                if c.bucket_replicas == 1 { "" } else { "s" },
                 dur(c.lease_ttl)
             )?;
         }

@@ -171,8 +171,12 @@ pub async fn deliver<P: Publisher>(
             },
             round = d.queue.next_round(), if room && !closed => match round {
                 Some(runs) => {
-                    let round = d.publisher.round(runs);
-                    d.send(round, false).await;
+                    // Right before publishing: records whose lease lapsed are not sent.
+                    let runs = d.queue.drop_fenced(runs);
+                    if !runs.is_empty() {
+                        let round = d.publisher.round(runs);
+                        d.send(round, false).await;
+                    }
                 }
                 None => closed = true,
             },
@@ -217,6 +221,9 @@ impl<P: Publisher> Delivery<P> {
         self.answered();
         info!(sink = %self.sink, server = %self.publisher.server(), resending = self.retry.len(), "connected");
         while let Some(round) = self.retry.pop_front() {
+            let Some(round) = self.unfenced(round) else {
+                continue;
+            };
             self.send(round, true).await;
             if !self.connected {
                 return false;
@@ -244,6 +251,20 @@ impl<P: Publisher> Delivery<P> {
             }
             Err(e) => self.fail(e, Some(round)).await,
         }
+    }
+
+    /// A round to send again, without the runs whose lease has lapsed since (counted
+    /// dropped, `fenced`); `None` if none is left. A round of which only some runs lapsed
+    /// is made anew from the others.
+    fn unfenced(&mut self, round: P::Round) -> Option<P::Round> {
+        let runs = P::runs(&round);
+        if runs.iter().all(Encoded::may_write) {
+            return Some(round);
+        }
+        let runs = runs.to_vec();
+        drop(round);
+        let kept = self.queue.drop_fenced(runs);
+        (!kept.is_empty()).then(|| self.publisher.round(kept))
     }
 
     fn acknowledged(&mut self) {

@@ -13,6 +13,7 @@ use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::fenced;
 use super::history::History;
 use super::queue::{queue, records, Bounds, Offer, QueueReader, QueueSender};
 use super::writer::{pump, SinkWriter};
@@ -147,6 +148,18 @@ impl Driver {
         // The encoded lines take over from the batch (counted in the destinations' queues).
         drop(delivery);
         let Some(encoded) = encoded else { return };
+        if !encoded.may_write() {
+            // The upstream's lease lapsed since it handed the batch on: nothing is queued.
+            for _ in &self.destinations {
+                count_dropped(
+                    &self.stats,
+                    &encoded,
+                    DropReason::Fenced,
+                    &fenced::why(&encoded),
+                );
+            }
+            return;
+        }
         if let Some(history) = &mut self.history {
             history.push(&encoded);
         }
@@ -173,6 +186,7 @@ impl Driver {
                         count_dropped(
                             &self.stats,
                             &encoded,
+                            DropReason::Slow,
                             &"a client too slow was disconnected (on_slow = \"disconnect\")",
                         );
                         Err(Gone)
@@ -202,7 +216,12 @@ fn offer_or_drop(
 ) -> Result<(), Gone> {
     let drop_run = |destination: &mut Destination| {
         destination.dropped += records(run);
-        count_dropped(stats, run, &"a client read too slowly (on_slow = \"drop\")");
+        count_dropped(
+            stats,
+            run,
+            DropReason::Slow,
+            &"a client read too slowly (on_slow = \"drop\")",
+        );
         Ok(())
     };
     if destination.dropped > 0 {
@@ -269,21 +288,26 @@ async fn offer_blocking(
                 Ok(())
             }
             Offer::Full => {
-                count_dropped(stats, run, &"the sink takes nothing (max_block)");
+                count_dropped(
+                    stats,
+                    run,
+                    DropReason::Slow,
+                    &"the sink takes nothing (max_block)",
+                );
                 Ok(())
             }
             Offer::Gone => Err(Gone),
         };
     }
     let Some(max_block) = max_block else {
-        return match destination.queue.offer_waiting(run).await {
+        return match offer_fenced(destination, run, stats).await {
             Offer::Queued => Ok(()),
             _ => Err(Gone),
         };
     };
     loop {
         let progress = destination.queue.progress();
-        match tokio::time::timeout(max_block, destination.queue.offer_waiting(run)).await {
+        match tokio::time::timeout(max_block, offer_fenced(destination, run, stats)).await {
             Ok(Offer::Queued) => return Ok(()),
             Ok(_) => return Err(Gone),
             // Still writing, only slowly: keep waiting.
@@ -296,18 +320,40 @@ async fn offer_blocking(
                     "the sink took nothing for max_block: dropping its records (counted) until it takes records again, so the upstream and its other sinks go on"
                 );
                 destination.stalled = true;
-                count_dropped(stats, run, &"the sink takes nothing (max_block)");
+                count_dropped(
+                    stats,
+                    run,
+                    DropReason::Slow,
+                    &"the sink takes nothing (max_block)",
+                );
                 return Ok(());
             }
         }
     }
 }
 
-/// A run routed to a destination and dropped for being slow.
-fn count_dropped(stats: &SinkStats, run: &Encoded, why: &dyn std::fmt::Display) {
+/// Waits for room for `run`, unless its lease lapses first: then it is dropped (counted,
+/// `fenced`) and reported queued, as nothing more is to be done with it.
+async fn offer_fenced(destination: &Destination, run: &Encoded, stats: &SinkStats) -> Offer {
+    tokio::select! {
+        offer = destination.queue.offer_waiting(run) => offer,
+        _ = run.fence_lapsed() => {
+            count_dropped(stats, run, DropReason::Fenced, &fenced::why(run));
+            Offer::Queued
+        }
+    }
+}
+
+/// A run routed to a destination and dropped (for being slow, or fenced).
+fn count_dropped(
+    stats: &SinkStats,
+    run: &Encoded,
+    reason: DropReason,
+    why: &dyn std::fmt::Display,
+) {
     let n = records(run);
     stats.records_routed.fetch_add(n, Ordering::Relaxed);
-    stats.drop_records(DropReason::Slow, n, why);
+    stats.drop_records(reason, n, why);
 }
 
 /// Runs a sink with one destination, written by `writer`, until its input closes or

@@ -23,6 +23,7 @@ pub mod driver;
 pub mod dropped;
 pub mod encoded;
 mod exec;
+mod fenced;
 mod file;
 pub mod filter;
 pub mod history;

@@ -144,7 +144,18 @@ impl<W: Write> WriterThread<W> {
                     }
                 }
             };
-            let records = self.encoder.encode_into(&delivery.batch, &mut self.buffer) as u64;
+            let batch = &delivery.batch;
+            if !crate::fence::holds(batch.fence.as_ref()) {
+                let why = format_args!(
+                    "the lease of upstream {} is no longer proven",
+                    batch.upstream
+                );
+                let n = batch.data_messages();
+                self.stats.records_routed.fetch_add(n, Ordering::Relaxed);
+                self.stats.drop_records(super::DropReason::Fenced, n, &why);
+                continue;
+            }
+            let records = self.encoder.encode_into(batch, &mut self.buffer) as u64;
             self.records += records;
             self.stats
                 .records_routed

@@ -276,10 +276,7 @@ impl Upstream {
         stats.last_message_ms.store(ts, Ordering::Relaxed);
         stats.seq.store(frames.seq, Ordering::Relaxed);
         let cost = bytes + events.len() * std::mem::size_of::<Event>();
-        let batch = Batch {
-            upstream: name.clone(),
-            events,
-        };
+        let batch = Batch::new(name.clone(), events);
         self.outlet.deliver_batch(batch, cost).await;
     }
 

@@ -13,6 +13,7 @@ mod app_ping;
 mod before_connect;
 mod brokers;
 mod cluster;
+mod cluster_fence;
 mod config;
 mod connect;
 mod connect_upstream;
