@@ -133,6 +133,10 @@ pub struct BrokerStatus {
     pub acknowledged: u64,
     /// Records sent again after a failure.
     pub retried: u64,
+    /// Records whose `msg_id = { jq = … }` program gave no id (nats): published with the
+    /// `seq` form of id instead.
+    #[serde(default)]
+    pub msg_id_fallbacks: u64,
 }
 
 fn state_name(state: State) -> &'static str {
@@ -230,6 +234,7 @@ impl Metrics {
                         published: s.broker.published.load(Ordering::Relaxed),
                         acknowledged: s.broker.acknowledged.load(Ordering::Relaxed),
                         retried: s.broker.retried.load(Ordering::Relaxed),
+                        msg_id_fallbacks: s.broker.msg_id_fallbacks.load(Ordering::Relaxed),
                     }),
                 filter_errors: s.filter_errors.load(Ordering::Relaxed),
             })
