@@ -39,8 +39,8 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// Publishes to one NATS server.
 pub struct NatsPublisher {
     config: Arc<NatsConfig>,
-    /// Makes each record's `Nats-Msg-Id`.
-    ids: MsgIds,
+    /// Makes each record's `Nats-Msg-Id` (boxed: a bound sink waits in an enum).
+    ids: Box<MsgIds>,
     client: Option<Client>,
     jetstream: Option<jetstream::Context>,
     /// Whether the stream was created or checked (once per sink).
@@ -52,7 +52,7 @@ impl NatsPublisher {
     /// A publisher for the sink `sink`, whose nats settings are `config`.
     pub fn new(config: Arc<NatsConfig>, sink: &SinkConfig) -> NatsPublisher {
         NatsPublisher {
-            ids: MsgIds::new(&config, sink),
+            ids: Box::new(MsgIds::new(&config, sink)),
             config,
             client: None,
             jetstream: None,
