@@ -10,7 +10,7 @@ mod cluster;
 mod reload;
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -83,8 +83,11 @@ pub struct Supervisor {
     hub: Hub,
     upstreams: HashMap<String, RunningUpstream>,
     sinks: Vec<RunningSink>,
-    /// Kept across restarts of an upstream so `seq` never goes back.
+    /// Kept across restarts of an upstream; dropped when a reload removes it.
     upstream_stats: HashMap<String, Arc<UpstreamStats>>,
+    /// Each upstream name's `seq`, never dropped: one removed and added back by reloads (or
+    /// whose lease comes back) goes on counting, so a record's id never repeats.
+    seqs: HashMap<String, Arc<AtomicU64>>,
     failures_tx: mpsc::Sender<(String, SinkError)>,
     failures: mpsc::Receiver<(String, SinkError)>,
     /// What `/metrics` and `/status` read.
@@ -116,6 +119,7 @@ impl Supervisor {
             upstreams: HashMap::new(),
             sinks: Vec::new(),
             upstream_stats: HashMap::new(),
+            seqs: HashMap::new(),
             failures_tx,
             failures,
             metrics,
@@ -319,10 +323,11 @@ impl Supervisor {
                 }
             });
         }
+        let seq = self.seqs.entry(config.name.clone()).or_default().clone();
         let stats = self
             .upstream_stats
             .entry(config.name.clone())
-            .or_default()
+            .or_insert_with(|| Arc::new(UpstreamStats::with_seq(seq)))
             .clone();
         let upstream = Upstream {
             config: config.clone(),

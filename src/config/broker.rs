@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use url::Url;
 
-use super::raw::MsgId;
 use super::redact::{redact_url, Secret};
 use super::ReconnectPolicy;
+use crate::jq::Program;
 
 /// What `{upstream}` in a subject or stream name stands for.
 pub const UPSTREAM_PLACEHOLDER: &str = "{upstream}";
@@ -36,6 +36,24 @@ impl NatsConfig {
     pub fn display_url(&self) -> String {
         redact_url(&self.url)
     }
+}
+
+/// What a nats sink puts in `Nats-Msg-Id`, the key JetStream deduplicates on within the
+/// stream's `duplicate_window`. Every form starts with the upstream and the sink's identity
+/// (a hash of what makes its messages, see `crate::sink::nats`), so two sinks writing into
+/// one stream never share an id.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum MsgId {
+    /// `{upstream}:{sink}:{run}:{seq}`: unique per record of this daemon (the run is random
+    /// per process, seq never restarts within it); a retry of this daemon is stored once.
+    #[default]
+    Seq,
+    /// `{upstream}:{sink}:{hash of the record without seq and ts}`: several daemons on one feed
+    /// are stored once; so is an identical payload repeated within the window.
+    Content,
+    /// `{upstream}:{sink}:{the program's output}`: the id the message carries (a trade id),
+    /// the same in every daemon; `seq`'s form when the program gives nothing.
+    Jq(Program),
 }
 
 /// A nats sink's credentials (a user and password come with the URL).
@@ -146,9 +164,13 @@ impl NatsConfig {
         match &self.jetstream {
             None => writeln!(f, "  publish        core NATS (no acknowledgement)"),
             Some(js) => {
-                let msg_id = match self.msg_id {
-                    MsgId::Seq => "{upstream}:{run}:{seq}",
-                    MsgId::Content => "{upstream}:{hash of the payload}",
+                let msg_id = match &self.msg_id {
+                    MsgId::Seq => "{upstream}:{sink}:{run}:{seq}".to_string(),
+                    MsgId::Content => "{upstream}:{sink}:{hash of the payload}".to_string(),
+                    MsgId::Jq(program) => format!(
+                        "{{upstream}}:{{sink}}:{{jq {:?}}} (else {{upstream}}:{{sink}}:{{run}}:{{seq}})",
+                        program.source()
+                    ),
                 };
                 let age = js.max_age.map_or("unlimited".into(), |d| {
                     crate::duration::human(d).to_string()

@@ -27,9 +27,10 @@ mod values;
 
 use std::path::Path;
 
+pub use broker::MsgId;
 pub use errors::{ConfigError, ConfigErrors};
 pub use expand::expand_env;
-pub use raw::{Format, LogFormat, MsgId, OnSlow, SinkType};
+pub use raw::{Format, LogFormat, OnSlow, SinkType};
 pub use redact::{redact_url, Secret};
 pub use shaping::{AppPing, Decompress, DEFAULT_APP_PING_INTERVAL, DEFAULT_APP_PING_TIMEOUT};
 pub use types::{

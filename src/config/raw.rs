@@ -231,7 +231,7 @@ pub struct RawSink {
     // nats
     pub subject: Option<Spanned<String>>,
     pub jetstream: Option<Spanned<bool>>,
-    pub msg_id: Option<Spanned<MsgId>>,
+    pub msg_id: Option<Spanned<RawMsgId>>,
     pub creds_file: Option<Spanned<String>>,
     pub token: Option<Spanned<String>>,
     // redis
@@ -264,15 +264,18 @@ pub struct RawJetStream {
     pub duplicate_window: Option<String>,
 }
 
-/// What a nats sink puts in `Nats-Msg-Id`, the key JetStream deduplicates on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MsgId {
-    /// `{upstream}:{run}:{seq}`: a retry of this daemon is stored once.
-    #[default]
-    Seq,
-    /// `{upstream}:{hash of the payload}`: several daemons on one feed are stored once.
-    Content,
+/// `msg_id` of a nats sink as written: a name (`"seq"`, `"content"`) or `{ jq = "PROGRAM" }`.
+/// Untagged, so the name is checked during validation, with its own message.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawMsgId {
+    /// `"seq"` or `"content"`.
+    Name(String),
+    /// `{ jq = "PROGRAM" }`.
+    Jq {
+        /// The program that takes the id from the message.
+        jq: String,
+    },
 }
 
 /// `rotate = { ... }` of a file sink: any subset of the keys.

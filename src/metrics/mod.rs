@@ -137,6 +137,10 @@ pub struct BrokerStatus {
     pub acknowledged: u64,
     /// Records sent again after a failure.
     pub retried: u64,
+    /// Records whose `msg_id = { jq = … }` program gave no id (nats): published with the
+    /// `seq` form of id instead.
+    #[serde(default)]
+    pub msg_id_fallbacks: u64,
 }
 
 /// Seconds from `then` (Unix ms; 0 = never) to `now`.
@@ -243,6 +247,7 @@ impl Metrics {
                         published: s.broker.published.load(Ordering::Relaxed),
                         acknowledged: s.broker.acknowledged.load(Ordering::Relaxed),
                         retried: s.broker.retried.load(Ordering::Relaxed),
+                        msg_id_fallbacks: s.broker.msg_id_fallbacks.load(Ordering::Relaxed),
                     }),
                 filter_errors: s.filter_errors.load(Ordering::Relaxed),
             })

@@ -239,7 +239,7 @@ impl Collector for Collect {
                 .iter()
                 .map(|(l, b)| (l.clone(), ConstGauge::new(i64::from(b.connected)))),
         )?;
-        let counters: [Counter; 3] = [
+        let counters: [Counter; 4] = [
             (
                 "wsbridge_sink_broker_published",
                 "Records sent to the broker for the first time",
@@ -254,6 +254,11 @@ impl Collector for Collect {
                 "wsbridge_sink_broker_retried",
                 "Records sent to the broker again after a failure",
                 |b| b.retried,
+            ),
+            (
+                "wsbridge_sink_broker_msg_id_fallbacks",
+                "Records whose msg_id jq program gave no id, published with the seq form of id",
+                |b| b.msg_id_fallbacks,
             ),
         ];
         for (name, help, value) in counters {

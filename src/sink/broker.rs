@@ -81,6 +81,8 @@ pub struct BrokerStats {
     pub acknowledged: AtomicU64,
     /// Records sent again after a failure.
     pub retried: AtomicU64,
+    /// nats: records whose `msg_id = { jq = … }` gave no id (the `seq` form was used).
+    pub msg_id_fallbacks: AtomicU64,
 }
 
 /// One broker's side of delivery: how to connect and how to send a round.

@@ -238,7 +238,7 @@ pub fn bind(config: &SinkConfig) -> Result<BoundSink, SinkError> {
         },
         SinkKind::Nats(nats) => Ok(BoundSink::Nats(nats::NatsPublisher::new(
             Arc::new((**nats).clone()),
-            config.format == crate::config::Format::Ndjson,
+            config,
         ))),
         SinkKind::Redis(redis) => Ok(BoundSink::Redis(redis::RedisPublisher::new(Arc::new(
             (**redis).clone(),
@@ -275,7 +275,10 @@ impl BoundSink {
             BoundSink::Tcp(tcp) => {
                 listener::run(listener::Listener::Tcp(&tcp), max_clients, ctx).await
             }
-            BoundSink::Nats(publisher) => run_broker(ctx, publisher).await,
+            BoundSink::Nats(mut publisher) => {
+                publisher.count_into(ctx.stats.clone());
+                run_broker(ctx, publisher).await
+            }
             BoundSink::Redis(publisher) => run_broker(ctx, publisher).await,
         }
     }

@@ -3,6 +3,7 @@
 //! [`Cause`]) and why the task returned ([`UpstreamExit`]).
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
 
 use super::connect::ConnectError;
 
@@ -21,11 +22,13 @@ pub enum State {
 }
 
 /// Counters shared between an upstream task and the supervisor. They outlive a task that is
-/// restarted on reload, so `seq` keeps counting.
+/// restarted on reload; `seq` outlives even these (see [`UpstreamStats::with_seq`]).
 #[derive(Debug, Default)]
 pub struct UpstreamStats {
-    /// The last `seq` given to a data message.
-    pub seq: AtomicU64,
+    /// The last `seq` given to a data message. Shared with the supervisor's counter of this
+    /// upstream's name, which is never dropped: an upstream removed and added back by reloads
+    /// goes on from where it was, so its `Nats-Msg-Id`s never repeat.
+    pub seq: Arc<AtomicU64>,
     /// [`State`] as a number.
     pub state: AtomicU8,
     /// Completed handshakes.
@@ -126,6 +129,14 @@ impl SessionEnd {
 }
 
 impl UpstreamStats {
+    /// Fresh counters whose `seq` goes on from `seq`.
+    pub fn with_seq(seq: Arc<AtomicU64>) -> UpstreamStats {
+        UpstreamStats {
+            seq,
+            ..UpstreamStats::default()
+        }
+    }
+
     pub(super) fn count_disconnect(&self, cause: Cause) {
         self.disconnects[cause as usize].fetch_add(1, Ordering::Relaxed);
     }

@@ -30,6 +30,7 @@ mod fuzz_parsers;
 mod handshake;
 mod lifecycle;
 mod metrics;
+mod nats_faults;
 mod nats_sink;
 mod proxy;
 mod recipes;

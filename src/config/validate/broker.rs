@@ -13,8 +13,8 @@ use crate::config::broker::{
     UPSTREAM_PLACEHOLDER,
 };
 use crate::config::expand::expand_env;
-use crate::config::raw::{RawJetStream, RawSink, RawSize, RawStream};
-use crate::config::{Format, OnSlow, Secret, SinkKind, MAX_QUEUE};
+use crate::config::raw::{RawJetStream, RawMsgId, RawSink, RawSize, RawStream};
+use crate::config::{Format, MsgId, OnSlow, Secret, SinkKind, MAX_QUEUE};
 
 const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 const DEFAULT_SUBJECT: &str = "wsbridge.{upstream}";
@@ -82,6 +82,7 @@ impl Validator<'_> {
             None
         };
         let auth = self.nats_auth(s, key, url.as_ref());
+        let msg_id = self.msg_id(s, key);
         if self.errors.len() > before {
             return None;
         }
@@ -89,9 +90,37 @@ impl Validator<'_> {
             url: url?,
             subject,
             jetstream: if jetstream_on { Some(jetstream?) } else { None },
-            msg_id: s.msg_id.as_ref().map(|m| *m.get_ref()).unwrap_or_default(),
+            msg_id: msg_id?,
             auth: auth?,
         })))
+    }
+
+    /// `msg_id`: a name, or a jq program compiled here so a mistake is reported at its place.
+    fn msg_id(&mut self, s: &RawSink, key: &str) -> Option<MsgId> {
+        let Some(raw) = &s.msg_id else {
+            return Some(MsgId::default());
+        };
+        let mkey = format!("{key}.msg_id");
+        match raw.get_ref() {
+            RawMsgId::Name(name) => match name.as_str() {
+                "seq" => Some(MsgId::Seq),
+                "content" => Some(MsgId::Content),
+                other => {
+                    self.error(
+                        Some(raw.span()),
+                        Some(mkey),
+                        format!("{other:?} is not a msg_id; use \"seq\", \"content\" or {{ jq = \"PROGRAM\" }}"),
+                    );
+                    None
+                }
+            },
+            RawMsgId::Jq { jq } => {
+                let text = Spanned::new(raw.span(), jq.clone());
+                self.jq_program(&text, format!("{mkey}.jq"))
+                    .ok()
+                    .map(MsgId::Jq)
+            }
+        }
     }
 
     fn jetstream(
