@@ -30,6 +30,7 @@ mod metrics;
 mod nats_sink;
 mod proxy;
 mod recipes;
+mod redis_faults;
 mod redis_sink;
 mod replay;
 mod replay_cmd;

@@ -12,7 +12,7 @@ use crate::common::*;
 /// How long a feed may take to reach the stream in a debug build.
 const FEED_TIME: Duration = Duration::from_secs(120);
 
-async fn redis_server() -> ServerProcess {
+pub async fn redis_server() -> ServerProcess {
     ServerProcess::start(
         "redis-server",
         &[
