@@ -322,7 +322,7 @@ fn check_refuses_two_writers_on_one_redis_key() {
     // The same default key on the same server and database, however the URL is spelt.
     refused(
         &format!("{UP}[[sink]]\ntype = \"redis\"\n[[sink]]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:6379\"\n"),
-        "9:8: sink[1].stream: ",
+        "10:8: sink[1].stream: ",
     );
     // Two templates that render to one key for a routed upstream.
     refused(
@@ -330,7 +330,7 @@ fn check_refuses_two_writers_on_one_redis_key() {
             "{UP}[[sink]]\ntype = \"redis\"\nstream = \"s:{{upstream}}\"\nupstreams = [\"a\"]\n\
              [[sink]]\ntype = \"redis\"\nstream = \"s:a\"\nupstreams = [\"b\"]\n"
         ),
-        "12:10: sink[1].stream: ",
+        "13:10: sink[1].stream: ",
     );
     // Another database, or keys that never meet: two writers of their own.
     accepted(&format!(
