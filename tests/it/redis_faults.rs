@@ -40,7 +40,7 @@ async fn entries(port: u16, key: &str) -> Vec<Fields> {
     let mut out = Vec::new();
     let mut from = "-".to_string();
     loop {
-        let page: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
+        let page: Vec<crate::redis_sink::Entry> = redis::cmd("XRANGE")
             .arg(key)
             .arg(&from)
             .arg("+")

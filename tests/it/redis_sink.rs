@@ -32,7 +32,7 @@ pub async fn redis_server() -> ServerProcess {
 }
 
 /// A stream entry as XRANGE gives it: its ID and its fields.
-type Entry = (String, Vec<(String, Vec<u8>)>);
+pub type Entry = (String, Vec<(String, Vec<u8>)>);
 
 /// Every entry of `wsbridge:feed`: (seq, fed number), in stream order.
 async fn read_stream(port: u16) -> Vec<(u64, u64)> {

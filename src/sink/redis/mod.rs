@@ -37,6 +37,9 @@ use super::broker::{Ack, BrokerError, Publisher, Settled};
 use super::{DropReason, Encoded};
 use crate::config::broker::{render, RedisConfig};
 
+/// An entry as `XRANGE` gives it: its ID and its fields.
+type StreamEntry = (String, Vec<(String, Vec<u8>)>);
+
 /// How long connecting and a pipeline's replies may take.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -226,7 +229,7 @@ impl RedisPublisher {
                 checks.push((at, key, id));
             }
         }
-        let found: Vec<Vec<(String, Vec<(String, Vec<u8>)>)>> = pipe
+        let found: Vec<Vec<StreamEntry>> = pipe
             .query_async(conn)
             .await
             .map_err(|e| self.lost(format!("cannot read back refused entries: {e}")))?;
