@@ -14,6 +14,10 @@ use crate::jq::Program;
 /// What `{upstream}` in a subject or stream name stands for.
 pub const UPSTREAM_PLACEHOLDER: &str = "{upstream}";
 
+/// What `{instance}` in a redis sink's stream stands for: `[cluster] instance`, replaced
+/// when the config is validated.
+pub const INSTANCE_PLACEHOLDER: &str = "{instance}";
+
 /// A `type = "nats"` sink.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NatsConfig {
@@ -88,7 +92,8 @@ pub struct RedisConfig {
     /// The server (`redis://host:6379/0`); may hold a password: print it with
     /// [`RedisConfig::display_url`].
     pub url: Url,
-    /// The stream key, with `{upstream}` replaced per record.
+    /// The stream key, with `{upstream}` replaced per record (`{instance}` is replaced
+    /// already).
     pub stream: String,
     /// `XADD … MAXLEN ~ maxlen`; 0 = unbounded.
     pub maxlen: u64,

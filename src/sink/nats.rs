@@ -226,7 +226,7 @@ impl Publisher for NatsPublisher {
             }
         }
         let server = self.server();
-        Ok(Box::pin(async move {
+        Ok(super::broker::all_stored(async move {
             if acks.is_empty() {
                 // Core NATS has no acknowledgement: written to the socket is as far as it goes.
                 return client.flush().await.map_err(|e| BrokerError::Lost {

@@ -317,6 +317,15 @@ impl QueueReader {
         reason: DropReason,
         why: &dyn std::fmt::Display,
     ) {
+        self.settled_run_by(run, &[(reason, dropped, why)]);
+    }
+
+    /// Like [`QueueReader::settled_run`], with records dropped for several reasons.
+    pub fn settled_run_by(
+        &mut self,
+        run: &Encoded,
+        drops: &[(DropReason, u64, &dyn std::fmt::Display)],
+    ) {
         let (records, permits) = self.room.cost(run);
         let (records, permits) = (records as usize, permits as usize);
         let bytes = run.len() as u64;
@@ -329,11 +338,15 @@ impl QueueReader {
         self.taken.2 -= bytes;
         let count = self::records(run).min(self.taken_records);
         self.taken_records -= count;
-        let dropped = dropped.min(count);
+        let mut left = count;
+        for (reason, dropped, why) in drops {
+            let dropped = (*dropped).min(left);
+            left -= dropped;
+            self.stats.drop_records(*reason, dropped, *why);
+        }
         self.stats
             .records_written
-            .fetch_add(count - dropped, Ordering::Relaxed);
-        self.stats.drop_records(reason, dropped, why);
+            .fetch_add(left, Ordering::Relaxed);
         self.stats
             .bytes_buffered
             .fetch_sub(bytes, Ordering::Relaxed);

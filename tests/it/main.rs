@@ -34,6 +34,7 @@ mod nats_faults;
 mod nats_sink;
 mod proxy;
 mod recipes;
+mod redis_faults;
 mod redis_sink;
 mod replay;
 mod replay_cmd;

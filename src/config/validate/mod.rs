@@ -5,6 +5,7 @@ mod broker;
 mod cluster;
 mod file_exec;
 mod jq;
+mod redis_keys;
 mod shaping;
 mod sink;
 mod transport;
@@ -97,6 +98,7 @@ impl Validator<'_> {
         }
 
         let mut sinks = Vec::new();
+        let mut redis = Vec::new();
         // Each resource's first sink, and where that sink names it.
         let mut claimed: BTreeMap<String, (String, Range<usize>, String)> = BTreeMap::new();
         for (i, s) in read(&raw.sink) {
@@ -115,7 +117,17 @@ impl Validator<'_> {
                         sinks.push(sink);
                         continue;
                     }
-                    SinkKind::Nats(_) | SinkKind::Redis(_) => {
+                    SinkKind::Redis(_) => {
+                        let span = s.stream.as_ref().map_or(s.kind.span(), |t| t.span());
+                        redis.push(redis_keys::RedisSink {
+                            key: key.clone(),
+                            span,
+                            index: sinks.len(),
+                        });
+                        sinks.push(sink);
+                        continue;
+                    }
+                    SinkKind::Nats(_) => {
                         sinks.push(sink);
                         continue;
                     }
@@ -175,6 +187,7 @@ impl Validator<'_> {
         }
 
         let cluster = raw.cluster.as_ref().and_then(|c| self.cluster(c));
+        self.redis_keys(&redis, &mut sinks, &upstreams, &names, cluster.as_ref());
         Config {
             daemon,
             metrics,
