@@ -24,8 +24,11 @@ pub struct NatsConfig {
     /// The server (`nats://host:4222`); may hold a user and password: print it with
     /// [`NatsConfig::display_url`].
     pub url: Url,
-    /// The subject, with `{upstream}` replaced per record.
+    /// The subject, with `{upstream}` replaced per record (`{instance}` is replaced at load).
     pub subject: String,
+    /// The subject as written, `{instance}` included: what the sink's identity in message
+    /// ids hashes, so that instances of one config make the same ids.
+    pub subject_template: String,
     /// `Some`: publish into this JetStream stream and wait for acknowledgements; `None`:
     /// core NATS publish (no acknowledgement, no deduplication).
     pub jetstream: Option<JetStreamConfig>,

@@ -217,7 +217,7 @@ async fn instance(
     }
     match jetstream {
         Some(msg_id) => config.push_str(&format!(
-            "[[sink]]\ntype = \"nats\"\nurl = \"nats://127.0.0.1:{nats}\"\nsubject = \"feed.{name}.{{upstream}}\"\n\
+            "[[sink]]\ntype = \"nats\"\nurl = \"nats://127.0.0.1:{nats}\"\nsubject = \"feed.{{instance}}.{{upstream}}\"\n\
              jetstream = true\nevents = false\nmsg_id = {msg_id}\nstream = {{ name = \"FEED\", subjects = [\"feed.>\"] }}\n"
         )),
         None => config.push_str("[[sink]]\ntype = \"stdout\"\nevents = false\n"),
@@ -478,7 +478,5 @@ async fn three_instances_paused_at_random_one_replica() {
 #[tokio::test]
 #[ignore = "needs nats-server: tests/run.sh installs and runs it"]
 async fn three_instances_paused_at_random_two_replicas() {
-    // `content` is the id taken from the message itself until `msg_id = { jq = … }` lands
-    // here: every message of the feed is distinct, so the two are the same.
-    three_paused_at_random(2, "\"content\"").await;
+    three_paused_at_random(2, "{ jq = \".n\" }").await;
 }

@@ -88,6 +88,7 @@ impl Validator<'_> {
         }
         Some(SinkKind::Nats(Box::new(NatsConfig {
             url: url?,
+            subject_template: subject.clone(),
             subject,
             jetstream: if jetstream_on { Some(jetstream?) } else { None },
             msg_id: msg_id?,

@@ -32,6 +32,23 @@ impl Validator<'_> {
         names: &HashSet<String>,
         cluster: Option<&ClusterConfig>,
     ) {
+        // A nats subject may name the instance too (its identity keeps the template).
+        for config in sinks.iter_mut() {
+            if let SinkKind::Nats(nats) = &mut config.kind {
+                if nats.subject.contains(INSTANCE_PLACEHOLDER) {
+                    match cluster {
+                        Some(c) => {
+                            nats.subject = nats.subject.replace(INSTANCE_PLACEHOLDER, &c.instance)
+                        }
+                        None => self.error(
+                            None,
+                            Some("sink.subject".into()),
+                            format!("{INSTANCE_PLACEHOLDER} is the name of this instance in [cluster]; without [cluster] remove it"),
+                        ),
+                    }
+                }
+            }
+        }
         // Each (server, key) and the first sink that writes it.
         let mut writers: BTreeMap<(String, String), String> = BTreeMap::new();
         for sink in redis {

@@ -178,7 +178,7 @@ fn text(bytes: &[u8]) -> Value {
 /// one config; two sinks that differ in any of it never share an id.
 fn identity(nats: &NatsConfig, sink: &SinkConfig) -> String {
     let mut what = Vec::new();
-    what.extend_from_slice(nats.subject.as_bytes());
+    what.extend_from_slice(nats.subject_template.as_bytes());
     what.push(0);
     what.extend_from_slice(match sink.format {
         Format::Ndjson => b"ndjson",
