@@ -17,6 +17,7 @@ mod connect;
 mod connect_upstream;
 mod decompress;
 mod demo;
+mod exec_faults;
 mod exec_sink;
 mod faults_daemon;
 mod faults_peers;
