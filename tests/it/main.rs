@@ -22,6 +22,7 @@ mod exec_sink;
 mod faults_daemon;
 mod faults_peers;
 mod faults_sinks;
+mod file_faults;
 mod file_sink;
 mod filter;
 mod fuzz_parsers;

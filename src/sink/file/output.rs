@@ -5,13 +5,15 @@
 //! between records, and when a write fails in the middle of a record the rest of it is kept
 //! and written first when writing works again (or, if the file has to be left, the file is
 //! cut back to its last whole record). The records behind a failure are dropped and counted.
+//! With `fsync`, what was written is synced to the disk at most that long after ([`Fsync`]);
+//! otherwise on rotation, reload and shutdown.
 
 use std::fs::File;
 use std::io::{self, Write as _};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{info, warn};
 
@@ -45,6 +47,24 @@ pub struct Output {
     staged: Vec<u8>,
     ends: Vec<usize>,
     trouble: Trouble,
+    fsync: Fsync,
+}
+
+/// `fsync`: how long written bytes may wait for a sync to the disk.
+pub struct Fsync {
+    every: Option<Duration>,
+    /// Bytes were written since the last sync, the first of them at this time.
+    dirty_since: Option<Instant>,
+}
+
+impl Fsync {
+    /// Syncing at most `every` after a write; `None`: only when told.
+    pub fn new(every: Option<Duration>) -> Fsync {
+        Fsync {
+            every,
+            dirty_since: None,
+        }
+    }
 }
 
 /// Failing writes, reported at a bounded rate.
@@ -63,6 +83,7 @@ impl Output {
         path: PathBuf,
         file: File,
         rotate: Option<RotatePolicy>,
+        fsync: Fsync,
         stats: Arc<SinkStats>,
     ) -> io::Result<Output> {
         let size = file.metadata()?.len();
@@ -91,6 +112,7 @@ impl Output {
             staged: Vec::new(),
             ends: Vec::new(),
             trouble: Trouble::default(),
+            fsync,
         })
     }
 
@@ -107,6 +129,26 @@ impl Output {
         self.write_staged();
         if self.staged.capacity() > KEEP_CAPACITY {
             self.staged = Vec::new();
+        }
+        self.fsync.dirty_since.get_or_insert_with(Instant::now);
+        self.sync_if_due();
+    }
+
+    /// Syncs the file if bytes have waited half of `fsync`: with a check at least that
+    /// often (the ticks), none waits longer than `fsync`, all a power loss can take.
+    fn sync_if_due(&mut self) {
+        let due = match (self.fsync.every, self.fsync.dirty_since) {
+            (Some(every), Some(since)) => since.elapsed() >= every / 2,
+            _ => false,
+        };
+        if !due {
+            return;
+        }
+        self.fsync.dirty_since = None;
+        if let Some(file) = &self.file {
+            if let Err(e) = file.sync_data() {
+                self.report(&e, "cannot sync the file (fsync)");
+            }
         }
     }
 
@@ -316,6 +358,7 @@ impl Output {
 
     /// A second passed: retry a cut record, reopen a deleted file, rotate if it is time.
     pub fn tick(&mut self) {
+        self.sync_if_due();
         if self.file.is_none() && !self.trouble.failing {
             return;
         }
