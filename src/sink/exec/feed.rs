@@ -202,7 +202,7 @@ impl Feeder {
             self.offset = 0;
             if let Some(line) = self.lines.pop_front() {
                 let len = line.end - line.start;
-                self.into_pipe(&line, len, true);
+                self.went_in(&line, len, true);
             }
         }
     }
@@ -212,13 +212,13 @@ impl Feeder {
     fn cut_line(&mut self) {
         if self.offset > 0 {
             if let Some(line) = self.lines.pop_front() {
-                self.into_pipe(&line, self.offset, false);
+                self.went_in(&line, self.offset, false);
             }
             self.offset = 0;
         }
     }
 
-    fn into_pipe(&mut self, line: &Line, len: usize, whole: bool) {
+    fn went_in(&mut self, line: &Line, len: usize, whole: bool) {
         if line.counts {
             self.queue.counted_elsewhere(1);
         }

@@ -201,10 +201,7 @@ impl Running {
     /// exited), its output read until `kill_at`, SIGKILL to what is left; the program
     /// waited for (no zombie), then the feeder told. Its exit status, for the log.
     async fn end(&mut self, term_at: Instant, kill_at: Instant) -> String {
-        let status = match timeout_at(term_at, self.child.wait()).await {
-            Ok(status) => Some(status),
-            Err(_) => None,
-        };
+        let status = timeout_at(term_at, self.child.wait()).await.ok();
         self.signal(Signal::TERM);
         let status = match status {
             Some(status) => status,
