@@ -14,6 +14,7 @@
 //! records that cannot be written are dropped, counted and reported at a bounded rate, and
 //! writing resumes by itself when it can.
 
+mod fsync;
 mod output;
 mod rotated;
 
@@ -33,7 +34,8 @@ use super::queue::Bounds;
 use super::writer::SinkWriter;
 use super::{Encoded, SinkContext, SinkError, SinkStats};
 use crate::config::{OnSlow, RotatePolicy, SinkKind};
-use output::{Fsync, Output};
+use fsync::Fsync;
+use output::Output;
 
 /// How often the thread checks the time (rotation by `every`), whether its file was
 /// deleted, and (with a short `fsync`) more often, whether a sync is due.

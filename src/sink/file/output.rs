@@ -13,10 +13,11 @@ use std::io::{self, Write as _};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tracing::{info, warn};
 
+use super::fsync::Fsync;
 use super::rotated::{sync_dir, Compressor, Rotated};
 use super::{open_append, Encoded, SinkStats};
 use crate::config::RotatePolicy;
@@ -48,23 +49,6 @@ pub struct Output {
     ends: Vec<usize>,
     trouble: Trouble,
     fsync: Fsync,
-}
-
-/// `fsync`: how long written bytes may wait for a sync to the disk.
-pub struct Fsync {
-    every: Option<Duration>,
-    /// Bytes were written since the last sync, the first of them at this time.
-    dirty_since: Option<Instant>,
-}
-
-impl Fsync {
-    /// Syncing at most `every` after a write; `None`: only when told.
-    pub fn new(every: Option<Duration>) -> Fsync {
-        Fsync {
-            every,
-            dirty_since: None,
-        }
-    }
 }
 
 /// Failing writes, reported at a bounded rate.
@@ -130,21 +114,14 @@ impl Output {
         if self.staged.capacity() > KEEP_CAPACITY {
             self.staged = Vec::new();
         }
-        self.fsync.dirty_since.get_or_insert_with(Instant::now);
+        self.fsync.wrote();
         self.sync_if_due();
     }
 
-    /// Syncs the file if bytes have waited half of `fsync`: with a check at least that
-    /// often (the ticks), none waits longer than `fsync`, all a power loss can take.
     fn sync_if_due(&mut self) {
-        let due = match (self.fsync.every, self.fsync.dirty_since) {
-            (Some(every), Some(since)) => since.elapsed() >= every / 2,
-            _ => false,
-        };
-        if !due {
+        if !self.fsync.due() {
             return;
         }
-        self.fsync.dirty_since = None;
         if let Some(file) = &self.file {
             if let Err(e) = file.sync_data() {
                 self.report(&e, "cannot sync the file (fsync)");
