@@ -213,7 +213,7 @@ impl fmt::Display for Plan<'_> {
                 SinkKind::Nats(n) => n.plan(f)?,
                 SinkKind::Redis(r) => r.plan(f)?,
                 SinkKind::Stdout => {}
-                SinkKind::File { rotate, .. } => {
+                SinkKind::File { rotate, fsync, .. } => {
                     let rotate = match rotate {
                         None => "never".to_string(),
                         Some(r) => {
@@ -229,6 +229,10 @@ impl fmt::Display for Plan<'_> {
                         }
                     };
                     writeln!(f, "  rotate         {rotate}")?;
+                    match fsync {
+                        Some(every) => writeln!(f, "  fsync          every {}", dur(*every))?,
+                        None => writeln!(f, "  fsync          on rotation, reload and shutdown")?,
+                    }
                 }
                 SinkKind::Exec { command, restart } => {
                     writeln!(f, "  command        {command:?}")?;

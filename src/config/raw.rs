@@ -238,6 +238,7 @@ pub struct RawSink {
     pub maxlen: Option<Spanned<i64>>,
     // file
     pub rotate: Option<Spanned<RawRotate>>,
+    pub fsync: Option<Spanned<String>>,
     // exec
     pub command: Option<Spanned<Vec<Spanned<String>>>>,
     pub restart: Option<Spanned<RawRestart>>,

@@ -303,6 +303,9 @@ pub enum SinkKind {
         path: PathBuf,
         /// When to start a new file; `None`: never.
         rotate: Option<RotatePolicy>,
+        /// How often what was written is synced to the disk; `None`: on rotation, reload
+        /// and shutdown only.
+        fsync: Option<Duration>,
     },
     /// Records written to a program's stdin.
     Exec {

@@ -326,16 +326,9 @@ impl QueueReader {
         run: &Encoded,
         drops: &[(DropReason, u64, &dyn std::fmt::Display)],
     ) {
-        let (records, permits) = self.room.cost(run);
-        let (records, permits) = (records as usize, permits as usize);
-        let bytes = run.len() as u64;
-        // Never more than was taken: a run given twice must not inflate the room.
-        if self.taken.0 < records || self.taken.1 < permits || self.taken.2 < bytes {
+        if !self.released_run(run) {
             return;
         }
-        self.taken.0 -= records;
-        self.taken.1 -= permits;
-        self.taken.2 -= bytes;
         let count = self::records(run).min(self.taken_records);
         self.taken_records -= count;
         let mut left = count;
@@ -347,12 +340,34 @@ impl QueueReader {
         self.stats
             .records_written
             .fetch_add(left, Ordering::Relaxed);
+    }
+
+    /// One run taken earlier has left the queue's bounds (all of it is in a program's pipe):
+    /// gives its room back without counting its records (see [`QueueReader::counted_elsewhere`]).
+    /// False if it was not taken (a run given twice must not inflate the room).
+    pub fn released_run(&mut self, run: &Encoded) -> bool {
+        let (records, permits) = self.room.cost(run);
+        let (records, permits) = (records as usize, permits as usize);
+        let bytes = run.len() as u64;
+        if self.taken.0 < records || self.taken.1 < permits || self.taken.2 < bytes {
+            return false;
+        }
+        self.taken.0 -= records;
+        self.taken.1 -= permits;
+        self.taken.2 -= bytes;
         self.stats
             .bytes_buffered
             .fetch_sub(bytes, Ordering::Relaxed);
         self.room.records.add_permits(records);
         self.room.bytes.add_permits(permits);
         self.room.progress.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// `records` taken earlier are now counted by the consumer itself (written or dropped
+    /// once it knows which): they are no longer counted when this reader goes.
+    pub fn counted_elsewhere(&mut self, records: u64) {
+        self.taken_records -= records.min(self.taken_records);
     }
 
     fn take(&mut self, run: Encoded) -> Encoded {

@@ -34,6 +34,10 @@ impl Validator<'_> {
             Some(r) => self.rotate(r, &format!("{key}.rotate")).map(Some),
             None => Some(None),
         };
+        let fsync = match &s.fsync {
+            Some(f) => self.nonzero_duration(f, &format!("{key}.fsync")).map(Some),
+            None => Some(None),
+        };
         let Some(path) = s
             .path
             .as_ref()
@@ -53,6 +57,7 @@ impl Validator<'_> {
         Some(SinkKind::File {
             path: path.get_ref().clone(),
             rotate: rotate?,
+            fsync: fsync?,
         })
     }
 

@@ -25,7 +25,7 @@ impl Validator<'_> {
         let before = self.errors.len();
         let kind = *s.kind.get_ref();
         // Keys that only some types use: name the ones that do not belong.
-        let misplaced: [KeyRule<'_>; 21] = [
+        let misplaced: [KeyRule<'_>; 22] = [
             (
                 "path",
                 s.path.as_ref().map(Spanned::span),
@@ -109,6 +109,11 @@ impl Validator<'_> {
             (
                 "rotate",
                 s.rotate.as_ref().map(Spanned::span),
+                &[SinkType::File],
+            ),
+            (
+                "fsync",
+                s.fsync.as_ref().map(Spanned::span),
                 &[SinkType::File],
             ),
             (
