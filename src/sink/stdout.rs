@@ -206,9 +206,12 @@ impl<W: Write> WriterThread<W> {
         let written = self.out.write_all(&self.buffer);
         self.stats.bytes_buffered.fetch_sub(len, Ordering::Relaxed);
         if let Err(e) = written {
-            // The sink ends with this error: what the buffer held is lost with it.
+            // The sink ends with this error: what the buffer held is lost with it. A reader
+            // that went away (`| head`) is a normal, quiet ending of the whole process.
             let lost = std::mem::take(&mut self.records);
-            self.stats.drop_records(super::DropReason::Io, lost, &e);
+            if e.kind() != io::ErrorKind::BrokenPipe {
+                self.stats.drop_records(super::DropReason::Io, lost, &e);
+            }
             return Err(e);
         }
         self.stats
