@@ -25,6 +25,7 @@ mod exec_sink;
 mod faults_daemon;
 mod faults_peers;
 mod faults_sinks;
+mod feeds;
 mod file_faults;
 mod file_sink;
 mod filter;
