@@ -45,4 +45,5 @@ mod reply;
 mod sinks;
 mod systemd;
 mod tls_client;
+mod top;
 mod upstream;
