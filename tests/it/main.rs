@@ -30,6 +30,7 @@ mod file_faults;
 mod file_sink;
 mod filter;
 mod fuzz_parsers;
+mod grafana;
 mod handshake;
 mod lifecycle;
 mod metrics;
