@@ -49,6 +49,9 @@ fn family<M: EncodeMetric>(
 /// A broker counter: its name, help and how to read it.
 type Counter = (&'static str, &'static str, fn(&BrokerStatus) -> u64);
 
+/// An upstream counter: its name, help and how to read it.
+type UpstreamCounter = (&'static str, &'static str, fn(&UpstreamStatus) -> u64);
+
 impl Collector for Collect {
     fn encode(&self, mut e: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let status = self.0.status();
@@ -172,7 +175,7 @@ impl Collector for Collect {
             ups.iter()
                 .map(|u| (up(u), ConstCounter::new(u.reply_errors))),
         )?;
-        let feed: [(&str, &str, fn(&UpstreamStatus) -> u64); 4] = [
+        let feed: [UpstreamCounter; 4] = [
             (
                 "wsbridge_upstream_gaps",
                 "Gaps in the feed's own sequence numbers (sequence)",
