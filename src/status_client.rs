@@ -145,6 +145,7 @@ pub fn render_table(status: &Status) -> String {
             rtt(u.ping_rtt_seconds)
         );
     }
+    render_feeds(status, &mut out);
     let _ = writeln!(out);
     let _ = writeln!(
         out,
@@ -212,6 +213,43 @@ pub fn render_table(status: &Status) -> String {
         }
     }
     out
+}
+
+/// A lag in seconds as milliseconds, or `-`.
+pub fn lag_ms(seconds: Option<f64>) -> String {
+    seconds.map_or("-".to_string(), |s| format!("{:.0}ms", s * 1000.0))
+}
+
+/// The feed checks (`sequence`, `event_time`) of the upstreams that have something to show.
+fn render_feeds(status: &Status, out: &mut String) {
+    use std::fmt::Write as _;
+    let checked = status.upstreams.iter().filter(|u| {
+        u.lag.is_some() || u.gaps + u.repeats + u.sequence_errors + u.event_time_errors > 0
+    });
+    let mut header = false;
+    for u in checked {
+        if !header {
+            header = true;
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "{:<20} {:>9} {:>9} {:>8} {:>8} {:>10} {:>11}",
+                "FEED", "LAG P50", "LAG P99", "GAPS", "REPEATS", "SEQ ERRORS", "TIME ERRORS"
+            );
+        }
+        let lag = u.lag.as_ref();
+        let _ = writeln!(
+            out,
+            "{:<20} {:>9} {:>9} {:>8} {:>8} {:>10} {:>11}",
+            u.name,
+            lag_ms(lag.map(|l| l.p50_seconds)),
+            lag_ms(lag.map(|l| l.p99_seconds)),
+            u.gaps,
+            u.repeats,
+            u.sequence_errors,
+            u.event_time_errors
+        );
+    }
 }
 
 #[cfg(test)]

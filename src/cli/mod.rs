@@ -13,6 +13,7 @@ mod demo;
 mod process;
 mod replay;
 mod shaping;
+mod top;
 mod transport;
 
 use process::{current_thread_runtime, init_logging, runtime, signals};
@@ -37,6 +38,9 @@ enum Command {
     Check(ConfigArg),
     /// Ask the running daemon (the config's [metrics] address) for one row per upstream and sink.
     Status(ConfigArg),
+    /// A live view of the running daemon (the config's [metrics] address): upstreams and
+    /// sinks, refreshed every second; q quits. Plain rows when stdout is not a terminal.
+    Top(ConfigArg),
     /// Pipe: stdin lines become messages, messages become stdout lines (like websocat).
     #[command(after_help = CONNECT_EXAMPLES)]
     Connect(Box<ConnectArgs>),
@@ -296,6 +300,10 @@ impl Cli {
             Command::Demo(args) => demo::run(args),
             Command::Connect(args) => connect(*args),
             Command::Status(args) => status(&args.config),
+            Command::Top(args) => match metrics_addr(&args.config)? {
+                Ok(addr) => top::run(addr),
+                Err(code) => Ok(code),
+            },
             Command::Replay(args) => replay::run(args),
         }
     }
@@ -343,6 +351,18 @@ fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
 }
 
 fn status(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let addr = match metrics_addr(path)? {
+        Ok(addr) => addr,
+        Err(code) => return Ok(code),
+    };
+    let status = runtime()?.block_on(wsbridge::status_client::fetch_status(addr))?;
+    print!("{}", wsbridge::status_client::render_table(&status));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `[metrics]` address of the daemon running `path`, or the exit code after saying why
+/// there is none.
+fn metrics_addr(path: &std::path::Path) -> anyhow::Result<Result<std::net::SocketAddr, ExitCode>> {
     // Only [metrics] matters here: an operator need not hold the daemon's secrets, so unset
     // ${VAR}s expand to nothing instead of failing.
     let text = match std::fs::read_to_string(path) {
@@ -357,7 +377,7 @@ fn status(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         Ok(config) => config,
         Err(errors) => {
             eprintln!("{errors}");
-            return Ok(ExitCode::from(2));
+            return Ok(Err(ExitCode::from(2)));
         }
     };
     let Some(metrics) = config.metrics else {
@@ -365,11 +385,9 @@ fn status(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             "wsbridge: {} has no [metrics] section, so the daemon has no status endpoint; add [metrics] listen = \"127.0.0.1:9187\" and restart it",
             path.display()
         );
-        return Ok(ExitCode::from(1));
+        return Ok(Err(ExitCode::from(1)));
     };
-    let status = runtime()?.block_on(wsbridge::status_client::fetch_status(metrics.listen))?;
-    print!("{}", wsbridge::status_client::render_table(&status));
-    Ok(ExitCode::SUCCESS)
+    Ok(Ok(metrics.listen))
 }
 
 fn connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {

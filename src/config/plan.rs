@@ -154,6 +154,21 @@ impl fmt::Display for Plan<'_> {
                     reply.source()
                 )?;
             }
+            if let Some(sequence) = &u.feed.sequence {
+                writeln!(
+                    f,
+                    "  sequence       {} (checked per connection; on_gap = {:?})",
+                    sequence.source(),
+                    u.feed.on_gap.as_str()
+                )?;
+            }
+            if let Some(event_time) = &u.feed.event_time {
+                writeln!(
+                    f,
+                    "  event_time     {} (lag_ms on each data record)",
+                    event_time.source()
+                )?;
+            }
             if u.decompress != super::Decompress::None {
                 writeln!(
                     f,

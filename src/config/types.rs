@@ -11,7 +11,7 @@ use url::Url;
 use super::broker::{NatsConfig, RedisConfig};
 use super::cluster::ClusterConfig;
 use super::redact::{redact_url, Secret};
-use super::{AppPing, Decompress, Format, LogFormat, OnSlow};
+use super::{AppPing, Decompress, FeedChecks, Format, LogFormat, OnSlow};
 use crate::jq::Program;
 pub use crate::upstream::proxy::ProxySetting;
 
@@ -165,6 +165,8 @@ pub struct UpstreamConfig {
     /// A jq program run on every text message holding JSON; its outputs are sent back
     /// upstream and a message that produced any is not forwarded. Off when `None`.
     pub reply: Option<Program>,
+    /// `sequence`, `on_gap` and `event_time`: what is checked of the feed's own messages.
+    pub feed: FeedChecks,
 }
 
 impl UpstreamConfig {
@@ -196,6 +198,7 @@ impl UpstreamConfig {
             decompress: Decompress::None,
             replicas: 1,
             reply: None,
+            feed: FeedChecks::default(),
         }
     }
 

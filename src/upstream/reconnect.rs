@@ -115,7 +115,11 @@ impl Upstream {
                 self.stats.set_state(State::Stopped);
                 return UpstreamExit::Ended(end);
             }
+            // on_gap = "reconnect" subscribes again at once; a gap again before the connection
+            // was stable waits out the backoff, so a feed that always gaps is not a storm.
+            let at_once = end.cause() == Cause::SequenceGap && backoff.failures() == 0;
             let delay = match self.schedule_retry(&mut backoff) {
+                Some(_) if at_once => Duration::ZERO,
                 Some(delay) => delay,
                 None => {
                     self.emit_end(&name, &end, None).await;

@@ -58,6 +58,16 @@ pub struct UpstreamStats {
     /// Text messages `reply` failed on (forwarded unanswered), and replies dropped because
     /// the peer was not reading them.
     pub reply_errors: AtomicU64,
+    /// Gaps in the feed's own sequence numbers (`sequence`).
+    pub gaps: AtomicU64,
+    /// Messages whose sequence number was not above the previous one (still delivered).
+    pub repeats: AtomicU64,
+    /// Messages `sequence` could not read a number from (not checked).
+    pub sequence_errors: AtomicU64,
+    /// Messages `event_time` could not read a time from (no `lag_ms`).
+    pub event_time_errors: AtomicU64,
+    /// Receive time minus event time (`event_time`).
+    pub lag: super::lag::LagHistogram,
 }
 
 /// Why a connection ended or an attempt failed, as the metrics count it.
@@ -81,13 +91,16 @@ pub enum Cause {
     MessageTooBig,
     /// Reset, EOF without Close, protocol error, failed write.
     ConnectionLost,
+    /// A gap in the feed's sequence numbers with `on_gap = "reconnect"`: we closed to
+    /// subscribe again.
+    SequenceGap,
     /// We closed (shutdown, reload, `connect` at stdin EOF).
     Closed,
 }
 
 impl Cause {
     /// Every cause, in the order of [`UpstreamStats::disconnects`].
-    pub const ALL: [Cause; 10] = [
+    pub const ALL: [Cause; 11] = [
         Cause::ConnectFailed,
         Cause::HandshakeRefused,
         Cause::BeforeConnectFailed,
@@ -97,6 +110,7 @@ impl Cause {
         Cause::AppPingTimeout,
         Cause::MessageTooBig,
         Cause::ConnectionLost,
+        Cause::SequenceGap,
         Cause::Closed,
     ];
 
@@ -112,6 +126,7 @@ impl Cause {
             Cause::ReceiveTimeout => "receive_timeout",
             Cause::MessageTooBig => "message_too_big",
             Cause::ConnectionLost => "connection_lost",
+            Cause::SequenceGap => "sequence_gap",
             Cause::Closed => "closed",
         }
     }

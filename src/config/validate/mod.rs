@@ -3,6 +3,7 @@
 
 mod broker;
 mod cluster;
+mod feed;
 mod file_exec;
 mod jq;
 mod redis_keys;
