@@ -9,7 +9,8 @@
 //! - [`stats`]: state, counters and causes; [`keepalive`], [`app_ping`], [`backoff`]: the
 //!   timing rules; `inflate`: `decompress`; [`reply`]: answers to the server's own pings.
 //! - [`mod@connect`]: the handshake, on the stream `dial` opens: directly or through a
-//!   [`proxy`], then [`tls`] for `wss://`; [`before_connect`]: the program that prepares each
+//!   [`proxy`], then [`tls`] for `wss://`, read through `read_ahead` (reads that grow while
+//!   messages stream and shrink back when idle); [`before_connect`]: the program that prepares each
 //!   attempt; [`refused`]: the wait after a refused handshake.
 
 pub mod app_ping;
@@ -22,6 +23,7 @@ mod inflate;
 pub mod keepalive;
 mod outgoing;
 pub mod proxy;
+mod read_ahead;
 mod reconnect;
 pub mod refused;
 pub mod reply;
