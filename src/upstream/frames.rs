@@ -74,6 +74,8 @@ pub(super) struct Frames {
     pub(super) seq: u64,
     /// The round trip of a Pong that answered our Ping, to publish.
     pub(super) rtt: Option<Duration>,
+    /// The payload of the last Pong taken (the session's end-of-input probe looks for its own).
+    pub(super) pong: Option<Bytes>,
     /// Data messages still to take before the session must close (`connect --max-messages`);
     /// later ones are dropped.
     pub(super) remaining: Option<u64>,
@@ -101,6 +103,7 @@ impl Frames {
             arena: BytesMut::with_capacity(ARENA_SIZE),
             seq,
             rtt: None,
+            pong: None,
             remaining,
             app_ping: None,
             app_answered: 0,
@@ -299,10 +302,11 @@ impl Frames {
             Some(Ok(Message::Ping(_))) | Some(Ok(Message::Frame(_))) => {
                 self.keepalive.frame_received(now)
             }
-            Some(Ok(Message::Pong(_))) => {
+            Some(Ok(Message::Pong(payload))) => {
                 if let Some(rtt) = self.keepalive.pong_received(now) {
                     self.rtt = Some(rtt);
                 }
+                self.pong = Some(payload);
             }
             Some(Ok(Message::Close(frame))) => {
                 // tungstenite answers the Close; the server should now end the TCP connection.
