@@ -7,15 +7,17 @@
 //! small buffer ([`TUNGSTENITE_READ`]), and [`ReadAhead`] sits between it and the socket:
 //!
 //! - Idle or trickling, reads go straight into tungstenite's buffer: no copy, nothing held.
-//! - When a read fills all that tungstenite asked for, more is likely waiting: the next reads
-//!   take up to [`READ_AHEAD`] at once into a buffer of ours, and tungstenite's reads are
-//!   served from it (one copy, in exchange for many fewer system calls).
+//! - When direct reads bring [`STREAM_FROM`] bytes or more without finding the socket empty,
+//!   messages are streaming: the next reads take up to [`READ_AHEAD`] at once into a buffer
+//!   of ours, and tungstenite's reads are served from it (one copy, in exchange for many
+//!   fewer system calls). Bytes, not the size of one read: tungstenite asks for whatever is
+//!   left of its block, which can be a few hundred bytes while a stream is pouring in.
 //! - When the socket is found empty again, that buffer is given back: an idle connection
 //!   holds only tungstenite's small one.
 
 use std::io;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -25,8 +27,8 @@ pub const TUNGSTENITE_READ: usize = 16 * 1024;
 /// The most one read takes while messages stream: tungstenite's default, what the bare
 /// client reads with.
 pub const READ_AHEAD: usize = 128 * 1024;
-/// A direct read must bring at least this much (and all that was asked) to start reading
-/// ahead: the tail of tungstenite's buffer can ask for a few bytes, which says nothing.
+/// Direct reads that bring this much before the socket is found empty start reading ahead:
+/// more than a trickle of small messages brings per wake-up.
 const STREAM_FROM: usize = 4 * 1024;
 
 /// A stream whose reads grow while data streams and shrink back when it stops.
@@ -35,8 +37,10 @@ pub struct ReadAhead<S> {
     inner: S,
     /// Read from the socket, not yet taken by tungstenite. Unallocated unless streaming.
     ahead: BytesMut,
-    /// The last direct read filled what was asked: read ahead until the socket is empty.
+    /// Reading ahead, until the socket is found empty.
     streaming: bool,
+    /// Bytes of direct reads since the socket was last found empty.
+    direct: usize,
 }
 
 impl<S> ReadAhead<S> {
@@ -46,6 +50,7 @@ impl<S> ReadAhead<S> {
             inner,
             ahead: BytesMut::new(),
             streaming: false,
+            direct: 0,
         }
     }
 
@@ -79,11 +84,16 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
             return Poll::Ready(Ok(()));
         }
         if !this.streaming {
-            let asked = out.remaining();
             let before = out.filled().len();
-            ready!(Pin::new(&mut this.inner).poll_read(cx, out))?;
-            let n = out.filled().len() - before;
-            this.streaming = n == asked && n >= STREAM_FROM;
+            match Pin::new(&mut this.inner).poll_read(cx, out) {
+                Poll::Pending => {
+                    this.direct = 0;
+                    return Poll::Pending;
+                }
+                Poll::Ready(result) => result?,
+            }
+            this.direct += out.filled().len() - before;
+            this.streaming = this.direct >= STREAM_FROM;
             return Poll::Ready(Ok(()));
         }
         // Empty, so this reserve moves nothing: it only allocates when the buffer was given
@@ -93,6 +103,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
             Poll::Pending => {
                 // Caught up: idle again until a direct read fills up.
                 this.streaming = false;
+                this.direct = 0;
                 this.ahead = BytesMut::new();
                 Poll::Pending
             }

@@ -90,3 +90,22 @@ async fn the_end_of_the_stream_and_writes_pass_through() {
     .await;
     assert_eq!(all, vec![7; 100_000]);
 }
+
+#[tokio::test]
+async fn small_asks_in_a_stream_start_reading_ahead_too() {
+    // tungstenite asks for what is left of its block, which can be a few hundred bytes.
+    let (mut peer, socket) = tokio::io::duplex(1 << 20);
+    let sent: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+    peer.write_all(&sent).await.unwrap();
+    let mut r = ReadAhead::new(socket);
+    let mut got = Vec::new();
+    let mut reads_before_ahead = 0;
+    while let Some(chunk) = try_read(&mut r, 726) {
+        got.extend_from_slice(&chunk);
+        if r.held() == 0 {
+            reads_before_ahead += 1;
+        }
+    }
+    assert!(got == sent);
+    assert!(reads_before_ahead < 20, "{reads_before_ahead} direct reads");
+}
