@@ -39,15 +39,18 @@ use tokio::sync::mpsc::error::TryRecvError;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::SinkReceiver;
-use crate::record::Encoding;
-use crate::sink::{Encoder, SinkError, SinkStats, StdoutSink};
+use crate::hub::{Batch, SinkReceiver};
+use crate::record::{Encoding, LineEnd};
+use crate::sink::{SinkError, SinkStats, StdoutSink};
 
 /// The buffer is written once it holds this much, even while more batches are waiting (as
 /// the daemon's stdout sink does).
 const WRITE_AT: usize = 64 * 1024;
 /// A buffer grown past this (by one large message) is given back after its write.
 const KEEP: usize = 1 << 20;
+/// A payload this large whose line is the payload as it is ([`Encoding::verbatim`]) is
+/// written from where it is: no copy into the buffer, which then never grows for it.
+const VERBATIM_FROM: usize = WRITE_AT;
 
 /// Where `connect` writes, chosen once from what stdout is.
 pub(super) enum Stdout {
@@ -95,7 +98,7 @@ impl Stdout {
         encoding: Encoding,
     ) -> JoinHandle<Result<(), SinkError>> {
         match self {
-            Stdout::Inline(out) => tokio::spawn(out.run(input, Encoder::new(encoding))),
+            Stdout::Inline(out) => tokio::spawn(out.run(input, encoding)),
             // `connect` ends its writer by closing the input, never by this token.
             Stdout::Thread(file) => tokio::spawn(StdoutSink::new(file, encoding).run(
                 input,
@@ -113,9 +116,10 @@ fn reopen_nonblocking(stdout: &File) -> io::Result<pipe::Sender> {
 }
 
 impl Inline {
-    /// Encodes each batch into one buffer and writes it when it passes [`WRITE_AT`] or nothing
-    /// more is waiting: `| jq` sees data at once, a burst costs few writes.
-    async fn run(mut self, mut input: SinkReceiver, mut encoder: Encoder) -> Result<(), SinkError> {
+    /// Encodes each batch into one buffer (with the one encoder of the wire format,
+    /// [`Encoding`]) and writes it when it passes [`WRITE_AT`] or nothing more is waiting:
+    /// `| jq` sees data at once, a burst costs few writes.
+    async fn run(mut self, mut input: SinkReceiver, encoding: Encoding) -> Result<(), SinkError> {
         let mut buffer = Vec::with_capacity(WRITE_AT);
         loop {
             let delivery = match input.try_recv() {
@@ -129,7 +133,7 @@ impl Inline {
                     }
                 }
             };
-            encoder.encode_into(&delivery.batch, &mut buffer);
+            self.encode(&delivery.batch, encoding, &mut buffer).await?;
             // Gives the batch's share of the input's byte budget back.
             drop(delivery);
             if buffer.len() >= WRITE_AT {
@@ -139,23 +143,56 @@ impl Inline {
         self.write(&mut buffer).await
     }
 
+    /// Appends the lines of `batch` to `buffer`, except large payloads written as they are:
+    /// those are written from where they are, after what `buffer` gathered before them.
+    async fn encode(
+        &mut self,
+        batch: &Batch,
+        encoding: Encoding,
+        buffer: &mut Vec<u8>,
+    ) -> Result<(), SinkError> {
+        for event in &batch.events {
+            // The size first: `verbatim` looks for line breaks, which `encode` does again.
+            let verbatim = (event.payload_len() >= VERBATIM_FROM)
+                .then(|| encoding.verbatim(event))
+                .flatten();
+            match verbatim {
+                Some((payload, end)) => {
+                    self.write(buffer).await?;
+                    self.write_all(payload).await?;
+                    if end == LineEnd::Newline {
+                        buffer.push(b'\n');
+                    }
+                }
+                _ => {
+                    encoding.encode(&batch.upstream, event, buffer);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Writes and empties `buffer`.
     async fn write(&mut self, buffer: &mut Vec<u8>) -> Result<(), SinkError> {
         if buffer.is_empty() {
             return Ok(());
         }
-        let written = match self {
-            Inline::File(file) => file.write_all(buffer),
-            Inline::Pipe(pipe) => pipe.write_all(buffer).await,
-        };
-        written.map_err(|e| match e.kind() {
-            io::ErrorKind::BrokenPipe => SinkError::BrokenPipe,
-            _ => SinkError::Stdout(e),
-        })?;
+        self.write_all(buffer).await?;
         buffer.clear();
         if buffer.capacity() > KEEP {
             *buffer = Vec::with_capacity(WRITE_AT);
         }
         Ok(())
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
+        let written = match self {
+            Inline::File(file) => file.write_all(bytes),
+            Inline::Pipe(pipe) => pipe.write_all(bytes).await,
+        };
+        written.map_err(|e| match e.kind() {
+            io::ErrorKind::BrokenPipe => SinkError::BrokenPipe,
+            _ => SinkError::Stdout(e),
+        })
     }
 }
