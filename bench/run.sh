@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# wsbridge against the reference tools, over loopback only: the targets of issue 16, measured
-# as ratios within one run (interleaved runs, medians). Writes bench/RESULTS.md.
+# wsbridge against the reference tools, over loopback only: the targets of issues 16 and 25,
+# measured as ratios within one run (interleaved runs, medians), every client with its default
+# flags. Writes bench/RESULTS.md.
 #
 #   bench/run.sh                       # the full run, RUNS=5: ~8 min on 2 cores after the builds
 #   RUNS=3 bench/run.sh                # fewer runs per figure
-#   ONLY=throughput,cost bench/run.sh  # a subset of: throughput, cost, latency, memory, idle
+#   ONLY=throughput,cost bench/run.sh  # a subset of: throughput, syscalls, cost, latency,
+#                                      # memory, idle
 #   WSBRIDGE_REV=HEAD bench/run.sh     # measure a commit, not a half-edited working tree
 #   SCALE=0.5 bench/run.sh             # every message count times 0.5 (PACED_SECS=3 for paced runs)
 #   LABEL=Before bench/run.sh          # the heading of this run's section in RESULTS.md [After];
@@ -23,6 +25,7 @@
 #   (CACHE defaults to .cache/, gitignored). That compile takes minutes; it runs in the
 #   background while the rest builds.
 # - cargo, python3 (bench/timed.py measures every process, bench/report.py writes the tables).
+# - strace, for the system-call counts (the group is skipped without it).
 #
 # Every figure comes from a fresh `blaster` (one connection, then it exits). Every process is
 # bounded in time (timeout(1), bench/timed.py, the tools' own limits) and is ended by its pid.
@@ -37,7 +40,7 @@ CACHE="${CACHE:-$ROOT/.cache}"
 REFERENCE_BENCH="${REFERENCE_BENCH:-$ROOT/../shared/reference-bench}"
 REF_TARGET="${REF_TARGET:-/tmp/reference-bench}"
 RUNS="${RUNS:-5}"
-ONLY="${ONLY:-throughput,cost,latency,memory,idle}"
+ONLY="${ONLY:-throughput,syscalls,cost,latency,memory,idle}"
 OUT="${OUT:-$ROOT/bench/RESULTS.md}"
 SCALE="${SCALE:-1}"
 scaled() { awk -v n="$1" -v s="$SCALE" 'BEGIN { v = int(n * s); print (v < 1 ? 1 : v) }'; }
@@ -46,6 +49,7 @@ N4K="$(scaled "${N4K:-200000}")"       # throughput: 4 KiB messages per run
 N1M="$(scaled "${N1M:-1000}")"         # throughput: 1 MiB messages per run
 NSEND="$(scaled "${NSEND:-1000000}")"  # stdin -> ws: 64 B lines per run
 NECHO="$(scaled "${NECHO:-500000}")"   # echo round trip: 64 B lines per run
+NSYS="$(scaled "${NSYS:-100000}")"     # syscalls: 4 KiB messages per counted run
 PACED_SECS="${PACED_SECS:-3}"          # cost and latency: seconds of paced sending per run
 NMEM="$(scaled "${NMEM:-300}")"        # memory, run + tcp sink: 1 MiB messages per run
 NIDLE="${NIDLE:-10000}"                # idle upstreams
@@ -142,11 +146,6 @@ if [[ -n "$INSTALL_PID" ]]; then
 fi
 "$WEBSOCAT" --version | grep -q "$WEBSOCAT_VERSION" || die "$WEBSOCAT is not websocat $WEBSOCAT_VERSION"
 
-# Newer `connect`s wait (--linger, 1 s) for late replies after stdin EOF before they close:
-# idle wall time, not throughput. The send and echo paths turn it off where it exists (the
-# echo server answers every line before its Close, so nothing is lost).
-EOF_ARGS=()
-"$WSB" connect --help 2>/dev/null | grep -q -- '--linger' && EOF_ARGS=(--linger 0s)
 
 TIMED=(python3 "$ROOT/bench/timed.py")
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
@@ -345,7 +344,7 @@ send_path() {
         start_blaster "" --recv-count
         local url="ws://127.0.0.1:$BL_PORT/" out="$BL_OUT"
         case $variant in
-            wsbridge) client send-64B "$variant" "$run" "$n" 64 "$file" null "$WSB" connect "${EOF_ARGS[@]}" "$url" ;;
+            wsbridge) client send-64B "$variant" "$run" "$n" 64 "$file" null "$WSB" connect "$url" ;;
             websocat) client send-64B "$variant" "$run" "$n" 64 "$file" null "$WEBSOCAT" -t "$url" ;;
             bare) client send-64B "$variant" "$run" "$n" 64 "$file" null "$SINK" --send "$url" ;;
         esac
@@ -364,7 +363,7 @@ echo_path() {
     local run=$1 n=$NECHO file
     file="$(lines_file "$n")"
     start_blaster "" --echo
-    client echo-64B wsbridge "$run" "$n" 64 "$file" pipe "$WSB" connect "${EOF_ARGS[@]}" "ws://127.0.0.1:$BL_PORT/"
+    client echo-64B wsbridge "$run" "$n" 64 "$file" pipe "$WSB" connect "ws://127.0.0.1:$BL_PORT/"
     start_blaster "" --echo
     client echo-64B websocat "$run" "$n" 64 "$file" pipe "$WEBSOCAT" -t "ws://127.0.0.1:$BL_PORT/"
     start_blaster "" --echo
@@ -383,6 +382,38 @@ throughput_group() {
         RSS=--rss recv_path "$run" 64 "$N64" 64B null ndjson
         RSS=--rss send_path "$run"
         RSS=--rss echo_path "$run"
+    done
+}
+
+# --- system calls on the 4 KiB path: strace -c -f, wsbridge beside the bare client --------------
+# Counts do not depend on the machine's load: reads (recvfrom/read), writes (write/writev/
+# sendto) and futex (wake-ups between threads), per 1,000 messages. strace slows the client,
+# so these runs give counts only; their time is not a figure.
+syscalls_group() {
+    if ! command -v strace >/dev/null; then
+        say "syscalls: skipped, strace is not installed"
+        return
+    fi
+    say "syscalls (4 KiB x $NSYS, strace -c -f): $RUNS runs"
+    local run output variant
+    for run in $(seq "$RUNS"); do
+        for output in null pipe; do
+            for variant in wsbridge bare; do
+                local cmd=("$WSB" connect -U)
+                [[ $variant == bare ]] && cmd=("$SINK" --write)
+                start_blaster "" --raw --count "$NSYS" --size 4096
+                local counts="$WORK/strace.$variant.$output"
+                client "syscalls-4KiB-$output" "$variant" "$run" "$NSYS" 4096 /dev/null "$output" \
+                    strace -c -f -o "$counts" "${cmd[@]}" "ws://127.0.0.1:$BL_PORT/"
+                # `strace -c` rows: % time, seconds, usecs/call, calls, [errors,] syscall.
+                local extra
+                extra="$(awk '$NF == "recvfrom" || $NF == "read" { r += $4 }
+                    $NF == "write" || $NF == "writev" || $NF == "sendto" { w += $4 }
+                    $NF == "futex" { f += $4 }
+                    END { printf "reads=%d writes=%d futex=%d", r, w, f }' "$counts")"
+                sed -i "\$ s/\$/ $extra/" "$RAW"
+            done
+        done
     done
 }
 
@@ -505,6 +536,7 @@ LOAD_BEFORE="$(uptime)"
 say "load before: $LOAD_BEFORE"
 STARTED=$(now_ms)
 has throughput && load_mark throughput && throughput_group
+has syscalls && load_mark syscalls && syscalls_group
 has cost && load_mark cost && cost_group
 has latency && load_mark latency && latency_group
 has memory && load_mark memory && memory_group
@@ -523,6 +555,6 @@ python3 "$ROOT/bench/report.py" \
     --load-before "$LOAD_BEFORE" --load-after "$LOAD_AFTER" --elapsed "$ELAPSED" --loads "$LOADS" \
     --websocat "$("$WEBSOCAT" --version 2>/dev/null)" \
     --rev "$REV_LABEL" --rustc "$(rustc --version)" \
-    --sizes "N64=$N64 N4K=$N4K N1M=$N1M NSEND=$NSEND NECHO=$NECHO PACED_SECS=$PACED_SECS NMEM=$NMEM NIDLE=$NIDLE" \
-    --label "$LABEL" --note "${NOTE:-}" --eof-args="${EOF_ARGS[*]}"
+    --sizes "N64=$N64 N4K=$N4K N1M=$N1M NSEND=$NSEND NECHO=$NECHO NSYS=$NSYS PACED_SECS=$PACED_SECS NMEM=$NMEM NIDLE=$NIDLE" \
+    --label "$LABEL" --note "${NOTE:-}"
 say "wrote $OUT (raw figures: $RAW_OUT, logs: $WORK)"

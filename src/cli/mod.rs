@@ -100,8 +100,10 @@ const CONNECT_EXAMPLES: &str = "Examples:
   # the URL holds an address, the certificate the name feed.internal
   wsbridge connect wss://10.0.0.5/ws --server-name feed.internal -U
 
-At stdin EOF, replies are read until the peer has been quiet for --linger
-(1s); then Close (1000) goes out and connect exits 0 after the peer's Close.
+At stdin EOF, replies are read until the peer is done: it answered a Ping
+sent behind the last line and then went quiet, or it sent nothing for
+--linger (1s); then Close (1000) goes out and connect exits 0 after the
+peer's Close.
 A peer Close with 1000/1001 exits 0, any other code exits 1; connection
 failures exit 1 with a one-line reason.";
 
@@ -176,10 +178,12 @@ struct ConnectArgs {
     /// Send "Authorization: Basic" with these credentials (never logged).
     #[arg(long, value_name = "USER:PASS")]
     basic_auth: Option<String>,
-    /// After stdin EOF, keep reading until the peer has sent nothing for this long, then send
-    /// Close (1000). Servers such as Python `websockets` answer a Close at once and drop the
-    /// replies they had not sent, so closing right at EOF loses them; a peer that never goes
-    /// quiet (a live feed) keeps connect running until it closes or Ctrl-C. 0s: close at EOF.
+    /// After stdin EOF, keep reading until the peer is done, then send Close (1000): it
+    /// answered a Ping sent behind our last line and then went quiet (a few round trips, at
+    /// least 50ms), or it sent nothing for this long (the longest quiet wait). Servers such as
+    /// Python `websockets` answer a Close at once and drop the replies they had not sent, so
+    /// closing right at EOF loses them; a peer that never goes quiet (a live feed) keeps
+    /// connect running until it closes or Ctrl-C. 0s: close at EOF.
     #[arg(long, default_value = "1s", value_parser = wsbridge::config::parse_duration)]
     linger: Duration,
     /// How long to wait for the peer's Close after ours. After Ctrl-C or SIGTERM, a reader of

@@ -44,6 +44,33 @@ impl Encoding {
     }
 }
 
+/// How a line made of a payload as it is ends ([`Encoding::verbatim`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineEnd {
+    /// A newline follows the payload.
+    Newline,
+    /// Nothing follows (`connect --binary` writes binary payloads as their bytes).
+    Nothing,
+}
+
+impl Encoding {
+    /// The payload of `event` when this encoding's line for it is that payload as it is,
+    /// followed by `LineEnd`: what [`Encoding::encode`] would append, for a writer that can
+    /// write a large payload from where it is rather than copy it (raw text without a line
+    /// break, raw binary bytes).
+    pub fn verbatim<'e>(&self, event: &'e Event) -> Option<(&'e [u8], LineEnd)> {
+        match (self.format, &event.kind) {
+            (Format::Raw, EventKind::Binary { data, .. }) if self.binary_bytes => {
+                Some((data, LineEnd::Nothing))
+            }
+            (Format::Raw, EventKind::Text { data, .. }) if !has_line_break(data.as_bytes()) => {
+                Some((data.as_bytes(), LineEnd::Newline))
+            }
+            _ => None,
+        }
+    }
+}
+
 fn has_line_break(bytes: &[u8]) -> bool {
     memchr::memchr2(b'\n', b'\r', bytes).is_some()
 }

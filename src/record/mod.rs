@@ -37,6 +37,6 @@ mod encode;
 mod event;
 mod inbound;
 
-pub use encode::{client_error_line, Encoding};
+pub use encode::{client_error_line, Encoding, LineEnd};
 pub use event::{unix_millis, Event, EventKind};
 pub use inbound::{parse_inbound, Inbound, InboundError};

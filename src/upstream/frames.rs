@@ -3,8 +3,9 @@
 //! `app_ping` and `reply` state, the feed checks (`sequence`, `event_time`) and the peer's
 //! Close.
 //!
-//! Small payloads are copied out of tungstenite's read buffer into an arena of ours (see
-//! [`Frames::detach`]); the batch goes to the sinks when it is full or nothing more is here.
+//! Payloads are kept as tungstenite hands them out (checked once, never copied), except the
+//! small ones of a sparse batch (see [`Frames::detach_sparse`]); the batch goes to the sinks
+//! when it is full or nothing more is here.
 
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -20,6 +21,7 @@ use super::checks::FeedChecker;
 use super::connect::WsStream;
 use super::inflate;
 use super::keepalive::Keepalive;
+use super::read_ahead::TUNGSTENITE_READ;
 use super::reply::Replier;
 use super::stats::{Cause, SessionEnd};
 use crate::config::Decompress;
@@ -30,8 +32,11 @@ use crate::record::{Event, EventKind};
 pub(super) const MAX_BATCH: usize = 1024;
 /// See [`MAX_BATCH`].
 const MAX_BATCH_BYTES: usize = 256 << 10;
-/// Payloads smaller than this are copied out of the read buffer ([`Frames::detach`]).
+/// Payloads smaller than this are copied out of a sparse batch ([`Frames::detach_sparse`]).
 const DETACH_BELOW: usize = 16 << 10;
+/// A batch with at least this many payload bytes keeps its payloads where they were read
+/// ([`Frames::detach_sparse`]).
+const DENSE_BATCH: usize = 2 * TUNGSTENITE_READ;
 /// The allocation size of the buffer small payloads are copied to.
 const ARENA_SIZE: usize = 64 << 10;
 
@@ -65,12 +70,14 @@ pub(super) struct Frames {
     pub(super) peer_close: Option<(u16, String)>,
     pub(super) batch: Vec<Event>,
     pub(super) batch_bytes: usize,
-    /// Where small payloads are copied to (see [`Frames::detach`]).
+    /// Where small payloads are copied to (see [`Frames::detach_sparse`]).
     arena: BytesMut,
     /// The last `seq` given out (this task is the only writer while it runs).
     pub(super) seq: u64,
     /// The round trip of a Pong that answered our Ping, to publish.
     pub(super) rtt: Option<Duration>,
+    /// The payload of the last Pong taken (the session's end-of-input probe looks for its own).
+    pub(super) pong: Option<Bytes>,
     /// Data messages still to take before the session must close (`connect --max-messages`);
     /// later ones are dropped.
     pub(super) remaining: Option<u64>,
@@ -100,6 +107,7 @@ impl Frames {
             arena: BytesMut::with_capacity(ARENA_SIZE),
             seq,
             rtt: None,
+            pong: None,
             remaining,
             app_ping: None,
             app_answered: 0,
@@ -195,25 +203,39 @@ impl Frames {
         }
     }
 
-    /// Copies a small payload out of tungstenite's read buffer into ours. Handed on as it
-    /// came, a payload keeps the connection's whole read buffer shared until the sinks are
-    /// done with it, and tungstenite then reads into a fresh buffer sized for one frame: one
-    /// read(2) per 4 KiB message. Detached, the read buffer is free again at once and each
-    /// read takes up to `read_buffer_size`. Our buffer is shared by many payloads: one
-    /// allocation per 64 KiB, not one per message.
-    fn detach(&mut self, payload: &[u8]) -> Option<Bytes> {
-        if payload.len() >= DETACH_BELOW {
-            return None; // a large payload fills its read buffer anyway
+    /// Copies the small payloads of a sparse batch out of tungstenite's read buffers.
+    ///
+    /// A payload shares the block tungstenite read it into (`read_buffer_size`, or the frame
+    /// when larger) with the payloads read with it, and keeps the whole block alive while a
+    /// sink holds it. A batch of [`DENSE_BATCH`] bytes or more fills its blocks: only the
+    /// first and the last can hold bytes that are not its own, so it keeps at most twice what
+    /// it is counted as, and is handed on as it came. A smaller batch (a trickle: one message
+    /// per read) could hold a block per message for as long as a slow sink keeps it: its
+    /// small payloads are copied into an arena shared by many (one allocation per 64 KiB),
+    /// which costs little at the rates that make such batches.
+    fn detach_sparse(&mut self) {
+        if self.batch_bytes >= DENSE_BATCH {
+            return;
         }
-        self.arena.reserve(payload.len());
-        self.arena.extend_from_slice(payload);
-        Some(self.arena.split().freeze())
-    }
-
-    /// [`Frames::detach`] for text. The copy is checked to be UTF-8 again (it is, being the
-    /// same bytes): one pass over bytes just copied, still in cache.
-    fn detach_text(&mut self, text: &Utf8Bytes) -> Option<Utf8Bytes> {
-        Utf8Bytes::try_from(self.detach(text.as_bytes())?).ok()
+        let arena = &mut self.arena;
+        for event in &mut self.batch {
+            match &mut event.kind {
+                EventKind::Text { data, .. } => {
+                    // The copy is checked to be UTF-8 again (it is, being the same bytes):
+                    // no copy of tungstenite's can be made a `Utf8Bytes` without that.
+                    let copy = detach(arena, data.as_bytes()).and_then(|c| c.try_into().ok());
+                    if let Some(copy) = copy {
+                        *data = copy;
+                    }
+                }
+                EventKind::Binary { data, .. } => {
+                    if let Some(copy) = detach(arena, data) {
+                        *data = copy;
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 
     /// Takes the frames that are already here into the batch, until it is full or the
@@ -226,16 +248,20 @@ impl Frames {
         ts: u64,
         max_message_size: usize,
     ) -> Step {
-        while !self.batch_full() {
+        let step = loop {
+            if self.batch_full() {
+                break Step::Continue;
+            }
             let Poll::Ready(frame) = ws.poll_next_unpin(cx) else {
-                break;
+                break Step::Continue;
             };
             let step = self.on_frame(frame, now, ts, max_message_size);
             if !matches!(step, Step::Continue) {
-                return step;
+                break step;
             }
-        }
-        Step::Continue
+        };
+        self.detach_sparse();
+        step
     }
 
     fn push(
@@ -300,7 +326,6 @@ impl Frames {
                 }
                 self.keepalive.data_received(now);
                 if self.take_one() {
-                    let data = self.detach_text(&data).unwrap_or(data);
                     self.push_text(ts, data);
                 }
             }
@@ -312,7 +337,6 @@ impl Frames {
                 if self.decompress != Decompress::None {
                     self.push_inflated(&data, ts, max_message_size);
                 } else if self.take_one() {
-                    let data = self.detach(&data).unwrap_or(data);
                     self.push(ts, data.len(), None, |seq| EventKind::Binary { seq, data });
                 }
             }
@@ -320,10 +344,11 @@ impl Frames {
             Some(Ok(Message::Ping(_))) | Some(Ok(Message::Frame(_))) => {
                 self.keepalive.frame_received(now)
             }
-            Some(Ok(Message::Pong(_))) => {
+            Some(Ok(Message::Pong(payload))) => {
                 if let Some(rtt) = self.keepalive.pong_received(now) {
                     self.rtt = Some(rtt);
                 }
+                self.pong = Some(payload);
             }
             Some(Ok(Message::Close(frame))) => {
                 // tungstenite answers the Close; the server should now end the TCP connection.
@@ -364,6 +389,16 @@ impl Frames {
         }
         Step::Continue
     }
+}
+
+/// A copy of a small payload in `arena`, or `None` for a large one (it fills its block).
+fn detach(arena: &mut BytesMut, payload: &[u8]) -> Option<Bytes> {
+    if payload.len() >= DETACH_BELOW {
+        return None;
+    }
+    arena.reserve(payload.len());
+    arena.extend_from_slice(payload);
+    Some(arena.split().freeze())
 }
 
 fn read_error(error: &WsError, max_message_size: usize) -> String {

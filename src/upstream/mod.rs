@@ -7,10 +7,12 @@
 //! - `reconnect`: the task's loop of attempts, sessions and backoff.
 //! - `session`: one open connection; `frames` its reading side, `outgoing` its writing side.
 //! - [`stats`]: state, counters and causes; [`keepalive`], [`app_ping`], [`backoff`]: the
-//!   timing rules; `inflate`: `decompress`; [`reply`]: answers to the server's own pings;
-//!   [`checks`]: `sequence` and `event_time`, whose lags [`lag`] keeps as a histogram.
+//!   timing rules; `linger`: when `connect`'s Close goes after stdin EOF; `inflate`: `decompress`;
+//!   [`reply`]: answers to the server's own pings; [`checks`]: `sequence` and `event_time`,
+//!   whose lags [`lag`] keeps as a histogram.
 //! - [`mod@connect`]: the handshake, on the stream `dial` opens: directly or through a
-//!   [`proxy`], then [`tls`] for `wss://`; [`before_connect`]: the program that prepares each
+//!   [`proxy`], then [`tls`] for `wss://`, read through `read_ahead` (reads that grow while
+//!   messages stream and shrink back when idle); [`before_connect`]: the program that prepares each
 //!   attempt; [`refused`]: the wait after a refused handshake.
 
 pub mod app_ping;
@@ -23,8 +25,10 @@ mod frames;
 mod inflate;
 pub mod keepalive;
 pub mod lag;
+mod linger;
 mod outgoing;
 pub mod proxy;
+mod read_ahead;
 mod reconnect;
 pub mod refused;
 pub mod reply;
@@ -78,8 +82,9 @@ pub struct Upstream {
     /// no limit.
     pub max_messages: Option<u64>,
     /// When a Close comes through the send queue (`connect` at stdin EOF), keep reading until
-    /// the peer has sent nothing for this long (and our last messages are written), then send
-    /// it. Servers such as Python `websockets` answer a Close at once and drop the replies they
-    /// had not sent yet. Zero: send it at once.
+    /// the peer is done (see `linger`), then send it: the peer answered a Ping sent behind our
+    /// last message and then went quiet, or it has sent nothing for this long. Servers such as
+    /// Python `websockets` answer a Close at once and drop the replies they had not sent yet.
+    /// Zero: send it at once.
     pub linger: Duration,
 }

@@ -20,6 +20,7 @@ use super::checks::FeedChecker;
 use super::connect::WsStream;
 use super::frames::{close_reason, Frames, Step, MAX_BATCH};
 use super::keepalive::{Due, Keepalive};
+use super::linger::Linger;
 use super::outgoing::{Io, Outgoing};
 use super::reply::Replier;
 use super::stats::{Cause, SessionEnd};
@@ -67,9 +68,9 @@ impl Upstream {
         tokio::pin!(timer);
         let mut queue_open = true;
         let mut outgoing = Outgoing::default();
-        // The Close that `connect` queued at stdin EOF, held back while the peer is still
-        // answering (see [`Upstream::linger`]); sent once it has been quiet that long.
-        let mut lingering: Option<Option<CloseFrame>> = None;
+        // The Close that `connect` queued at stdin EOF, held back until the peer is done
+        // (see [`Linger`]).
+        let mut lingering: Option<Linger> = None;
         let linger = tokio::time::sleep_until(opened);
         tokio::pin!(linger);
         // Made once: a new `cancelled()` future on every turn of a hot loop costs.
@@ -90,8 +91,9 @@ impl Upstream {
                         Io::Frame(frame) => frame,
                         Io::Flushed(Ok(())) => {
                             // Our last messages are out only now: their answers are still to come.
-                            if lingering.is_some() {
-                                linger.as_mut().reset(Instant::now() + self.linger);
+                            if let Some(l) = &mut lingering {
+                                l.flushed(Instant::now());
+                                linger.as_mut().reset(l.deadline());
                             }
                             continue;
                         }
@@ -109,8 +111,15 @@ impl Upstream {
                         // Take every frame that is already here before handing the batch on.
                         step = poll_fn(|cx| Poll::Ready(frames.take_ready(&mut ws, cx, now, ts, max))).await;
                     }
-                    if lingering.is_some() && !frames.batch.is_empty() {
-                        linger.as_mut().reset(now + self.linger);
+                    let pong = frames.pong.take();
+                    if let Some(l) = &mut lingering {
+                        if !frames.batch.is_empty() {
+                            l.data(now);
+                        }
+                        if let Some(pong) = pong {
+                            l.pong(&pong, now);
+                        }
+                        linger.as_mut().reset(l.deadline());
                     }
                     // Nothing may be sent after the peer's Close: its pings go unanswered.
                     if let (Some(r), None) = (&mut frames.reply, &frames.peer_close) {
@@ -164,9 +173,12 @@ impl Upstream {
                                 break SessionEnd::Closed { code, reason };
                             }
                             Some(frame) => {
-                                debug!(linger = %crate::duration::human(self.linger), "end of input; waiting for the peer to go quiet before closing");
-                                lingering = Some(frame);
-                                linger.as_mut().reset(Instant::now() + self.linger);
+                                debug!(linger = %crate::duration::human(self.linger), "end of input; waiting for the peer to be done before closing");
+                                // Behind our last message: its answer says the peer read them all.
+                                outgoing.send(Message::Ping(Linger::probe()));
+                                let l = Linger::new(frame, self.linger, Instant::now());
+                                linger.as_mut().reset(l.deadline());
+                                lingering = Some(l);
                             }
                             None => {}
                         }
@@ -174,7 +186,7 @@ impl Upstream {
                     None => queue_open = false,
                 },
                 _ = &mut linger, if lingering.is_some() => {
-                    let frame = lingering.take().flatten();
+                    let frame = lingering.take().and_then(|l| l.frame);
                     let (code, reason) = frame.as_ref().map_or((1005, String::new()), |f| (f.code.into(), f.reason.to_string()));
                     self.close(&mut ws, &mut outgoing, frame, &mut frames, name).await;
                     break SessionEnd::Closed { code, reason };

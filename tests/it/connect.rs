@@ -388,6 +388,60 @@ async fn sigterm_while_stdout_is_not_read_exits_within_twice_the_shutdown_timeou
     flood.abort();
 }
 
+/// A reader of stdout that stops reading holds the connection back (its socket stops being
+/// read, so the server cannot send everything) and loses nothing: once it reads again, every
+/// message comes out in order, and the Ping the server sent meanwhile is answered.
+#[tokio::test]
+async fn a_stalled_stdout_reader_loses_nothing_and_the_servers_ping_is_answered_after() {
+    let mut server = TestServer::start(ServerOptions::default()).await;
+    let mut child = spawn_piped(&[&server.url("/"), "-U"]);
+    let mut stdout = child.stdout.take().unwrap();
+    let mut conn = server.accept().await;
+    // 24 MiB: more than the pipe, stdout's input and both socket buffers hold together.
+    let count = 768usize;
+    let payload = |i: usize| format!("{i:08}{}", "x".repeat(32 << 10));
+    let server_side = tokio::spawn(async move {
+        for i in 0..count {
+            conn.ws.send(Message::text(payload(i))).await.unwrap();
+        }
+        conn.ws
+            .send(Message::Ping("still there?".into()))
+            .await
+            .unwrap();
+        let pong = loop {
+            match tokio::time::timeout(SOON, conn.ws.next()).await {
+                Ok(Some(Ok(Message::Pong(payload)))) => break payload,
+                Ok(Some(Ok(_))) => continue,
+                other => panic!("expected the Pong, got {other:?}"),
+            }
+        };
+        conn.send_close(1000, "").await;
+        pong
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !server_side.is_finished(),
+        "a reader that does not read took all the output"
+    );
+    let mut out = Vec::new();
+    tokio::time::timeout(SOON * 3, stdout.read_to_end(&mut out))
+        .await
+        .expect("all of stdout in time")
+        .unwrap();
+    let pong = server_side.await.unwrap();
+    assert_eq!(&pong[..], b"still there?");
+    let lines: Vec<&[u8]> = out.split(|&b| b == b'\n').collect();
+    assert_eq!(lines.len(), count + 1, "lines (the last one empty)");
+    for (i, line) in lines[..count].iter().enumerate() {
+        assert!(*line == payload(i).as_bytes(), "line {i} differs");
+    }
+    let status = tokio::time::timeout(SOON, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
 #[tokio::test]
 async fn rejected_handshake_exits_1_naming_the_status() {
     let server = TestServer::start(ServerOptions {

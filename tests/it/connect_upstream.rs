@@ -4,6 +4,7 @@
 use std::process::Stdio;
 
 use crate::common::*;
+use futures_util::StreamExt as _;
 use tokio::process::Command;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
@@ -101,9 +102,48 @@ async fn connect_reconnect_backs_off_from_a_server_that_sends_one_message_and_cl
 }
 
 // ---------------------------------------------------------------------------------------
-// Lingering after stdin EOF, against Python `websockets`, which answers our Close at once and
-// drops the echoes it had not sent: closing right at EOF got 0 of 3 replies, 87,877 of
-// 100,000, and none of a 100 KB binary round trip.
+// Lingering after stdin EOF: until the peer is done, not for a fixed second.
+
+/// A server that answers nothing (its library still answers Pings) is done at once: the
+/// Close comes long before `--linger` (30 s) could run out, and connect exits 0.
+#[tokio::test]
+async fn a_silent_server_gets_our_close_long_before_the_linger_maximum() {
+    let mut server = TestServer::start(ServerOptions::default()).await;
+    let mut child = spawn_connect(&["--linger", "30s", &server.url("/")]);
+    let mut stdin = child.stdin.take().unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, b"x\n")
+        .await
+        .unwrap();
+    drop(stdin);
+    let mut conn = server.accept().await;
+    assert_eq!(conn.recv_text().await, "x");
+    // Reading answers the client's Pings; the first thing that is not one must be its Close,
+    // well before the linger maximum.
+    let close = tokio::time::timeout(SOON, async {
+        loop {
+            match conn.ws.next().await {
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => break other,
+            }
+        }
+    })
+    .await
+    .expect("the Close before the 30 s linger maximum");
+    match close {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(frame.code, CloseCode::Normal),
+        other => panic!("expected the client's Close, got {other:?}"),
+    }
+    let out = tokio::time::timeout(SOON, child.wait_with_output())
+        .await
+        .expect("connect exits after its Close")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+}
+
+// Against Python `websockets`, which answers our Close at once and drops the echoes it had not
+// sent: closing right at EOF got 0 of 3 replies, 87,877 of 100,000, and none of a 100 KB
+// binary round trip.
 
 /// `tests/peers/websockets_echo.py` in its own process; it exits when this is dropped.
 struct WebsocketsEcho {
@@ -175,6 +215,9 @@ async fn sending_three_lines_to_a_websockets_echo_server_keeps_every_reply() {
     let server = WebsocketsEcho::start().await;
     let input = b"{\"op\":\"add\",\"n\":1}\n{\"op\":\"add\",\"n\":2}\n{\"op\":\"add\",\"n\":3}\n";
     let replies = send_file(&server.url(), &[], input).await;
+    assert_eq!(text(&replies), text(input));
+    // With a linger maximum far beyond the test's bound: the end comes from the peer.
+    let replies = send_file(&server.url(), &["--linger", "60s"], input).await;
     assert_eq!(text(&replies), text(input));
 }
 

@@ -240,3 +240,44 @@ fn gap_records_and_lag() {
         "{\"upstream\":\"u\",\"seq\":7,\"ts\":1764000000123,\"type\":\"json\",\"data\":{\"E\":1},\"lag_ms\":-12}\n"
     );
 }
+
+/// A payload written as it is makes the same line the encoder would.
+#[test]
+fn verbatim_payloads_make_the_encoders_line() {
+    let raw = |binary_bytes| Encoding {
+        format: Format::Raw,
+        events: false,
+        parse_json: false,
+        binary_bytes,
+    };
+    let binary = |b: &'static [u8]| EventKind::Binary {
+        seq: 1,
+        data: Bytes::from_static(b),
+    };
+    let cases = [
+        (raw(false), text(1, "plain")),
+        (raw(false), text(1, "two\nlines")),
+        (raw(false), text(1, "cr\r")),
+        (raw(false), binary(b"\x00\x01")),
+        (raw(true), binary(b"\x00\n\x01")),
+        (raw(true), text(1, "plain")),
+    ];
+    for (encoding, kind) in cases {
+        let event = event(kind);
+        let mut line = Vec::new();
+        assert!(encoding.encode("u", &event, &mut line));
+        if let Some((payload, end)) = encoding.verbatim(&event) {
+            let mut made = payload.to_vec();
+            if end == LineEnd::Newline {
+                made.push(b'\n');
+            }
+            assert_eq!(made, line, "{event:?}");
+        }
+    }
+    let ndjson = Encoding {
+        format: Format::Ndjson,
+        ..raw(false)
+    };
+    assert_eq!(ndjson.verbatim(&event(text(1, "plain"))), None);
+    assert_eq!(raw(false).verbatim(&event(text(1, "a\nb"))), None);
+}
