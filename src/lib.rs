@@ -31,6 +31,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod backoff;
 pub mod cluster;
 pub mod config;
 pub mod connect;
@@ -41,6 +42,7 @@ pub mod jq;
 pub mod lines;
 pub mod metrics;
 pub mod notify;
+pub mod pem;
 pub mod record;
 pub mod replay;
 pub mod sink;

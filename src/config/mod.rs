@@ -18,6 +18,7 @@ mod errors;
 mod expand;
 mod parse;
 pub mod plan;
+pub mod proxy;
 pub mod raw;
 mod redact;
 mod shaping;

@@ -38,7 +38,7 @@ fn proxy_line(u: &UpstreamConfig) -> String {
         ProxySetting::Via(proxy) => proxy.to_string(),
         ProxySetting::Environment => {
             let env = |name: &str| std::env::var(name).ok();
-            match crate::upstream::proxy::env::lookup(&u.url, &env) {
+            match super::proxy::env::lookup(&u.url, &env) {
                 Ok(None) => "direct (no proxy variable of this environment applies)".into(),
                 Ok(Some((proxy, var))) => format!("{proxy} (from {var} in this environment)"),
                 Err(e) => format!("from the environment, which is unusable here: {e}"),

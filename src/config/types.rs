@@ -13,7 +13,7 @@ use super::cluster::ClusterConfig;
 use super::redact::{redact_url, Secret};
 use super::{AppPing, Decompress, Format, LogFormat, OnSlow};
 use crate::jq::Program;
-pub use crate::upstream::proxy::ProxySetting;
+pub use super::proxy::ProxySetting;
 
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq)]

@@ -26,7 +26,7 @@ use tracing::{info, warn};
 
 use super::{Encoded, QueueReader, SinkStats};
 use crate::config::broker::broker_reconnect;
-use crate::upstream::backoff::Backoff;
+use crate::backoff::Backoff;
 
 /// Records published and not yet acknowledged, at most: enough to keep a distant server
 /// busy, while `buffer` (in bytes) stays the bound on memory.

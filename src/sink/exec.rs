@@ -36,7 +36,7 @@ use crate::duration::human;
 use crate::hub::Delivery;
 use crate::lines::{BoundedLines, Line};
 use crate::throttle::Throttled;
-use crate::upstream::backoff::Backoff;
+use crate::backoff::Backoff;
 
 /// How long the program's output is still read after it exited (a child of its own may
 /// hold the pipes open), and how long a program that closed its stdin gets to exit.

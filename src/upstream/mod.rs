@@ -13,7 +13,7 @@
 //!   attempt; [`refused`]: the wait after a refused handshake.
 
 pub mod app_ping;
-pub mod backoff;
+pub use crate::backoff;
 pub mod before_connect;
 pub mod connect;
 mod dial;
