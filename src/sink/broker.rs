@@ -15,6 +15,8 @@
 //! answer was lost gets it twice: each publisher makes the repeat harmless (JetStream's
 //! `Nats-Msg-Id`, explicit Redis entry IDs), so the stream holds it once.
 
+pub mod settings;
+
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
@@ -25,8 +27,8 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use super::{Encoded, QueueReader, SinkStats};
-use crate::config::broker::broker_reconnect;
 use crate::backoff::Backoff;
+use settings::broker_reconnect;
 
 /// Records published and not yet acknowledged, at most: enough to keep a distant server
 /// busy, while `buffer` (in bytes) stays the bound on memory.

@@ -13,6 +13,10 @@
 //! At the end its stdin is closed after what is queued is written; it gets 40 % of
 //! `shutdown_timeout` to exit (half is the upstreams' Close, the rest a margin), then SIGKILL.
 
+pub mod settings;
+
+pub use settings::{ExecSettings, RestartPolicy};
+
 use std::io;
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::Ordering;
@@ -31,12 +35,12 @@ use super::inbound::Router;
 use super::queue::Bounds;
 use super::writer::pump;
 use super::{Driver, SinkContext};
-use crate::config::{Format, OnSlow, ReconnectPolicy, SinkKind};
+use crate::backoff::Backoff;
+use crate::config::{Format, OnSlow, ReconnectPolicy};
 use crate::duration::human;
 use crate::hub::Delivery;
 use crate::lines::{BoundedLines, Line};
 use crate::throttle::Throttled;
-use crate::backoff::Backoff;
 
 /// How long the program's output is still read after it exited (a child of its own may
 /// hold the pipes open), and how long a program that closed its stdin gets to exit.
@@ -63,7 +67,7 @@ enum Happened {
 
 /// Runs an exec sink until its input closes or it is cancelled.
 pub async fn run(mut ctx: SinkContext) {
-    let SinkKind::Exec { command, restart } = &ctx.config.kind else {
+    let Some(ExecSettings { command, restart }) = ctx.config.settings.get::<ExecSettings>() else {
         return;
     };
     let command = command.clone();

@@ -14,6 +14,9 @@
 
 mod output;
 mod rotated;
+pub mod settings;
+
+pub use settings::{FileSettings, RotatePolicy};
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -28,7 +31,7 @@ use super::driver::{run_single, Driver};
 use super::queue::Bounds;
 use super::writer::SinkWriter;
 use super::{Encoded, SinkContext, SinkError, SinkStats};
-use crate::config::{OnSlow, RotatePolicy, SinkKind};
+use crate::config::OnSlow;
 use output::Output;
 
 /// How often the thread checks the time (rotation by `every`) and whether its file was
@@ -66,10 +69,11 @@ pub async fn run(binding: FileBinding, ctx: SinkContext) -> Result<(), SinkError
         path: path.clone(),
         source,
     };
-    let rotate = match &ctx.config.kind {
-        SinkKind::File { rotate, .. } => rotate.clone(),
-        _ => None,
-    };
+    let rotate = ctx
+        .config
+        .settings
+        .get::<FileSettings>()
+        .and_then(|f| f.rotate.clone());
     let driver = Driver::new(
         ctx.config.name(),
         ctx.encoder(),

@@ -13,6 +13,8 @@
 //! client that reconnected on its own would send what it still held after records that
 //! were lost with the old connection, out of order.
 
+pub mod settings;
+
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, OnceLock};
@@ -23,10 +25,10 @@ use async_nats::{Client, ConnectOptions, HeaderMap, Subject};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
+use super::broker::settings::render;
 use super::broker::{Ack, BrokerError, Publisher};
 use super::{Encoded, Record};
-use crate::config::broker::{render, NatsAuth, NatsConfig};
-use crate::config::MsgId;
+pub use settings::{MsgId, NatsAuth, NatsConfig};
 
 /// How long connecting, a JetStream request and an acknowledgement may take.
 const TIMEOUT: Duration = Duration::from_secs(5);

@@ -13,6 +13,8 @@
 //! when sent again ("equal or smaller"), and that refusal counts as acknowledged. The last
 //! ID of each stream is read from the server (`XINFO STREAM`) before the first entry.
 
+pub mod settings;
+
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,9 +24,10 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, RedisResult, Value};
 use serde_json::value::RawValue;
 
+use super::broker::settings::render;
 use super::broker::{Ack, BrokerError, Publisher};
 use super::Encoded;
-use crate::config::broker::{render, RedisConfig};
+pub use settings::RedisConfig;
 
 /// How long connecting and a pipeline's replies may take.
 const TIMEOUT: Duration = Duration::from_secs(5);

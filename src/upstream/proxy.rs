@@ -13,7 +13,6 @@ use std::io;
 use tokio::net::TcpStream;
 use url::{Host, Url};
 
-
 pub use crate::config::proxy::{env, Proxy, ProxyKind, ProxySetting, Target};
 
 impl Proxy {
@@ -118,4 +117,3 @@ pub fn choose(
         ProxySetting::Environment => Ok(env::lookup(url, environment)?),
     }
 }
-

@@ -1,9 +1,7 @@
 //! The [`Validator`]: turns the serde mirror into a [`Config`], collecting every error
 //! instead of stopping at the first. Upstreams and sinks have a module each.
 
-mod broker;
 mod cluster;
-mod file_exec;
 mod jq;
 mod shaping;
 mod sink;
@@ -18,17 +16,20 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use sink::socket_file_identity;
+pub use sink::{socket_file_identity, SinkCheck};
 
 use super::errors::{line_column, ConfigError};
 use super::raw::{RawConfig, RawConnectionSettings, RawSize};
-use super::{parse_duration, plan, Config, DaemonConfig, MetricsConfig, SinkKind};
+use super::sink::SinkCatalog;
+use super::{parse_duration, plan, Config, DaemonConfig, MetricsConfig};
 
 /// Turns a [`RawConfig`] into a [`Config`], collecting errors instead of stopping at the first.
 pub(super) struct Validator<'a> {
     pub(super) file: &'a Path,
     pub(super) text: &'a str,
     pub(super) env: &'a dyn Fn(&str) -> Option<String>,
+    /// The sink types: the sink layer's registry.
+    pub(super) sinks: &'a dyn SinkCatalog,
     pub(super) errors: Vec<ConfigError>,
 }
 
@@ -56,7 +57,7 @@ impl Validator<'_> {
         });
     }
 
-    pub(super) fn config(&mut self, raw: RawConfig) -> Config {
+    pub(super) fn config(&mut self, mut raw: RawConfig) -> Config {
         let daemon = self.daemon(&raw);
         let metrics = raw.metrics.as_ref().and_then(|m| {
             let listen = m.listen.as_ref().map_or_else(
@@ -99,44 +100,16 @@ impl Validator<'_> {
         let mut sinks = Vec::new();
         // Each resource's first sink, and where that sink names it.
         let mut claimed: BTreeMap<String, (String, Range<usize>, String)> = BTreeMap::new();
-        for (i, s) in read(&raw.sink) {
+        let sinks_read = std::mem::take(&mut raw.sink);
+        for (i, s) in sinks_read.into_iter().enumerate() {
+            let Some(s) = s else { continue };
             let key = format!("sink[{i}]");
-            if let Some(sink) = self.sink(s, &key, &names) {
-                // Two sinks on one resource would fight over it: catch it before binding.
-                let (resource, shown) = match &sink.kind {
-                    SinkKind::Stdout => ("stdout".to_string(), "stdout".to_string()),
-                    SinkKind::Unix { path, .. } => (
-                        format!("socket path {}", socket_file_identity(path).display()),
-                        format!("socket path {}", path.display()),
-                    ),
-                    // Port 0 asks the system for a free port: no two get the same one. A
-                    // broker takes any number of publishers.
-                    SinkKind::Tcp { listen, .. } if listen.port() == 0 => {
-                        sinks.push(sink);
-                        continue;
-                    }
-                    SinkKind::Nats(_) | SinkKind::Redis(_) => {
-                        sinks.push(sink);
-                        continue;
-                    }
-                    SinkKind::Tcp { listen, .. } => {
-                        (format!("address {listen}"), format!("address {listen}"))
-                    }
-                    SinkKind::File { path, .. } => (
-                        format!("file {}", socket_file_identity(path).display()),
-                        format!("file {}", path.display()),
-                    ),
-                    SinkKind::Exec { .. } => {
-                        sinks.push(sink);
-                        continue;
-                    }
-                };
-                let span = s
-                    .path
-                    .as_ref()
-                    .map(|p| p.span())
-                    .or_else(|| s.listen.as_ref().map(|l| l.span()))
-                    .unwrap_or(s.kind.span());
+            let Some((sink, claims)) = self.sink(s, &key, &names, self.sinks) else {
+                continue;
+            };
+            // Two sinks on one resource would fight over it: catch it before binding.
+            for claim in claims {
+                let (resource, shown, span) = (claim.resource, claim.shown, claim.span);
                 if let Some((first, _, first_shown)) = claimed.get(&resource) {
                     let same = if *first_shown == shown {
                         String::new()
@@ -151,8 +124,8 @@ impl Validator<'_> {
                 } else {
                     claimed.insert(resource, (key.clone(), span, shown));
                 }
-                sinks.push(sink);
             }
+            sinks.push(sink);
         }
         if let (Some(m), Some(metrics)) = (&raw.metrics, &metrics) {
             let resource = format!("address {}", metrics.listen);

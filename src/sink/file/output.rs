@@ -16,8 +16,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::{info, warn};
 
 use super::rotated::{sync_dir, Compressor, Rotated};
+use super::RotatePolicy;
 use super::{open_append, Encoded, SinkStats};
-use crate::config::RotatePolicy;
 use crate::sink::DropReason;
 use crate::throttle::Throttled;
 
