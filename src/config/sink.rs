@@ -136,9 +136,12 @@ pub enum Inbound {
     On,
 }
 
+/// Whether a type's [`Shared`] takes a key.
+type Takes = fn(&Shared) -> bool;
+
 /// The shared keys taken by some types only, with the [`Shared`] field that lets a type take
 /// them: a key the type does not take is refused with "a X sink has no `key` key".
-pub(super) const OPTIONAL_KEYS: [(&str, fn(&Shared) -> bool); 6] = [
+pub(super) const OPTIONAL_KEYS: [(&str, Takes); 6] = [
     ("buffer_bytes", |s| s.buffer_bytes),
     ("on_slow", |s| s.on_slow.is_some()),
     ("max_block", |s| s.max_block),
@@ -170,6 +173,17 @@ pub struct Claim {
     pub span: Range<usize>,
 }
 
+/// Reads a type's own keys from its table.
+type ReadKeys = fn(
+    &mut super::parse::Parsed,
+    &toml::Spanned<toml::de::DeValue<'_>>,
+    &str,
+) -> Option<Box<dyn Any + Send>>;
+
+/// Validates a type's own keys into its settings.
+type ValidateKeys =
+    fn(Box<dyn Any + Send>, &mut SinkCheck<'_, '_>) -> Option<Arc<dyn SinkSettings>>;
+
 /// One sink type as the config layer reads it: made by [`SinkEntry::of`].
 pub struct SinkEntry {
     /// `type = "…"`.
@@ -179,14 +193,9 @@ pub struct SinkEntry {
     /// Its own keys.
     pub(super) fields: fn() -> &'static [&'static str],
     /// Reads its own keys from a table (see `parse.rs`).
-    pub(super) read: fn(
-        &mut super::parse::Parsed,
-        &toml::Spanned<toml::de::DeValue<'_>>,
-        &str,
-    ) -> Option<Box<dyn Any + Send>>,
+    pub(super) read: ReadKeys,
     /// Validates what `read` returned.
-    pub(super) validate:
-        fn(Box<dyn Any + Send>, &mut SinkCheck<'_, '_>) -> Option<Arc<dyn SinkSettings>>,
+    pub(super) validate: ValidateKeys,
 }
 
 impl SinkEntry {
