@@ -49,6 +49,8 @@ pub struct ConnectOptions {
     pub recv_only: bool,
     /// Print nothing.
     pub send_only: bool,
+    /// Send Close at stdin EOF (after `linger`); false (`-n`): read on until the peer closes.
+    pub close_at_eof: bool,
     /// After our Close, how long to wait for the peer's.
     pub close_timeout: Duration,
     /// After stdin EOF, how long the peer must be quiet before our Close goes out.
@@ -142,6 +144,7 @@ where
             binary: options.binary,
             ndjson: options.ndjson,
             max_line: options.upstream.max_message_size,
+            close_at_eof: options.close_at_eof,
         };
         if let Err(e) = reader.spawn(stdin) {
             return Outcome::Failed(format!("cannot start reading stdin: {e}"));
@@ -235,12 +238,14 @@ fn outcome(exit: UpstreamExit, url: &str) -> Outcome {
 
 /// Feeds stdin into the upstream's send queue from a thread of its own (so splitting lines
 /// runs beside the connection's framing and masking); at EOF, queues a Close (1000) behind
-/// the rest.
+/// the rest, unless `close_at_eof` is off: then the queue just closes, and the connection
+/// stays until the peer ends it, as with nothing to send (`-U`).
 struct StdinReader {
     queue: mpsc::Sender<Message>,
     binary: bool,
     ndjson: bool,
     max_line: usize,
+    close_at_eof: bool,
 }
 
 /// Bytes read from stdin at a time.
@@ -301,6 +306,9 @@ impl StdinReader {
             if at_eof {
                 break;
             }
+        }
+        if !self.close_at_eof {
+            return;
         }
         let close = CloseFrame {
             code: CloseCode::Normal,

@@ -18,7 +18,9 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::config::SinkConfig;
+use crate::fence::{self, Fence};
 use crate::record::Event;
+use crate::sink::{DropReason, SinkStats};
 
 /// Events of one upstream that arrived together (read without waiting), shared by every sink:
 /// one allocation and one channel send per sink per batch, not per message.
@@ -28,6 +30,26 @@ pub struct Batch {
     pub upstream: Arc<str>,
     /// The events, in order.
     pub events: Vec<Event>,
+    /// The lease the upstream ran under (`[cluster]`): its records are handed on only while
+    /// it holds.
+    pub fence: Option<Arc<Fence>>,
+}
+
+impl Batch {
+    /// A batch of `upstream` without a lease.
+    pub fn new(upstream: Arc<str>, events: Vec<Event>) -> Batch {
+        Batch {
+            upstream,
+            events,
+            fence: None,
+        }
+    }
+
+    /// The data messages in it: what a sink makes records of (for counting a batch dropped
+    /// before any sink encoded it).
+    pub fn data_messages(&self) -> u64 {
+        self.events.iter().filter(|e| e.is_data()).count() as u64
+    }
 }
 
 /// A batch on its way to one sink. It holds its share of the sink's byte budget until the
@@ -48,6 +70,8 @@ pub struct SinkInput {
     batches: mpsc::Sender<Delivery>,
     budget: Arc<Semaphore>,
     budget_bytes: u32,
+    /// Where a batch refused by its fence before reaching the sink is counted.
+    stats: Option<Arc<SinkStats>>,
 }
 
 /// A sink's input holding at most `batches` batches and about `bytes` bytes (a batch larger
@@ -59,14 +83,22 @@ pub fn sink_input(batches: usize, bytes: usize) -> (SinkInput, SinkReceiver) {
         batches: tx,
         budget: Arc::new(Semaphore::new(budget_bytes as usize)),
         budget_bytes,
+        stats: None,
     };
     (input, rx)
 }
 
 impl SinkInput {
+    /// Counts the batches its upstream's fence refuses into `stats` (the sink's).
+    pub fn counted_by(mut self, stats: Arc<SinkStats>) -> SinkInput {
+        self.stats = Some(stats);
+        self
+    }
+
     /// Waits for room (batches and bytes), then queues the batch; does nothing if the sink is
-    /// gone.
+    /// gone. A batch whose fence lapses meanwhile is dropped (counted) instead of waited for.
     async fn send(&self, batch: &Arc<Batch>, cost: usize) {
+        let fence = batch.fence.as_ref();
         let cost = u32::try_from(cost)
             .unwrap_or(u32::MAX)
             .min(self.budget_bytes);
@@ -80,6 +112,7 @@ impl SinkInput {
                 // Queued deliveries are dropped with the receiver, giving their budget back;
                 // this covers a sink that stops while we wait.
                 _ = self.batches.closed() => return,
+                _ = fence::lapsed(fence) => return self.fenced(batch),
             },
         };
         let delivery = Delivery {
@@ -87,7 +120,34 @@ impl SinkInput {
             _budget: budget,
         };
         // A sink that stopped (removed on reload) just no longer receives.
-        let _ = self.batches.send(delivery).await;
+        let delivery = match self.batches.try_send(delivery) {
+            Err(mpsc::error::TrySendError::Full(delivery)) => delivery,
+            _ => return,
+        };
+        tokio::select! {
+            _ = self.batches.send(delivery) => {}
+            _ = fence::lapsed(fence) => self.fenced(batch),
+        }
+    }
+
+    /// Counts `batch` routed here and dropped: its lease is no longer proven.
+    fn fenced(&self, batch: &Batch) {
+        let Some(stats) = &self.stats else { return };
+        let n = batch.data_messages();
+        if n == 0 {
+            return;
+        }
+        stats
+            .records_routed
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        stats.drop_records(
+            DropReason::Fenced,
+            n,
+            &format_args!(
+                "the lease of upstream {} is no longer proven",
+                batch.upstream
+            ),
+        );
     }
 }
 
@@ -112,6 +172,8 @@ pub type Directory = HashMap<String, Inbox>;
 pub struct Outlet {
     routes: watch::Receiver<Arc<Vec<SinkInput>>>,
     current: Arc<Vec<SinkInput>>,
+    /// The lease this upstream runs under (`[cluster]`), given to every batch.
+    fence: Option<Arc<Fence>>,
 }
 
 impl Outlet {
@@ -125,28 +187,49 @@ impl Outlet {
 
     fn new(mut routes: watch::Receiver<Arc<Vec<SinkInput>>>) -> Outlet {
         let current = routes.borrow_and_update().clone();
-        Outlet { routes, current }
+        Outlet {
+            routes,
+            current,
+            fence: None,
+        }
+    }
+
+    /// Delivers only while `fence` holds: each batch carries it to the sinks, which check it
+    /// again right before writing.
+    pub fn fenced_by(mut self, fence: Option<Arc<Fence>>) -> Outlet {
+        self.fence = fence;
+        self
+    }
+
+    /// The lease this outlet delivers under, if any.
+    pub fn fence(&self) -> Option<&Arc<Fence>> {
+        self.fence.as_ref()
     }
 
     /// Sends one event of `upstream` to every routed sink.
     pub async fn deliver(&mut self, upstream: &Arc<str>, event: Event) {
         let cost = event.cost();
-        let batch = Batch {
-            upstream: upstream.clone(),
-            events: vec![event],
-        };
+        let batch = Batch::new(upstream.clone(), vec![event]);
         self.deliver_batch(batch, cost).await;
     }
 
     /// Sends `batch` (costing `cost` bytes, see [`Event::cost`]) to every routed sink,
     /// waiting where a sink's input is full (that is the backpressure of `on_slow = "block"`;
-    /// other sinks drain their input promptly).
-    pub async fn deliver_batch(&mut self, batch: Batch, cost: usize) {
+    /// other sinks drain their input promptly). Once the outlet's fence has lapsed nothing
+    /// is handed on: each sink counts the batch dropped (`fenced`), and nothing waits.
+    pub async fn deliver_batch(&mut self, mut batch: Batch, cost: usize) {
         if batch.events.is_empty() {
             return;
         }
         if self.routes.has_changed().unwrap_or(false) {
             self.current = self.routes.borrow_and_update().clone();
+        }
+        batch.fence = self.fence.clone();
+        if !fence::holds(self.fence.as_ref()) {
+            for sink in self.current.iter() {
+                sink.fenced(&batch);
+            }
+            return;
         }
         let batch = Arc::new(batch);
         for sink in self.current.iter() {

@@ -39,7 +39,8 @@
 //! - [`record`] is the wire format: the event model, its one encoder, inbound parsing
 //!   ([`lines`] frames inbound lines).
 //! - [`metrics`] serves `/metrics`, `/status` and `/healthz`; [`status_client`] is
-//!   `wsbridge status`'s side of it. [`notify`] speaks systemd's notify protocol.
+//!   `wsbridge status`'s side of it, and [`top`] the figures of `wsbridge top`. [`notify`]
+//!   speaks systemd's notify protocol.
 //! - [`connect`] is the websocat-style pipe, built on the same upstream task.
 //! - [`demo`] is the embedded demo server. [`duration`] prints durations for people.
 //! - [`replay`] serves recorded NDJSON files as a WebSocket server (`wsbridge replay`).
@@ -52,6 +53,7 @@ pub mod config;
 pub mod connect;
 pub mod demo;
 pub mod duration;
+pub mod fence;
 pub mod hub;
 pub mod jq;
 pub mod lines;
@@ -64,4 +66,5 @@ pub mod sink;
 pub mod status_client;
 pub mod supervisor;
 pub mod throttle;
+pub mod top;
 pub mod upstream;

@@ -100,6 +100,11 @@ async fn get_status(addr: SocketAddr) -> Result<(StatusCode, Bytes), Exchange> {
     }
 }
 
+/// `0.3s ago`, or `never`.
+fn ago(seconds: Option<f64>) -> String {
+    seconds.map_or("never".to_string(), |s| format!("{s:.1}s ago"))
+}
+
 /// The table `wsbridge status` prints: one row per upstream and per sink.
 pub fn render_table(status: &Status) -> String {
     use std::fmt::Write as _;
@@ -140,17 +145,24 @@ pub fn render_table(status: &Status) -> String {
             rtt(u.ping_rtt_seconds)
         );
     }
+    render_feeds(status, &mut out);
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "{:<32} {:>8} {:>12} {:>10} {:>12}",
+        "{:<32} {:>8} {:>12} {:>10} {:>12}  BROKER (LAST ANSWER)",
         "SINK", "CLIENTS", "WRITTEN", "DROPPED", "BUFFERED"
     );
     for s in &status.sinks {
+        // A client can say "connected" for a while after the server is gone: the age of
+        // the server's last answer says whether a round trip works.
+        let broker = s.broker.as_ref().map_or("-".to_string(), |b| {
+            let state = if b.connected { "up" } else { "down" };
+            format!("{state} ({})", ago(b.last_round_trip_age_seconds))
+        });
         let _ = writeln!(
             out,
-            "{:<32} {:>8} {:>12} {:>10} {:>12}",
-            s.name, s.clients, s.records_written, s.records_dropped, s.bytes_buffered
+            "{:<32} {:>8} {:>12} {:>10} {:>12}  {}",
+            s.name, s.clients, s.records_written, s.records_dropped, s.bytes_buffered, broker
         );
     }
     let _ = writeln!(out);
@@ -172,10 +184,11 @@ pub fn render_table(status: &Status) -> String {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "cluster: instance {}, {} member(s): {}{}",
+            "cluster: instance {}, {} member(s): {}; last round trip {}{}",
             c.instance,
             c.members.len(),
             c.members.join(", "),
+            ago(c.last_round_trip_age_seconds),
             if c.connected {
                 ""
             } else {
@@ -200,4 +213,86 @@ pub fn render_table(status: &Status) -> String {
         }
     }
     out
+}
+
+/// A lag in seconds as milliseconds, or `-`.
+pub fn lag_ms(seconds: Option<f64>) -> String {
+    seconds.map_or("-".to_string(), |s| format!("{:.0}ms", s * 1000.0))
+}
+
+/// The feed checks (`sequence`, `event_time`) of the upstreams that have something to show.
+fn render_feeds(status: &Status, out: &mut String) {
+    use std::fmt::Write as _;
+    let checked = status.upstreams.iter().filter(|u| {
+        u.lag.is_some() || u.gaps + u.repeats + u.sequence_errors + u.event_time_errors > 0
+    });
+    let mut header = false;
+    for u in checked {
+        if !header {
+            header = true;
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "{:<20} {:>9} {:>9} {:>8} {:>8} {:>10} {:>11}",
+                "FEED", "LAG P50", "LAG P99", "GAPS", "REPEATS", "SEQ ERRORS", "TIME ERRORS"
+            );
+        }
+        let lag = u.lag.as_ref();
+        let _ = writeln!(
+            out,
+            "{:<20} {:>9} {:>9} {:>8} {:>8} {:>10} {:>11}",
+            u.name,
+            lag_ms(lag.map(|l| l.p50_seconds)),
+            lag_ms(lag.map(|l| l.p99_seconds)),
+            u.gaps,
+            u.repeats,
+            u.sequence_errors,
+            u.event_time_errors
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn brokers_and_the_cluster_show_when_the_server_last_answered() {
+        let status: Status = serde_json::from_value(serde_json::json!({
+            "healthy": true,
+            "upstreams": [],
+            "tasks": 1,
+            "sinks": [
+                {"name": "nats", "clients": 0, "records_written": 5, "records_dropped": 0,
+                 "bytes_buffered": 0,
+                 "broker": {"connected": true, "published": 5, "acknowledged": 4, "retried": 0,
+                            "last_round_trip_age_seconds": 12.04}},
+                // A daemon from before the field: never.
+                {"name": "redis", "clients": 0, "records_written": 0, "records_dropped": 0,
+                 "bytes_buffered": 0,
+                 "broker": {"connected": false, "published": 0, "acknowledged": 0, "retried": 0}},
+                {"name": "stdout", "clients": 1, "records_written": 5, "records_dropped": 0,
+                 "bytes_buffered": 0}
+            ],
+            "cluster": {"instance": "a", "connected": true, "members": ["a"], "leases": [],
+                        "acquired": 0, "released": 0, "lost": 0,
+                        "last_round_trip_age_seconds": 0.5}
+        }))
+        .unwrap();
+        let table = render_table(&status);
+        let row = |name: &str| {
+            table
+                .lines()
+                .find(|l| l.starts_with(name))
+                .unwrap_or_else(|| panic!("no {name} row in\n{table}"))
+                .to_string()
+        };
+        assert!(row("nats ").ends_with("up (12.0s ago)"), "{table}");
+        assert!(row("redis ").ends_with("down (never)"), "{table}");
+        assert!(row("stdout ").ends_with("  -"), "{table}");
+        assert!(
+            table.contains("cluster: instance a, 1 member(s): a; last round trip 0.5s ago\n"),
+            "{table}"
+        );
+    }
 }

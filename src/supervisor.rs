@@ -10,7 +10,7 @@ mod cluster;
 mod reload;
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +23,7 @@ use tracing::{error, info, warn, Instrument};
 
 use crate::cluster::Cluster;
 use crate::config::{Config, ConfigErrors, SinkConfig, UpstreamConfig};
+use crate::fence::Fence;
 use crate::hub::{self, Hub, SendQueue, SinkInput};
 use crate::metrics::Metrics;
 use crate::notify;
@@ -61,6 +62,8 @@ struct RunningUpstream {
     queue: SendQueue,
     cancel: CancellationToken,
     task: JoinHandle<UpstreamExit>,
+    /// The lease it runs under (`[cluster]`).
+    fence: Option<Arc<Fence>>,
 }
 
 struct RunningSink {
@@ -80,8 +83,11 @@ pub struct Supervisor {
     hub: Hub,
     upstreams: HashMap<String, RunningUpstream>,
     sinks: Vec<RunningSink>,
-    /// Kept across restarts of an upstream so `seq` never goes back.
+    /// Kept across restarts of an upstream; dropped when a reload removes it.
     upstream_stats: HashMap<String, Arc<UpstreamStats>>,
+    /// Each upstream name's `seq`, never dropped: one removed and added back by reloads (or
+    /// whose lease comes back) goes on counting, so a record's id never repeats.
+    seqs: HashMap<String, Arc<AtomicU64>>,
     failures_tx: mpsc::Sender<(String, SinkError)>,
     failures: mpsc::Receiver<(String, SinkError)>,
     /// What `/metrics` and `/status` read.
@@ -113,6 +119,7 @@ impl Supervisor {
             upstreams: HashMap::new(),
             sinks: Vec::new(),
             upstream_stats: HashMap::new(),
+            seqs: HashMap::new(),
             failures_tx,
             failures,
             metrics,
@@ -233,10 +240,6 @@ impl Supervisor {
                 info!(upstream = %name, messages_received = received, "upstream closed");
             }
         }
-        // Closed here, so others may connect them at once.
-        if let Some(cluster) = self.cluster.take() {
-            cluster.release_all(deadline).await;
-        }
         // With the upstream tasks gone and the routes cleared, each sink's input closes once
         // it has been read to the end.
         self.hub.clear();
@@ -246,6 +249,11 @@ impl Supervisor {
         for sink in self.sinks.drain(..) {
             finish(sink.task, deadline, &format!("sink {}", sink.config.name())).await;
         }
+        // Handed back only now: the sinks wrote what the upstreams received under these
+        // leases (their fences hold until then); others connect them at once.
+        if let Some(cluster) = self.cluster.take() {
+            cluster.release_all(deadline).await;
+        }
         info!("stopped");
     }
 
@@ -253,6 +261,7 @@ impl Supervisor {
         let (input, receiver) = hub::sink_input(SINK_INPUT, SINK_INPUT_BYTES);
         let cancel = CancellationToken::new();
         let stats = Arc::new(SinkStats::named(config.name()));
+        let input = input.counted_by(stats.clone());
         let reopen = Arc::new(Notify::new());
         let ctx = SinkContext {
             config: config.clone(),
@@ -286,22 +295,49 @@ impl Supervisor {
     }
 
     fn spawn_upstream(&mut self, config: Arc<UpstreamConfig>) {
+        let (fence, close_timeout) = match self.fence_of(&config.name) {
+            None => (None, self.config.daemon.shutdown_timeout / 2),
+            // Its lease was lost meanwhile: it starts when one is held again.
+            Some(None) => return,
+            Some(Some(fence)) => {
+                let ttl = self
+                    .config
+                    .cluster
+                    .as_ref()
+                    .map_or(Duration::MAX, |c| c.lease_ttl);
+                // A lost lease closes the connection within lease_ttl / 5, answered or not.
+                let close = (self.config.daemon.shutdown_timeout / 2).min(ttl / 5);
+                (Some(fence), close)
+            }
+        };
         let (queue, receiver) = mpsc::channel(config.send_queue);
         let cancel = CancellationToken::new();
+        if let Some(fence) = fence.clone() {
+            // The upstream stops the moment its lease is no longer proven, without waiting
+            // for the lease task or this supervisor to notice.
+            let cancel = cancel.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = fence.lapsed() => cancel.cancel(),
+                    _ = cancel.cancelled() => {}
+                }
+            });
+        }
+        let seq = self.seqs.entry(config.name.clone()).or_default().clone();
         let stats = self
             .upstream_stats
             .entry(config.name.clone())
-            .or_default()
+            .or_insert_with(|| Arc::new(UpstreamStats::with_seq(seq)))
             .clone();
         let upstream = Upstream {
             config: config.clone(),
             stats,
-            outlet: self.hub.outlet(&config.name),
+            outlet: self.hub.outlet(&config.name).fenced_by(fence.clone()),
             queue: receiver,
             shutdown: cancel.clone(),
             goodbye: CloseCode::Away,
             mode: RunMode::Reconnect,
-            close_timeout: self.config.daemon.shutdown_timeout / 2,
+            close_timeout,
             max_messages: None,
             linger: Duration::ZERO,
         };
@@ -314,6 +350,7 @@ impl Supervisor {
                 queue,
                 cancel,
                 task,
+                fence,
             },
         );
     }

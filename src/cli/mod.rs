@@ -13,6 +13,7 @@ mod demo;
 mod process;
 mod replay;
 mod shaping;
+mod top;
 mod transport;
 
 use process::{current_thread_runtime, init_logging, runtime, signals};
@@ -37,6 +38,9 @@ enum Command {
     Check(ConfigArg),
     /// Ask the running daemon (the config's [metrics] address) for one row per upstream and sink.
     Status(ConfigArg),
+    /// A live view of the running daemon (the config's [metrics] address): upstreams and
+    /// sinks, refreshed every second; q quits. Plain rows when stdout is not a terminal.
+    Top(ConfigArg),
     /// Pipe: stdin lines become messages, messages become stdout lines (like websocat).
     #[command(after_help = CONNECT_EXAMPLES)]
     Connect(Box<ConnectArgs>),
@@ -136,9 +140,13 @@ struct ConnectArgs {
     /// A text message sent after every (re)connect, before stdin (repeatable).
     #[arg(long = "on-connect", value_name = "MESSAGE")]
     on_connect: Vec<String>,
+    /// Text messages, one a stdin or stdout line: the default (websocat's -t, accepted so
+    /// its command lines work).
+    #[arg(short = 't', long, conflicts_with = "binary")]
+    text: bool,
     /// Send stdin as binary messages (one per read chunk); write binary messages to stdout
     /// as raw bytes, without newlines.
-    #[arg(long)]
+    #[arg(short = 'b', long)]
     binary: bool,
     /// Write NDJSON records (with seq, ts, open/close/error events) instead of payload lines;
     /// read stdin lines as inbound records ({"type":"text"|"binary"|"json","data":…}).
@@ -159,8 +167,15 @@ struct ConnectArgs {
     #[arg(short = 'U', long, conflicts_with = "send_only")]
     recv_only: bool,
     /// Send stdin; print nothing.
-    #[arg(long)]
+    #[arg(short = 'u', long)]
     send_only: bool,
+    /// Send no Close at stdin EOF: keep reading (and printing) until the peer closes, as -U
+    /// does after EOF.
+    #[arg(short = 'n', long)]
+    no_close: bool,
+    /// Send "Authorization: Basic" with these credentials (never logged).
+    #[arg(long, value_name = "USER:PASS")]
+    basic_auth: Option<String>,
     /// After stdin EOF, keep reading until the peer has sent nothing for this long, then send
     /// Close (1000). Servers such as Python `websockets` answer a Close at once and drop the
     /// replies they had not sent, so closing right at EOF loses them; a peer that never goes
@@ -216,6 +231,11 @@ impl ConnectArgs {
                 .cookies
                 .push((name.trim().to_string(), Secret::new(value)));
         }
+        if let Some(credentials) = &self.basic_auth {
+            upstream
+                .headers
+                .push(basic_auth(credentials, &upstream.headers)?);
+        }
         upstream.subprotocols = self.protocols;
         upstream.origin = self.origin;
         upstream.on_connect = self.on_connect;
@@ -239,10 +259,36 @@ impl ConnectArgs {
             max_messages: self.max_messages,
             recv_only: self.recv_only,
             send_only: self.send_only,
+            close_at_eof: !self.no_close,
             close_timeout: self.shutdown_timeout,
             linger: self.linger,
         })
     }
+}
+
+/// `--basic-auth USER:PASS` as the header it sends; refused beside an Authorization header
+/// of `-H`, which would send two.
+fn basic_auth(
+    credentials: &str,
+    headers: &[(String, wsbridge::config::Secret)],
+) -> Result<(String, wsbridge::config::Secret), String> {
+    use base64::Engine as _;
+    if !credentials.contains(':') {
+        return Err("--basic-auth takes USER:PASS (a colon between them)".into());
+    }
+    if headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+    {
+        return Err(
+            "--basic-auth and an Authorization header (-H) both set Authorization; give one".into(),
+        );
+    }
+    let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
+    Ok((
+        "Authorization".into(),
+        wsbridge::config::Secret::new(format!("Basic {encoded}")),
+    ))
 }
 
 impl Cli {
@@ -254,6 +300,10 @@ impl Cli {
             Command::Demo(args) => demo::run(args),
             Command::Connect(args) => connect(*args),
             Command::Status(args) => status(&args.config),
+            Command::Top(args) => match metrics_addr(&args.config)? {
+                Ok(addr) => top::run(addr),
+                Err(code) => Ok(code),
+            },
             Command::Replay(args) => replay::run(args),
         }
     }
@@ -305,6 +355,18 @@ fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
 }
 
 fn status(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let addr = match metrics_addr(path)? {
+        Ok(addr) => addr,
+        Err(code) => return Ok(code),
+    };
+    let status = runtime()?.block_on(wsbridge::status_client::fetch_status(addr))?;
+    print!("{}", wsbridge::status_client::render_table(&status));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `[metrics]` address of the daemon running `path`, or the exit code after saying why
+/// there is none.
+fn metrics_addr(path: &std::path::Path) -> anyhow::Result<Result<std::net::SocketAddr, ExitCode>> {
     // Only [metrics] matters here: an operator need not hold the daemon's secrets, so unset
     // ${VAR}s expand to nothing instead of failing.
     let text = match std::fs::read_to_string(path) {
@@ -319,7 +381,7 @@ fn status(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         Ok(config) => config,
         Err(errors) => {
             eprintln!("{errors}");
-            return Ok(ExitCode::from(2));
+            return Ok(Err(ExitCode::from(2)));
         }
     };
     let Some(metrics) = config.metrics else {
@@ -327,11 +389,9 @@ fn status(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             "wsbridge: {} has no [metrics] section, so the daemon has no status endpoint; add [metrics] listen = \"127.0.0.1:9187\" and restart it",
             path.display()
         );
-        return Ok(ExitCode::from(1));
+        return Ok(Err(ExitCode::from(1)));
     };
-    let status = runtime()?.block_on(wsbridge::status_client::fetch_status(metrics.listen))?;
-    print!("{}", wsbridge::status_client::render_table(&status));
-    Ok(ExitCode::SUCCESS)
+    Ok(Ok(metrics.listen))
 }
 
 fn connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {

@@ -1,11 +1,12 @@
 //! `connect`'s options for shaping the feed: the same as the config's `decompress`,
-//! `before_connect`, `app_ping` and `reply`.
+//! `before_connect`, `app_ping` and `reply`, and the feed checks `sequence`, `on_gap` and
+//! `event_time`.
 
 use std::time::Duration;
 
 use clap::Args;
 
-use wsbridge::config::{AppPing, Decompress, UpstreamConfig};
+use wsbridge::config::{AppPing, Decompress, FeedChecks, OnGap, UpstreamConfig};
 use wsbridge::jq::Program;
 
 /// What `connect` does beyond the bare connection.
@@ -35,10 +36,23 @@ pub struct ShapingArgs {
     #[arg(long, default_value = "10s", value_parser = wsbridge::config::parse_duration)]
     app_ping_timeout: Duration,
     /// Answer the server's own pings: a jq program run on every text message holding JSON;
-    /// each output is sent back as compact JSON and a message that produced any is not
-    /// printed. A message it fails on is printed as usual.
+    /// each output is sent back (a string as its text, other values as compact JSON) and a
+    /// message that produced any is not printed. A message it fails on is printed as usual.
     #[arg(long, value_name = "JQ", value_parser = parse_reply)]
     reply: Option<Program>,
+    /// Check the feed's own sequence numbers: a jq program giving each message's number
+    /// (such as '.u'). A gap is logged on stderr; with --ndjson a gap record comes before
+    /// the message that showed it.
+    #[arg(long, value_name = "JQ", value_parser = parse_program)]
+    sequence: Option<Program>,
+    /// What a gap in --sequence does besides being reported: record, or reconnect (with
+    /// --reconnect: subscribe again at once).
+    #[arg(long, value_name = "WHAT", default_value = "record", value_parser = parse_on_gap, requires = "sequence")]
+    on_gap: OnGap,
+    /// When the source made each message: a jq program giving Unix ms, seconds or an RFC 3339
+    /// time (such as '.E'); with --ndjson each data record carries lag_ms.
+    #[arg(long, value_name = "JQ", value_parser = parse_program)]
+    event_time: Option<Program>,
 }
 
 fn parse_decompress(s: &str) -> Result<Decompress, String> {
@@ -63,6 +77,20 @@ fn parse_argv(s: &str) -> Result<Vec<String>, String> {
     }
 }
 
+fn parse_program(s: &str) -> Result<Program, String> {
+    if s.trim().is_empty() {
+        return Err("give a jq program, such as '.u'".into());
+    }
+    Program::compile(s).map_err(|e| format!("the jq program does not compile: {e}"))
+}
+
+fn parse_on_gap(s: &str) -> Result<OnGap, String> {
+    [OnGap::Record, OnGap::Reconnect]
+        .into_iter()
+        .find(|g| g.as_str() == s)
+        .ok_or_else(|| "use record or reconnect".into())
+}
+
 fn parse_reply(s: &str) -> Result<Program, String> {
     if s.trim().is_empty() {
         return Err("give a jq program, such as 'select(has(\"ping\")) | {pong: .ping}'".into());
@@ -84,6 +112,11 @@ impl ShapingArgs {
             });
         }
         upstream.reply = self.reply;
+        upstream.feed = FeedChecks {
+            sequence: self.sequence,
+            on_gap: self.on_gap,
+            event_time: self.event_time,
+        };
         Ok(())
     }
 }

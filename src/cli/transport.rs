@@ -16,6 +16,9 @@ pub struct TransportArgs {
     /// no_proxy/NO_PROXY decide, as in curl.
     #[arg(long, value_name = "URL", value_parser = ProxySetting::parse)]
     proxy: Option<ProxySetting>,
+    /// The same as --proxy socks5://HOST:PORT (websocat's --socks5).
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "proxy", value_parser = parse_socks5)]
+    socks5: Option<ProxySetting>,
     /// Client certificate for mutual TLS (PEM: the certificate, then any intermediates).
     #[arg(long, value_name = "FILE", requires = "key")]
     cert: Option<PathBuf>,
@@ -41,7 +44,7 @@ impl TransportArgs {
                 "--cert, --key, --server-name and --insecure apply to wss:// URLs only".into(),
             );
         }
-        if let Some(proxy) = self.proxy {
+        if let Some(proxy) = self.proxy.or(self.socks5) {
             upstream.proxy = proxy;
         }
         if let (Some(cert), Some(key)) = (self.cert, self.key) {
@@ -57,4 +60,11 @@ impl TransportArgs {
         upstream.insecure = self.insecure;
         Ok(())
     }
+}
+
+fn parse_socks5(address: &str) -> Result<ProxySetting, String> {
+    if address.contains("://") {
+        return Err("--socks5 takes HOST:PORT; for a URL use --proxy".into());
+    }
+    ProxySetting::parse(&format!("socks5://{address}"))
 }

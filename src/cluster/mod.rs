@@ -22,7 +22,7 @@ mod lease;
 pub mod spread;
 pub mod status;
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +34,7 @@ use tracing::{warn, Instrument};
 
 use crate::config::cluster::ClusterConfig;
 use crate::config::UpstreamConfig;
+use crate::fence::Fence;
 pub use status::{ClusterStatus, ClusterView, LeaseStatus};
 
 /// The upstreams this instance should run now.
@@ -42,8 +43,10 @@ pub struct Ownership {
     /// Counts changes; the supervisor echoes it through [`Cluster::applied`] once running
     /// exactly these upstreams.
     pub generation: u64,
-    /// Upstreams this instance holds a lease slot of.
-    pub upstreams: BTreeSet<String>,
+    /// Upstreams this instance holds a lease slot of, each with the fence of that lease:
+    /// an upstream runs with the fence of the lease it holds now, a new one for each lease
+    /// taken (see [`crate::fence`]).
+    pub upstreams: BTreeMap<String, Arc<Fence>>,
 }
 
 /// The supervisor's handle on the lease task.

@@ -1,6 +1,7 @@
 //! What an operator sees of the cluster: which instance holds each upstream's slots, for how
 //! long, and how often they changed hands (as this instance observed it).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
@@ -10,8 +11,13 @@ use serde::{Deserialize, Serialize};
 pub struct ClusterStatus {
     /// This instance's name.
     pub instance: String,
-    /// Whether the lease bucket is reachable now.
+    /// Whether the NATS client is connected (its own view: it may not know yet that the
+    /// server is gone).
     pub connected: bool,
+    /// Seconds since the last lease round whose every request was answered: whether a
+    /// round trip works now. Absent: none yet.
+    #[serde(default)]
+    pub last_round_trip_age_seconds: Option<f64>,
     /// The live instances, this one included.
     pub members: Vec<String>,
     /// One entry per lease slot, in config order.
@@ -43,6 +49,8 @@ pub struct LeaseStatus {
 #[derive(Debug, Default)]
 pub struct ClusterView {
     current: Mutex<ClusterStatus>,
+    /// When a round last completed, Unix ms (0: never); its age is taken when read.
+    last_ok_ms: AtomicU64,
 }
 
 impl ClusterView {
@@ -53,15 +61,27 @@ impl ClusterView {
                 instance: instance.to_string(),
                 ..ClusterStatus::default()
             }),
+            last_ok_ms: AtomicU64::new(0),
         }
     }
 
     /// The status now.
     pub fn get(&self) -> ClusterStatus {
-        self.current
+        let mut status = self
+            .current
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .clone();
+        let last = self.last_ok_ms.load(Ordering::Relaxed);
+        status.last_round_trip_age_seconds =
+            (last > 0).then(|| crate::record::unix_millis().saturating_sub(last) as f64 / 1000.0);
+        status
+    }
+
+    /// A round's requests were all answered.
+    pub(super) fn round_trip_ok(&self) {
+        let now = crate::record::unix_millis();
+        self.last_ok_ms.store(now, Ordering::Relaxed);
     }
 
     /// Changes the status.

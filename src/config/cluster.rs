@@ -17,6 +17,7 @@ pub struct RawCluster {
     pub bucket: Option<Spanned<String>>,
     pub instance: Option<Spanned<String>>,
     pub lease_ttl: Option<Spanned<String>>,
+    pub bucket_replicas: Option<Spanned<i64>>,
 }
 
 /// The NATS server `[cluster]` uses when `nats` is not set.
@@ -25,8 +26,14 @@ pub const DEFAULT_CLUSTER_NATS: &str = "nats://127.0.0.1:4222";
 pub const DEFAULT_BUCKET: &str = "wsbridge-leases";
 /// `lease_ttl` when not set.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(5);
+/// The most replicas a JetStream stream (the bucket) may have.
+pub const MAX_BUCKET_REPLICAS: usize = 5;
 /// The shortest `lease_ttl`: renewals run at a third of it, and each is a round trip.
 pub const MIN_LEASE_TTL: Duration = Duration::from_millis(500);
+
+/// What `{instance}` in a sink's key (a redis stream, a nats subject) stands for:
+/// `[cluster] instance`, replaced when the config is validated.
+pub const INSTANCE_PLACEHOLDER: &str = "{instance}";
 
 /// `[cluster]`, resolved.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +46,8 @@ pub struct ClusterConfig {
     pub instance: String,
     /// An instance that has not renewed a lease for this long has lost it.
     pub lease_ttl: Duration,
+    /// Replicas of the bucket's stream in a NATS cluster (1 on a single server).
+    pub bucket_replicas: usize,
 }
 
 impl ClusterConfig {

@@ -1,6 +1,6 @@
 //! `${…}` expansion in header, cookie and other secret-bearing values: `${NAME}` from the
-//! environment, `${file:/path}` from a file and `${credential:NAME}` from systemd's
-//! `$CREDENTIALS_DIRECTORY`. Files are read each time the config is (at start and on every
+//! environment (`${NAME:-default}` when it may be unset), `${file:/path}` from a file and
+//! `${credential:NAME}` from systemd's `$CREDENTIALS_DIRECTORY`. Files are read each time the config is (at start and on every
 //! reload), so a rotated secret is picked up by a reload.
 
 use std::io::Read;
@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 /// A secret file larger than this is a mistake (`${file:/dev/zero}`), not a token.
 const MAX_SECRET_FILE: u64 = 1 << 20;
 
-/// Replaces each `${NAME}` with the environment variable, `${file:/path}` with the file's
+/// Replaces each `${NAME}` with the environment variable (`${NAME:-default}`: `default` when
+/// it is unset or empty, as in the shell), `${file:/path}` with the file's
 /// contents (one trailing newline removed) and `${credential:NAME}` with
 /// `$CREDENTIALS_DIRECTORY/NAME` read the same way; `$${` stays a literal `${`. `env` looks
 /// up environment variables (`CREDENTIALS_DIRECTORY` too). Errors never include a value.
@@ -61,8 +62,15 @@ fn lookup(name: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, St
         let path = PathBuf::from(dir).join(credential);
         return read_secret(&path, &format!("${{credential:{credential}}}"));
     }
+    // The shell's meaning: an empty variable takes the default too. The default is literal
+    // text (no `}` and no nested `${…}`), so the example config can carry a placeholder.
+    if let Some((variable, default)) = name.split_once(":-") {
+        return Ok(env(variable)
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| default.to_string()));
+    }
     env(name).ok_or_else(|| {
-        format!("environment variable {name} is not set; export it (under systemd: Environment= or EnvironmentFile=)")
+        format!("environment variable {name} is not set; export it (under systemd: Environment= or EnvironmentFile=), or give a default: ${{{name}:-default}}")
     })
 }
 
@@ -123,6 +131,28 @@ mod tests {
             expand_env(&value, &env).unwrap(),
             "Bearer s3cret a\nb\n 42 ${x}",
             "one trailing newline removed, no more"
+        );
+    }
+
+    #[test]
+    fn a_default_stands_in_for_an_unset_or_empty_variable() {
+        let env = |name: &str| match name {
+            "SET" => Some("value".to_string()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        };
+        assert_eq!(
+            expand_env(
+                "${SET:-d} ${EMPTY:-d} ${UNSET:-d} ${UNSET:-} ${UNSET:-a:-b}",
+                &env
+            )
+            .unwrap(),
+            "value d d  a:-b"
+        );
+        let e = expand_env("${UNSET}", &env).unwrap_err();
+        assert!(
+            e.contains("UNSET is not set") && e.contains("${UNSET:-default}"),
+            "{e}"
         );
     }
 

@@ -18,6 +18,7 @@
 pub mod cluster;
 mod errors;
 mod expand;
+pub mod feed;
 mod parse;
 pub mod plan;
 pub mod proxy;
@@ -33,6 +34,7 @@ use std::path::Path;
 
 pub use errors::{ConfigError, ConfigErrors};
 pub use expand::expand_env;
+pub use feed::{FeedChecks, OnGap};
 pub use raw::{Format, LogFormat, OnSlow, RawSize};
 pub use redact::{redact_url, Secret};
 pub use shaping::{AppPing, Decompress, DEFAULT_APP_PING_INTERVAL, DEFAULT_APP_PING_TIMEOUT};

@@ -81,9 +81,11 @@ impl fmt::Display for Plan<'_> {
             writeln!(f, "  instance       {}", c.instance)?;
             writeln!(
                 f,
-                "  leases         bucket {} at {}, lease_ttl {}",
+                "  leases         bucket {} at {} ({} replica{}), lease_ttl {}",
                 c.bucket,
                 c.display_nats(),
+                c.bucket_replicas,
+                if c.bucket_replicas == 1 { "" } else { "s" },
                 dur(c.lease_ttl)
             )?;
         }
@@ -160,6 +162,21 @@ impl fmt::Display for Plan<'_> {
                     f,
                     "  reply          {} (outputs sent upstream; answered messages not forwarded)",
                     reply.source()
+                )?;
+            }
+            if let Some(sequence) = &u.feed.sequence {
+                writeln!(
+                    f,
+                    "  sequence       {} (checked per connection; on_gap = {:?})",
+                    sequence.source(),
+                    u.feed.on_gap.as_str()
+                )?;
+            }
+            if let Some(event_time) = &u.feed.event_time {
+                writeln!(
+                    f,
+                    "  event_time     {} (lag_ms on each data record)",
+                    event_time.source()
                 )?;
             }
             if u.decompress != super::Decompress::None {

@@ -80,6 +80,10 @@ pub struct RawConnectionSettings {
     pub app_ping: Option<Spanned<super::shaping::RawAppPing>>,
     pub decompress: Option<Spanned<super::Decompress>>,
     pub reply: Option<Spanned<String>>,
+    // What is checked of the feed's own messages.
+    pub sequence: Option<Spanned<String>>,
+    pub on_gap: Option<Spanned<super::OnGap>>,
+    pub event_time: Option<Spanned<String>>,
 }
 
 /// `reconnect = { ... }`: any subset of the keys; the others keep their defaults.
@@ -119,6 +123,12 @@ pub struct RawUpstream {
     pub replicas: Option<Spanned<i64>>,
     /// A jq program answering the server's own application pings.
     pub reply: Option<Spanned<String>>,
+    /// A jq program giving the message's own sequence number.
+    pub sequence: Option<Spanned<String>>,
+    /// What a gap in `sequence` does.
+    pub on_gap: Option<Spanned<super::OnGap>>,
+    /// A jq program giving when the source made the message.
+    pub event_time: Option<Spanned<String>>,
 
     pub connect_timeout: Option<Spanned<String>>,
     pub ping_interval: Option<Spanned<String>>,
@@ -154,6 +164,9 @@ impl RawUpstream {
             app_ping: self.app_ping.clone(),
             decompress: self.decompress.clone(),
             reply: self.reply.clone(),
+            sequence: self.sequence.clone(),
+            on_gap: self.on_gap.clone(),
+            event_time: self.event_time.clone(),
         }
     }
 }

@@ -171,6 +171,9 @@ pub struct Claim {
     pub shown: String,
     /// Where the config names it.
     pub span: Range<usize>,
+    /// `Some((key, why))`: a place that takes one writer whatever it is otherwise (a Redis
+    /// stream key); a second is reported under `key` with `why` and what to do.
+    pub one_writer: Option<(String, &'static str)>,
 }
 
 /// Reads a type's own keys from its table.

@@ -11,7 +11,7 @@ use super::cluster::ClusterConfig;
 pub use super::proxy::ProxySetting;
 use super::redact::{redact_url, Secret};
 use super::sink::{Settings, Shared};
-use super::{AppPing, Decompress, Format, LogFormat, OnSlow};
+use super::{AppPing, Decompress, FeedChecks, Format, LogFormat, OnSlow};
 use crate::jq::Program;
 
 /// The validated configuration.
@@ -164,6 +164,8 @@ pub struct UpstreamConfig {
     /// A jq program run on every text message holding JSON; its outputs are sent back
     /// upstream and a message that produced any is not forwarded. Off when `None`.
     pub reply: Option<Program>,
+    /// `sequence`, `on_gap` and `event_time`: what is checked of the feed's own messages.
+    pub feed: FeedChecks,
 }
 
 impl UpstreamConfig {
@@ -195,6 +197,7 @@ impl UpstreamConfig {
             decompress: Decompress::None,
             replicas: 1,
             reply: None,
+            feed: FeedChecks::default(),
         }
     }
 

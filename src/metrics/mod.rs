@@ -93,6 +93,53 @@ pub struct UpstreamStatus {
     /// the peer was not reading them.
     #[serde(default)]
     pub reply_errors: u64,
+    /// Gaps in the feed's own sequence numbers (`sequence`).
+    #[serde(default)]
+    pub gaps: u64,
+    /// Messages whose sequence number was not above the previous one (still delivered).
+    #[serde(default)]
+    pub repeats: u64,
+    /// Messages `sequence` could not read a number from.
+    #[serde(default)]
+    pub sequence_errors: u64,
+    /// Messages `event_time` could not read a time from.
+    #[serde(default)]
+    pub event_time_errors: u64,
+    /// Receive time minus event time (`event_time`), once a message had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<LagStatus>,
+}
+
+/// An upstream's lag behind its source (`event_time`) in [`UpstreamStatus`], since it
+/// started.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LagStatus {
+    /// The median, in seconds (interpolated inside its bucket).
+    pub p50_seconds: f64,
+    /// The 99th percentile, in seconds.
+    pub p99_seconds: f64,
+    /// Messages with a lag.
+    pub count: u64,
+    /// The sum of their lags, in seconds.
+    pub sum_seconds: f64,
+    /// Messages per bucket (not cumulative): the bounds of
+    /// [`crate::upstream::lag::LAG_BOUNDS`], then +Inf. `wsbridge top` takes the difference
+    /// between two readings for the lag of the last second.
+    pub buckets: Vec<u64>,
+}
+
+impl LagStatus {
+    fn read(histogram: &crate::upstream::lag::LagHistogram) -> Option<LagStatus> {
+        use crate::upstream::lag::quantile;
+        let snap = histogram.snapshot();
+        Some(LagStatus {
+            p50_seconds: quantile(&snap.buckets, 0.5)?,
+            p99_seconds: quantile(&snap.buckets, 0.99)?,
+            count: snap.buckets.iter().sum(),
+            sum_seconds: snap.sum_seconds,
+            buckets: snap.buckets,
+        })
+    }
 }
 
 /// One sink in [`Status`].
@@ -125,14 +172,27 @@ pub struct SinkStatus {
 /// The delivery of a nats or redis sink in [`SinkStatus`] (its drops are `records_dropped`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct BrokerStatus {
-    /// Whether a connection to the server is up.
+    /// Whether a connection to the server is up (the client's view).
     pub connected: bool,
+    /// Seconds since the server last answered (a connect or an acknowledgement): whether
+    /// a round trip works, which `connected` alone does not say. Absent: never.
+    #[serde(default)]
+    pub last_round_trip_age_seconds: Option<f64>,
     /// Records sent for the first time.
     pub published: u64,
     /// Records the server acknowledged.
     pub acknowledged: u64,
     /// Records sent again after a failure.
     pub retried: u64,
+    /// Records whose `msg_id = { jq = … }` program gave no id (nats): published with the
+    /// `seq` form of id instead.
+    #[serde(default)]
+    pub msg_id_fallbacks: u64,
+}
+
+/// Seconds from `then` (Unix ms; 0 = never) to `now`.
+fn age_seconds(now: u64, then: u64) -> Option<f64> {
+    (then > 0).then(|| now.saturating_sub(then) as f64 / 1000.0)
 }
 
 fn state_name(state: State) -> &'static str {
@@ -202,6 +262,11 @@ impl Metrics {
                     decompress_errors: s.decompress_errors.load(Ordering::Relaxed),
                     replies_sent: s.replies_sent.load(Ordering::Relaxed),
                     reply_errors: s.reply_errors.load(Ordering::Relaxed),
+                    gaps: s.gaps.load(Ordering::Relaxed),
+                    repeats: s.repeats.load(Ordering::Relaxed),
+                    sequence_errors: s.sequence_errors.load(Ordering::Relaxed),
+                    event_time_errors: s.event_time_errors.load(Ordering::Relaxed),
+                    lag: LagStatus::read(&s.lag),
                 }
             })
             .collect();
@@ -227,9 +292,14 @@ impl Metrics {
                     .load(Ordering::Relaxed)
                     .then(|| BrokerStatus {
                         connected: s.broker.connected.load(Ordering::Relaxed),
+                        last_round_trip_age_seconds: age_seconds(
+                            now,
+                            s.broker.last_ok_ms.load(Ordering::Relaxed),
+                        ),
                         published: s.broker.published.load(Ordering::Relaxed),
                         acknowledged: s.broker.acknowledged.load(Ordering::Relaxed),
                         retried: s.broker.retried.load(Ordering::Relaxed),
+                        msg_id_fallbacks: s.broker.msg_id_fallbacks.load(Ordering::Relaxed),
                     }),
                 filter_errors: s.filter_errors.load(Ordering::Relaxed),
             })

@@ -4,15 +4,16 @@
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use tracing::warn;
 
-use super::{BrokerStatus, Metrics, SinkStatus, UpstreamStatus};
+use super::{BrokerStatus, LagStatus, Metrics, SinkStatus, UpstreamStatus};
 use crate::cluster::{ClusterStatus, LeaseStatus};
+use crate::upstream::lag::LAG_BOUNDS;
 
 impl Metrics {
     /// `/metrics` in the Prometheus/OpenMetrics text format.
@@ -47,6 +48,9 @@ fn family<M: EncodeMetric>(
 
 /// A broker counter: its name, help and how to read it.
 type Counter = (&'static str, &'static str, fn(&BrokerStatus) -> u64);
+
+/// An upstream counter: its name, help and how to read it.
+type UpstreamCounter = (&'static str, &'static str, fn(&UpstreamStatus) -> u64);
 
 impl Collector for Collect {
     fn encode(&self, mut e: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
@@ -171,6 +175,45 @@ impl Collector for Collect {
             ups.iter()
                 .map(|u| (up(u), ConstCounter::new(u.reply_errors))),
         )?;
+        let feed: [UpstreamCounter; 4] = [
+            (
+                "wsbridge_upstream_gaps",
+                "Gaps in the feed's own sequence numbers (sequence)",
+                |u| u.gaps,
+            ),
+            (
+                "wsbridge_upstream_repeats",
+                "Messages whose sequence number was not above the previous one (delivered)",
+                |u| u.repeats,
+            ),
+            (
+                "wsbridge_upstream_sequence_errors",
+                "Messages sequence could not read a number from",
+                |u| u.sequence_errors,
+            ),
+            (
+                "wsbridge_upstream_event_time_errors",
+                "Messages event_time could not read a time from",
+                |u| u.event_time_errors,
+            ),
+        ];
+        for (name, help, value) in feed {
+            family(
+                &mut e,
+                name,
+                help,
+                MetricType::Counter,
+                ups.iter().map(|u| (up(u), ConstCounter::new(value(u)))),
+            )?;
+        }
+        family(
+            &mut e,
+            "wsbridge_upstream_lag_seconds",
+            "Receive time minus the message's own event time (event_time)",
+            MetricType::Histogram,
+            ups.iter()
+                .filter_map(|u| Some((up(u), ConstHistogram(u.lag.as_ref()?)))),
+        )?;
         let sinks = &status.sinks;
         family(
             &mut e,
@@ -239,7 +282,7 @@ impl Collector for Collect {
                 .iter()
                 .map(|(l, b)| (l.clone(), ConstGauge::new(i64::from(b.connected)))),
         )?;
-        let counters: [Counter; 3] = [
+        let counters: [Counter; 4] = [
             (
                 "wsbridge_sink_broker_published",
                 "Records sent to the broker for the first time",
@@ -254,6 +297,11 @@ impl Collector for Collect {
                 "wsbridge_sink_broker_retried",
                 "Records sent to the broker again after a failure",
                 |b| b.retried,
+            ),
+            (
+                "wsbridge_sink_broker_msg_id_fallbacks",
+                "Records whose msg_id jq program gave no id, published with the seq form of id",
+                |b| b.msg_id_fallbacks,
             ),
         ];
         for (name, help, value) in counters {
@@ -280,6 +328,21 @@ impl Collector for Collect {
             cluster(&mut e, c)?;
         }
         Ok(())
+    }
+}
+
+/// A histogram read from [`LagStatus`], encoded as Prometheus buckets.
+struct ConstHistogram<'a>(&'a LagStatus);
+
+impl EncodeMetric for ConstHistogram<'_> {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let bounds = LAG_BOUNDS.iter().copied().chain([f64::MAX]);
+        let buckets: Vec<(f64, u64)> = bounds.zip(self.0.buckets.iter().copied()).collect();
+        encoder.encode_histogram::<NoLabelSet>(self.0.sum_seconds, self.0.count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
     }
 }
 

@@ -97,6 +97,13 @@ fn encode_ndjson(upstream: &str, event: &Event, parse_json: bool, out: &mut Vec<
             write_base64(out, data);
             out.push(b'"');
         }
+        EventKind::Gap { expected, got } => {
+            let _ = write!(
+                out,
+                ",\"ts\":{},\"type\":\"gap\",\"expected\":{expected},\"got\":{got}",
+                event.ts
+            );
+        }
         EventKind::Open { url, protocol } => {
             let _ = write!(out, ",\"ts\":{},\"type\":\"open\",\"url\":", event.ts);
             write_json_str(out, url);
@@ -134,6 +141,10 @@ fn encode_ndjson(upstream: &str, event: &Event, parse_json: bool, out: &mut Vec<
                 let _ = write!(out, ",\"retry_in_ms\":{ms}");
             }
         }
+    }
+    if let Some(lag) = event.lag_ms {
+        out.extend_from_slice(b",\"lag_ms\":");
+        out.extend_from_slice(itoa::Buffer::new().format(lag).as_bytes());
     }
     out.extend_from_slice(b"}\n");
 }

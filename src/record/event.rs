@@ -13,6 +13,9 @@ pub struct Event {
     pub ts: u64,
     /// What happened.
     pub kind: EventKind,
+    /// A data message's lag behind its source (`event_time`): receive time minus event time,
+    /// in milliseconds; `None` when not checked or not found.
+    pub lag_ms: Option<i64>,
 }
 
 /// The kinds of [`Event`].
@@ -57,6 +60,14 @@ pub enum EventKind {
         /// Delay before the next attempt, when one follows.
         retry_in_ms: Option<u64>,
     },
+    /// The feed's own sequence numbers (`sequence`) skipped: written just before the message
+    /// that showed it.
+    Gap {
+        /// The number that should have come.
+        expected: i64,
+        /// The number that came.
+        got: i64,
+    },
 }
 
 impl Event {
@@ -65,6 +76,7 @@ impl Event {
         Event {
             ts: unix_millis(),
             kind,
+            lag_ms: None,
         }
     }
 
@@ -82,7 +94,7 @@ impl Event {
         self.payload_len() + std::mem::size_of::<Event>()
     }
 
-    /// Whether this is a data message (not open/close/error).
+    /// Whether this is a data message (not open/close/error/gap).
     pub fn is_data(&self) -> bool {
         matches!(self.kind, EventKind::Text { .. } | EventKind::Binary { .. })
     }

@@ -7,6 +7,8 @@
 //! {"upstream":"trades","ts":1764000000000,"type":"open","url":"wss://stream.example.com/ws","protocol":"chat"}
 //! {"upstream":"trades","ts":1764000009000,"type":"close","code":1001,"reason":"going away","retry_in_ms":500}
 //! {"upstream":"trades","ts":1764000009001,"type":"error","error":"connection reset","retry_in_ms":1000}
+//! {"upstream":"book","ts":1764000009002,"type":"gap","expected":300,"got":305}
+//! {"upstream":"book","seq":45,"ts":1764000009002,"type":"text","data":"{\"u\":305}","lag_ms":12}
 //! ```
 //!
 //! - `seq` counts data messages per upstream from 1 since the daemon started; it does not
@@ -16,6 +18,10 @@
 //!   message that holds valid JSON as the value itself.
 //! - `close` and `error` carry `retry_in_ms` when the upstream will reconnect after that delay.
 //!   An `error` for a refused handshake carries `status`, the HTTP status (401, 429, …).
+//! - `gap` (an upstream with `sequence`): the feed's own numbering skipped from `expected`
+//!   to `got`; it comes just before the message numbered `got`.
+//! - `lag_ms` (an upstream with `event_time`): on a data record, its receive time minus the
+//!   time the source gave it, in milliseconds (negative when the source's clock is ahead).
 //!
 //! With `format = "raw"` only the payload is written: text as it is (as a JSON string if it
 //! holds a line break, so one message is one line), binary as base64; events are not written.

@@ -138,11 +138,24 @@ fn message(kind: &str, data: &RawValue) -> Option<Message> {
     }
 }
 
+/// True when `line` is certainly not a record of `upstream`, seen without parsing it: it
+/// opens as wsbridge's encoder writes records, `{"upstream":"NAME"`, with a NAME that has no
+/// escapes and is not `upstream`. Anything else (other spacing, key order, escapes) answers
+/// false and is left to the parse, so this shortcut never skips a line the parse would play.
+fn surely_other_upstream(line: &[u8], upstream: &str) -> bool {
+    const OPENING: &[u8] = b"{\"upstream\":\"";
+    let Some(rest) = line.strip_prefix(OPENING) else {
+        return false;
+    };
+    match memchr::memchr2(b'"', b'\\', rest) {
+        Some(end) if rest[end] == b'"' => &rest[..end] != upstream.as_bytes(),
+        _ => false,
+    }
+}
+
 /// Sends `upstream`'s messages from `files` to `items` until the end (or for ever with
 /// `looping`), or until the receiver is gone. Blocking: run it on a thread of its own.
 pub fn play(files: &[PathBuf], upstream: &str, looping: bool, items: mpsc::Sender<Item>) {
-    // The encoder writes `upstream` first: other upstreams' lines are skipped unparsed.
-    let prefix = format!("{{\"upstream\":{}", serde_json::Value::from(upstream));
     loop {
         let mut sent = 0u64;
         let mut first_ts: Option<u64> = None;
@@ -150,7 +163,7 @@ pub fn play(files: &[PathBuf], upstream: &str, looping: bool, items: mpsc::Sende
         let mut gone = false;
         for path in files {
             let result = for_each_line(path, |line| {
-                if line.starts_with(b"{\"upstream\":") && !line.starts_with(prefix.as_bytes()) {
+                if surely_other_upstream(line, upstream) {
                     return true;
                 }
                 let Ok(record) = serde_json::from_slice::<Line<'_>>(line) else {
@@ -185,6 +198,104 @@ pub fn play(files: &[PathBuf], upstream: &str, looping: bool, items: mpsc::Sende
         // Nothing to play would loop without end.
         if !looping || sent == 0 || items.blocking_send(Item::Lap).is_err() {
             return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What the parse decides: the line is a record of `upstream`.
+    fn parsed_as(line: &[u8], upstream: &str) -> bool {
+        serde_json::from_slice::<Line<'_>>(line).is_ok_and(|r| r.upstream == upstream)
+    }
+
+    #[test]
+    fn the_shortcut_skips_only_lines_of_other_upstreams() {
+        let cases: &[(&str, bool)] = &[
+            (
+                r#"{"upstream":"other","seq":1,"type":"text","data":"x"}"#,
+                true,
+            ),
+            (
+                r#"{"upstream":"trades","seq":1,"type":"text","data":"x"}"#,
+                false,
+            ),
+            (
+                r#"{"upstream": "other", "type": "text", "data": "x"}"#,
+                false,
+            ),
+            (
+                r#"{"upstream":"tr\u0061des","type":"text","data":"x"}"#,
+                false,
+            ),
+            (r#"{"type":"text","upstream":"other","data":"x"}"#, false),
+            (r#"{"upstream":"trades"#, false),
+        ];
+        for (line, skipped) in cases {
+            assert_eq!(
+                surely_other_upstream(line.as_bytes(), "trades"),
+                *skipped,
+                "{line}"
+            );
+        }
+        // A duplicate key is no record for the parse either.
+        let twice = r#"{"upstream":"other","upstream":"trades","type":"text","data":"x"}"#;
+        assert!(!parsed_as(twice.as_bytes(), "trades"));
+    }
+
+    /// A record of `upstream` written the way another tool might: keys in any order, any
+    /// spacing, the name escaped or not.
+    fn foreign_line(upstream: &str, order: &[usize], space: &str, escape: bool) -> String {
+        let name = if escape {
+            upstream
+                .chars()
+                .map(|c| format!("\\u{:04x}", c as u32 & 0xffff))
+                .collect::<String>()
+        } else {
+            serde_json::Value::from(upstream)
+                .to_string()
+                .trim_matches('"')
+                .to_string()
+        };
+        let fields = [
+            format!("\"upstream\":{space}\"{name}\""),
+            format!("\"seq\":{space}1"),
+            format!("\"ts\":{space}1764000000000"),
+            format!("\"type\":{space}\"text\""),
+            format!("\"data\":{space}\"m\""),
+        ];
+        let ordered: Vec<&str> = order.iter().map(|&i| fields[i].as_str()).collect();
+        format!("{{{}}}", ordered.join(&format!(",{space}")))
+    }
+
+    proptest! {
+        #[test]
+        fn the_shortcut_agrees_with_the_parse_on_any_line(
+            line in proptest::collection::vec(any::<u8>(), 0..80),
+            upstream in "[a-z]{1,4}",
+        ) {
+            let mut framed = b"{\"upstream\":\"".to_vec();
+            framed.extend_from_slice(&line);
+            for candidate in [&line, &framed] {
+                if surely_other_upstream(candidate, &upstream) {
+                    prop_assert!(!parsed_as(candidate, &upstream));
+                }
+            }
+        }
+
+        #[test]
+        fn the_shortcut_never_skips_a_record_of_the_upstream(
+            upstream in "[a-zA-Z0-9_.\\-]{1,8}",
+            order in Just(vec![0usize, 1, 2, 3, 4]).prop_shuffle(),
+            space in "[ \t]{0,2}",
+            escape in any::<bool>(),
+        ) {
+            let line = foreign_line(&upstream, &order, &space, escape);
+            prop_assert!(parsed_as(line.as_bytes(), &upstream), "{}", line);
+            prop_assert!(!surely_other_upstream(line.as_bytes(), &upstream), "{}", line);
         }
     }
 }

@@ -9,11 +9,15 @@
 //! `buffer` bounds what waits in wsbridge: queued plus unacknowledged. While the server is
 //! down or slow the queue fills, and then `on_slow` blocks the upstreams or drops (counted).
 //!
-//! A failure (connection lost, no acknowledgement in time, a refused record) drops the
-//! connection; after a pause from the upstreams' [`Backoff`] the publisher reconnects and
+//! A failure (connection lost, no acknowledgement in time, a refusal that may pass) drops
+//! the connection; after a pause from the upstreams' [`Backoff`] the publisher reconnects and
 //! every unacknowledged round is sent again, in order. A server that got a record but whose
 //! answer was lost gets it twice: each publisher makes the repeat harmless (JetStream's
 //! `Nats-Msg-Id`, explicit Redis entry IDs), so the stream holds it once.
+//!
+//! A round's acknowledgement says which of its records were not stored for good ([`Settled`]:
+//! refused by the server, taken by another writer's entry): those are counted dropped with
+//! their reason, the others written.
 
 pub mod settings;
 
@@ -26,7 +30,7 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use super::{Encoded, QueueReader, SinkStats};
+use super::{DropReason, Encoded, QueueReader, SinkStats};
 use crate::backoff::Backoff;
 use settings::broker_reconnect;
 
@@ -34,8 +38,61 @@ use settings::broker_reconnect;
 /// busy, while `buffer` (in bytes) stays the bound on memory.
 const WINDOW_RECORDS: u64 = 16 * 1024;
 
-/// The answer to one round: resolves once the server has stored every record of it.
-pub type Ack = Pin<Box<dyn Future<Output = Result<(), BrokerError>> + Send>>;
+/// The answer to one round: resolves once the server has stored every record of it, but
+/// those that [`Settled`] names as not stored for good.
+pub type Ack = Pin<Box<dyn Future<Output = Result<Settled, BrokerError>> + Send>>;
+
+/// What became of a round: the records the server will never store, per run; every other
+/// record of the round is stored.
+#[derive(Debug, Default)]
+pub struct Settled {
+    refused: Vec<Refusal>,
+}
+
+/// Records of one run of a round that were not stored, for one reason.
+#[derive(Debug)]
+struct Refusal {
+    /// The run's index in the round.
+    run: usize,
+    reason: DropReason,
+    records: u64,
+    /// The first answer that said so, for the log.
+    why: String,
+}
+
+impl Settled {
+    /// Every record of the round stored.
+    pub fn all_stored() -> Settled {
+        Settled::default()
+    }
+
+    /// One more record of run `run` (its index in the round) not stored, for `reason`.
+    pub fn refused(&mut self, run: usize, reason: DropReason, why: impl FnOnce() -> String) {
+        match self
+            .refused
+            .iter_mut()
+            .find(|r| r.run == run && r.reason == reason)
+        {
+            Some(r) => r.records += 1,
+            None => self.refused.push(Refusal {
+                run,
+                reason,
+                records: 1,
+                why: why(),
+            }),
+        }
+    }
+
+    /// Records not stored.
+    pub fn dropped(&self) -> u64 {
+        self.refused.iter().map(|r| r.records).sum()
+    }
+}
+
+/// The acknowledgement of a publisher whose rounds are stored whole or not at all.
+pub fn all_stored(ack: impl Future<Output = Result<(), BrokerError>> + Send + 'static) -> Ack {
+    Box::pin(async move { ack.await.map(|()| Settled::all_stored()) })
+}
 
 /// Why a round was not acknowledged; the round is sent again after a reconnect.
 #[derive(Debug, thiserror::Error)]
@@ -72,14 +129,20 @@ pub enum BrokerError {
 pub struct BrokerStats {
     /// Whether this sink publishes to a broker (the other counters mean something).
     pub active: AtomicBool,
-    /// Whether a connection to the server is up.
+    /// Whether a connection to the server is up (the client's view: it may not know yet
+    /// that the server is gone).
     pub connected: AtomicBool,
+    /// When the server last answered (a connect or an acknowledgement), Unix ms; 0 never.
+    pub last_ok_ms: AtomicU64,
     /// Records sent for the first time.
     pub published: AtomicU64,
-    /// Records the server has acknowledged (stored, or known to be stored already).
+    /// Records the server has acknowledged (stored, or known to be stored already); not
+    /// those it refused for good, counted dropped instead.
     pub acknowledged: AtomicU64,
     /// Records sent again after a failure.
     pub retried: AtomicU64,
+    /// nats: records whose `msg_id = { jq = … }` gave no id (the `seq` form was used).
+    pub msg_id_fallbacks: AtomicU64,
 }
 
 /// One broker's side of delivery: how to connect and how to send a round.
@@ -101,7 +164,8 @@ pub trait Publisher: Send + 'static {
     fn connect(&mut self) -> impl Future<Output = Result<(), BrokerError>> + Send;
 
     /// Hands every record of `round` to the connection, in order, and returns the future of
-    /// its acknowledgement. Sending the same round again must not store a record twice.
+    /// its acknowledgement. Sending the same round again must not store a record twice, nor
+    /// count a record stored that is not.
     fn send(
         &mut self,
         round: &mut Self::Round,
@@ -165,13 +229,17 @@ pub async fn deliver<P: Publisher>(
         tokio::select! {
             biased;
             acked = next_ack(&mut d.in_flight) => match acked {
-                Ok(()) => d.acknowledged(),
+                Ok(settled) => d.acknowledged(settled),
                 Err(e) => d.fail(e, None).await,
             },
             round = d.queue.next_round(), if room && !closed => match round {
                 Some(runs) => {
-                    let round = d.publisher.round(runs);
-                    d.send(round, false).await;
+                    // Right before publishing: records whose lease lapsed are not sent.
+                    let runs = d.queue.drop_fenced(runs);
+                    if !runs.is_empty() {
+                        let round = d.publisher.round(runs);
+                        d.send(round, false).await;
+                    }
                 }
                 None => closed = true,
             },
@@ -183,7 +251,7 @@ pub async fn deliver<P: Publisher>(
 }
 
 /// The front flight's acknowledgement; pending for ever when nothing is in flight.
-async fn next_ack<R>(in_flight: &mut VecDeque<Flight<R>>) -> Result<(), BrokerError> {
+async fn next_ack<R>(in_flight: &mut VecDeque<Flight<R>>) -> Result<Settled, BrokerError> {
     match in_flight.front_mut() {
         Some(flight) => (&mut flight.ack).await,
         None => std::future::pending().await,
@@ -213,8 +281,12 @@ impl<P: Publisher> Delivery<P> {
         }
         self.connected = true;
         self.stats.broker.connected.store(true, Ordering::Relaxed);
+        self.answered();
         info!(sink = %self.sink, server = %self.publisher.server(), resending = self.retry.len(), "connected");
         while let Some(round) = self.retry.pop_front() {
+            let Some(round) = self.unfenced(round) else {
+                continue;
+            };
             self.send(round, true).await;
             if !self.connected {
                 return false;
@@ -244,19 +316,47 @@ impl<P: Publisher> Delivery<P> {
         }
     }
 
-    fn acknowledged(&mut self) {
+    /// A round to send again, without the runs whose lease has lapsed since (counted
+    /// dropped, `fenced`); `None` if none is left. A round of which only some runs lapsed
+    /// is made anew from the others.
+    fn unfenced(&mut self, round: P::Round) -> Option<P::Round> {
+        let runs = P::runs(&round);
+        if runs.iter().all(Encoded::may_write) {
+            return Some(round);
+        }
+        let runs = runs.to_vec();
+        drop(round);
+        let kept = self.queue.drop_fenced(runs);
+        (!kept.is_empty()).then(|| self.publisher.round(kept))
+    }
+
+    fn acknowledged(&mut self, settled: Settled) {
         let Some(flight) = self.in_flight.pop_front() else {
             return;
         };
-        for run in P::runs(&flight.round) {
-            self.queue.written_run(run);
+        for (i, run) in P::runs(&flight.round).iter().enumerate() {
+            let drops: Vec<(DropReason, u64, &dyn std::fmt::Display)> = settled
+                .refused
+                .iter()
+                .filter(|r| r.run == i)
+                .map(|r| (r.reason, r.records, &r.why as &dyn std::fmt::Display))
+                .collect();
+            self.queue.settled_run_by(run, &drops);
         }
         self.in_flight_records -= flight.records;
+        let stored = flight.records.saturating_sub(settled.dropped());
         self.stats
             .broker
             .acknowledged
-            .fetch_add(flight.records, Ordering::Relaxed);
+            .fetch_add(stored, Ordering::Relaxed);
         self.backoff.reset();
+        self.answered();
+    }
+
+    /// The server answered: a round trip worked now.
+    fn answered(&self) {
+        let now = crate::record::unix_millis();
+        self.stats.broker.last_ok_ms.store(now, Ordering::Relaxed);
     }
 
     /// Gives up the connection: what is in flight, then `unsent` (the round that failed to

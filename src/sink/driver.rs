@@ -5,21 +5,23 @@
 //! [`History`] that a new destination gets first.
 
 use std::io;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::warn;
 
+mod slow;
+
+use self::slow::{count_dropped, offer_blocking, offer_or_drop};
+use super::fenced;
 use super::history::History;
-use super::queue::{queue, records, Bounds, Offer, QueueReader, QueueSender};
+use super::queue::{queue, Bounds, Offer, QueueReader, QueueSender};
 use super::writer::{pump, SinkWriter};
-use super::{DropReason, Encoded, Encoder, SinkStats};
+use super::{DropReason, Encoder, SinkStats};
 use crate::config::OnSlow;
 use crate::hub::{Delivery, SinkReceiver};
-use crate::record::client_error_line;
 
 /// A destination the driver feeds.
 struct Destination {
@@ -147,6 +149,18 @@ impl Driver {
         // The encoded lines take over from the batch (counted in the destinations' queues).
         drop(delivery);
         let Some(encoded) = encoded else { return };
+        if !encoded.may_write() {
+            // The upstream's lease lapsed since it handed the batch on: nothing is queued.
+            for _ in &self.destinations {
+                count_dropped(
+                    &self.stats,
+                    &encoded,
+                    DropReason::Fenced,
+                    &fenced::why(&encoded),
+                );
+            }
+            return;
+        }
         if let Some(history) = &mut self.history {
             history.push(&encoded);
         }
@@ -173,6 +187,7 @@ impl Driver {
                         count_dropped(
                             &self.stats,
                             &encoded,
+                            DropReason::Slow,
                             &"a client too slow was disconnected (on_slow = \"disconnect\")",
                         );
                         Err(Gone)
@@ -190,124 +205,6 @@ impl Driver {
             }
         }
     }
-}
-
-/// `on_slow = "drop"`: a full queue drops the run and counts its records; once the
-/// destination has room again it first gets an error record saying how many it missed.
-fn offer_or_drop(
-    destination: &mut Destination,
-    run: &Encoded,
-    sink: &str,
-    stats: &SinkStats,
-) -> Result<(), Gone> {
-    let drop_run = |destination: &mut Destination| {
-        destination.dropped += records(run);
-        count_dropped(stats, run, &"a client read too slowly (on_slow = \"drop\")");
-        Ok(())
-    };
-    if destination.dropped > 0 {
-        if destination.queue.is_closed() {
-            return Err(Gone);
-        }
-        if !destination.queue.has_room_to_resume(run) {
-            return drop_run(destination);
-        }
-        let notice = Encoded::notice(client_error_line(
-            None,
-            &format!(
-                "{} records were dropped because this client read too slowly (on_slow = \"drop\")",
-                destination.dropped
-            ),
-        ));
-        match destination.queue.offer(&notice) {
-            Offer::Queued => {
-                info!(
-                    sink,
-                    id = destination.id,
-                    dropped = destination.dropped,
-                    "slow client caught up"
-                );
-                destination.dropped = 0;
-            }
-            Offer::Full => return drop_run(destination),
-            Offer::Gone => return Err(Gone),
-        }
-    }
-    match destination.queue.offer(run) {
-        Offer::Queued => Ok(()),
-        Offer::Full => {
-            warn!(
-                sink,
-                id = destination.id,
-                "client too slow: dropping records for it (on_slow = \"drop\")"
-            );
-            drop_run(destination)
-        }
-        Offer::Gone => Err(Gone),
-    }
-}
-
-/// `on_slow = "block"`: waits for room while the destination makes progress; one that took
-/// nothing for `max_block` is not waited for (its runs dropped, counted `slow`) until it has
-/// room again, so it cannot hold the upstreams, and with them the other sinks, for longer.
-async fn offer_blocking(
-    destination: &mut Destination,
-    run: &Encoded,
-    max_block: Option<Duration>,
-    sink: &str,
-    stats: &SinkStats,
-) -> Result<(), Gone> {
-    if destination.stalled {
-        return match destination.queue.offer(run) {
-            Offer::Queued => {
-                info!(
-                    sink,
-                    id = destination.id,
-                    "the sink takes records again: blocking resumes"
-                );
-                destination.stalled = false;
-                Ok(())
-            }
-            Offer::Full => {
-                count_dropped(stats, run, &"the sink takes nothing (max_block)");
-                Ok(())
-            }
-            Offer::Gone => Err(Gone),
-        };
-    }
-    let Some(max_block) = max_block else {
-        return match destination.queue.offer_waiting(run).await {
-            Offer::Queued => Ok(()),
-            _ => Err(Gone),
-        };
-    };
-    loop {
-        let progress = destination.queue.progress();
-        match tokio::time::timeout(max_block, destination.queue.offer_waiting(run)).await {
-            Ok(Offer::Queued) => return Ok(()),
-            Ok(_) => return Err(Gone),
-            // Still writing, only slowly: keep waiting.
-            Err(_) if destination.queue.progress() != progress => continue,
-            Err(_) => {
-                warn!(
-                    sink,
-                    id = destination.id,
-                    max_block = %crate::duration::human(max_block),
-                    "the sink took nothing for max_block: dropping its records (counted) until it takes records again, so the upstream and its other sinks go on"
-                );
-                destination.stalled = true;
-                count_dropped(stats, run, &"the sink takes nothing (max_block)");
-                return Ok(());
-            }
-        }
-    }
-}
-
-/// A run routed to a destination and dropped for being slow.
-fn count_dropped(stats: &SinkStats, run: &Encoded, why: &dyn std::fmt::Display) {
-    let n = records(run);
-    stats.records_routed.fetch_add(n, Ordering::Relaxed);
-    stats.drop_records(DropReason::Slow, n, why);
 }
 
 /// Runs a sink with one destination, written by `writer`, until its input closes or

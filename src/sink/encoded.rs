@@ -12,6 +12,7 @@ use bytes::Bytes;
 use super::filter::RecordFilter;
 use super::SinkStats;
 use crate::config::Format;
+use crate::fence::{self, Fence};
 use crate::hub::Batch;
 use crate::jq::Program;
 use crate::record::{Encoding, Event, EventKind};
@@ -31,6 +32,8 @@ pub struct Encoded {
     upstream: Option<Arc<str>>,
     bytes: Bytes,
     marks: Arc<[Mark]>,
+    /// The lease its upstream ran under (`[cluster]`): checked right before writing.
+    fence: Option<Arc<Fence>>,
 }
 
 /// One record of an [`Encoded`]: its line (ending in `\n`, except `connect --binary`'s raw
@@ -60,7 +63,24 @@ impl Encoded {
                 seq: None,
                 ts: crate::record::unix_millis(),
             }]),
+            fence: None,
         }
+    }
+
+    /// Whether these records may still be written: their upstream's lease (if any) is
+    /// proven now.
+    pub fn may_write(&self) -> bool {
+        fence::holds(self.fence.as_ref())
+    }
+
+    /// Resolves once these records may no longer be written; never without a lease.
+    pub async fn fence_lapsed(&self) {
+        fence::lapsed(self.fence.as_ref()).await
+    }
+
+    /// The upstream these records came from, if they are not a notice of our own.
+    pub fn upstream(&self) -> Option<&str> {
+        self.upstream.as_deref()
     }
 
     /// Every line, back to back.
@@ -101,6 +121,7 @@ impl Encoded {
                     ..*m
                 })
                 .collect(),
+            fence: self.fence.clone(),
         }
     }
 
@@ -161,6 +182,7 @@ impl Encoder {
             upstream: Some(batch.upstream.clone()),
             bytes: Bytes::from(bytes),
             marks: marks.into(),
+            fence: batch.fence.clone(),
         })
     }
 
@@ -252,6 +274,7 @@ mod tests {
                     data: vec![1u8, 2, 3].into(),
                 }),
             ],
+            fence: None,
         };
         let encoded = Encoder::new(encoding).encode(&batch).expect("two records");
         let records: Vec<_> = encoded.records().collect();

@@ -6,12 +6,15 @@
 //! stdout; [`FileWriter`] hands each round to the thread, which appends it with as few
 //! writes as it can ([`output`]). A small task beside it asks the thread, once a second, to
 //! rotate by time and to notice a deleted file, and passes on reloads (SIGHUP), which reopen
-//! the file: logrotate's "move, then reload" loses nothing.
+//! the file: logrotate's "move, then reload" loses nothing. The file is synced to the disk
+//! on rotation, reload and shutdown, and with `fsync = DURATION` at most that long after a
+//! write.
 //!
 //! Failures of the disk (full, removed directory) never stop the sink or the daemon: the
 //! records that cannot be written are dropped, counted and reported at a bounded rate, and
 //! writing resumes by itself when it can.
 
+mod fsync;
 mod output;
 mod rotated;
 pub mod settings;
@@ -20,22 +23,25 @@ pub use settings::{FileSettings, RotatePolicy};
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
+use tracing::warn;
 
 use super::driver::{run_single, Driver};
 use super::queue::Bounds;
 use super::writer::SinkWriter;
 use super::{Encoded, SinkContext, SinkError, SinkStats};
 use crate::config::OnSlow;
+use fsync::Fsync;
 use output::Output;
 
-/// How often the thread checks the time (rotation by `every`) and whether its file was
-/// deleted.
+/// How often the thread checks the time (rotation by `every`), whether its file was
+/// deleted, and (with a short `fsync`) more often, whether a sync is due.
 const TICK: Duration = Duration::from_secs(1);
 
 /// A file sink's file, opened for appending when the sink is bound.
@@ -69,11 +75,10 @@ pub async fn run(binding: FileBinding, ctx: SinkContext) -> Result<(), SinkError
         path: path.clone(),
         source,
     };
-    let rotate = ctx
-        .config
-        .settings
-        .get::<FileSettings>()
-        .and_then(|f| f.rotate.clone());
+    let (rotate, fsync) = match ctx.config.settings.get::<FileSettings>() {
+        Some(f) => (f.rotate.clone(), f.fsync),
+        None => (None, None),
+    };
     let driver = Driver::new(
         ctx.config.name(),
         ctx.encoder(),
@@ -82,11 +87,54 @@ pub async fn run(binding: FileBinding, ctx: SinkContext) -> Result<(), SinkError
         ctx.stats.clone(),
     )
     .with_max_block(ctx.config.max_block);
-    let writer = FileWriter::spawn(binding, rotate, ctx.stats.clone(), ctx.reopen.clone())
-        .map_err(failed)?;
+    match cut_torn_line(&binding) {
+        Ok(0) => {}
+        Ok(cut) => {
+            warn!(file = %path.display(), bytes = cut, "the file ended in the middle of a record (wsbridge was killed while writing it); cut that part off")
+        }
+        Err(e) => {
+            warn!(file = %path.display(), error = %e, "cannot check that the file ends with a whole record")
+        }
+    }
+    let writer = FileWriter::spawn(
+        binding,
+        rotate,
+        fsync,
+        ctx.stats.clone(),
+        ctx.reopen.clone(),
+    )
+    .map_err(failed)?;
     run_single(ctx.input, ctx.shutdown, driver, writer)
         .await
         .map_err(failed)
+}
+
+/// A kill -9 or a power loss that lands inside a write can leave the file's last record
+/// cut (the kernel may stop a large write between pages). Before appending, that part is
+/// cut off, so that the file holds whole lines only; a file without any newline is left
+/// alone (it is not one of ours). How many bytes were cut.
+fn cut_torn_line(binding: &FileBinding) -> io::Result<u64> {
+    let len = binding.file.metadata()?.len();
+    if len == 0 {
+        return Ok(0);
+    }
+    let reader = File::open(&binding.path)?;
+    let mut chunk = vec![0; 64 * 1024];
+    let mut end = len;
+    while end > 0 {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let buf = &mut chunk[..(end - start) as usize];
+        reader.read_exact_at(buf, start)?;
+        if let Some(at) = buf.iter().rposition(|&b| b == b'\n') {
+            let keep = start + at as u64 + 1;
+            if keep < len {
+                binding.file.set_len(keep)?;
+            }
+            return Ok(len - keep);
+        }
+        end = start;
+    }
+    Ok(0)
 }
 
 /// What the writing thread is asked to do.
@@ -110,10 +158,11 @@ impl FileWriter {
     fn spawn(
         binding: FileBinding,
         rotate: Option<RotatePolicy>,
+        fsync: Option<Duration>,
         stats: Arc<SinkStats>,
         reopen: Arc<Notify>,
     ) -> io::Result<FileWriter> {
-        let output = Output::new(binding.path, binding.file, rotate, stats)?;
+        let output = Output::new(binding.path, binding.file, rotate, Fsync::new(fsync), stats)?;
         // One round waits while the thread writes the previous one, and room for a tick.
         let (tx, rx) = mpsc::channel(2);
         let (done_tx, done) = oneshot::channel();
@@ -122,7 +171,9 @@ impl FileWriter {
             .spawn(move || {
                 let _ = done_tx.send(serve(output, rx));
             })?;
-        let ticker = tokio::spawn(tick(tx.clone(), reopen));
+        // `fsync` syncs what waited half of it, so it is checked at least that often.
+        let every = fsync.map_or(TICK, |f| TICK.min(f / 2));
+        let ticker = tokio::spawn(tick(tx.clone(), reopen, every));
         Ok(FileWriter {
             commands: Some(tx),
             done: Some(done),
@@ -176,8 +227,8 @@ impl SinkWriter for FileWriter {
 }
 
 /// The ticker: a tick a second, and reloads as they come, until the thread is gone.
-async fn tick(commands: mpsc::Sender<Command>, reopen: Arc<Notify>) {
-    let mut interval = tokio::time::interval(TICK);
+async fn tick(commands: mpsc::Sender<Command>, reopen: Arc<Notify>, every: Duration) {
+    let mut interval = tokio::time::interval(every.max(Duration::from_millis(1)));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {

@@ -110,6 +110,7 @@ mod tests {
                 seq,
                 data: data.into(),
             },
+            lag_ms: None,
         }
     }
 

@@ -234,10 +234,7 @@ mod tests {
                 }));
             }
         }
-        let batch = Batch {
-            upstream: Arc::from(upstream),
-            events,
-        };
+        let batch = Batch::new(Arc::from(upstream), events);
         encoder().encode(&batch).expect("records")
     }
 

@@ -26,6 +26,7 @@ pub mod driver;
 pub mod dropped;
 pub mod encoded;
 pub mod exec;
+mod fenced;
 pub mod file;
 pub mod filter;
 pub mod history;

@@ -4,47 +4,48 @@
 //! Every message carries the headers `Wsbridge-Upstream`, `Wsbridge-Ts` and, for data
 //! records, `Wsbridge-Seq`; its body is the record's line without the newline. Events
 //! (open/close/error) are published too when the sink's `events` is on, without
-//! `Wsbridge-Seq`. With JetStream, `Nats-Msg-Id` makes the server drop a repeat within the
-//! stream's `duplicate_window`: `seq` mode names a record by upstream, this daemon's run
-//! and seq (a resend after a lost acknowledgement); `content` mode by upstream and a hash
-//! of the record without its seq and ts (the same message from several daemons).
+//! `Wsbridge-Seq`. With JetStream, `Nats-Msg-Id` ([`msg_id`]) makes the server drop a repeat
+//! within the stream's `duplicate_window`, and an acknowledgement that says "duplicate"
+//! counts as written: ids are unique per record, so the entry stored is this record (our own
+//! resend, or in `content`/jq mode the same message from a replica).
 //!
 //! The client never reconnects by itself ([`super::broker`] does, with our backoff): a
 //! client that reconnected on its own would send what it still held after records that
-//! were lost with the old connection, out of order.
+//! were lost with the old connection, out of order. async-nats has no "never" (its
+//! `max_reconnects(0)` means without limit), so the client is allowed one attempt and
+//! [`OneConnection`] refuses it before anything is sent.
+
+mod auth;
+pub mod msg_id;
 
 pub mod settings;
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use async_nats::{Client, ConnectOptions, HeaderMap, Subject};
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 
 use super::broker::settings::render;
 use super::broker::{Ack, BrokerError, Publisher};
-use super::{Encoded, Record};
-pub use settings::{MsgId, NatsAuth, NatsConfig};
+use super::{Encoded, Record, SinkStats};
+use crate::config::SinkConfig;
+pub use auth::NatsAuth;
+use auth::OneConnection;
+pub use msg_id::MsgId;
+use msg_id::MsgIds;
+pub use settings::NatsConfig;
 
 /// How long connecting, a JetStream request and an acknowledgement may take.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Identifies this daemon's run in `Nats-Msg-Id` (`seq` mode): seq starts again at each
-/// start, so without it a restarted daemon's records would be taken for repeats.
-fn run_id() -> &'static str {
-    static RUN: OnceLock<String> = OnceLock::new();
-    RUN.get_or_init(|| format!("{:016x}", rand::random::<u64>()))
-}
-
 /// Publishes to one NATS server.
 pub struct NatsPublisher {
     config: Arc<NatsConfig>,
-    /// Whether the records are NDJSON envelopes (for the `content` hash).
-    ndjson: bool,
+    /// Makes each record's `Nats-Msg-Id` (boxed: a bound sink waits in an enum).
+    ids: Box<MsgIds>,
     client: Option<Client>,
     jetstream: Option<jetstream::Context>,
     /// Whether the stream was created or checked (once per sink).
@@ -53,16 +54,21 @@ pub struct NatsPublisher {
 }
 
 impl NatsPublisher {
-    /// A publisher for `config`; `ndjson` says whether lines are envelopes.
-    pub fn new(config: Arc<NatsConfig>, ndjson: bool) -> NatsPublisher {
+    /// A publisher for the sink `sink`, whose nats settings are `config`.
+    pub fn new(config: Arc<NatsConfig>, sink: &SinkConfig) -> NatsPublisher {
         NatsPublisher {
+            ids: Box::new(MsgIds::new(&config, sink)),
             config,
-            ndjson,
             client: None,
             jetstream: None,
             stream_ready: false,
             subjects: HashMap::new(),
         }
+    }
+
+    /// Counts what only the publisher sees (ids that fell back) into `stats`.
+    pub fn count_into(&mut self, stats: Arc<SinkStats>) {
+        self.ids.count_into(stats);
     }
 
     fn lost(&self, reason: impl std::fmt::Display) -> BrokerError {
@@ -73,34 +79,22 @@ impl NatsPublisher {
     }
 
     async fn options(&self) -> Result<ConnectOptions, BrokerError> {
-        let mut options = ConnectOptions::new()
+        let once =
+            OneConnection::new(&self.config)
+                .await
+                .map_err(|reason| BrokerError::Connect {
+                    server: self.server(),
+                    reason,
+                })?;
+        let options = once
+            .options()
             .name("wsbridge")
             .connection_timeout(TIMEOUT)
             .request_timeout(Some(TIMEOUT))
-            // One attempt after a loss, at once, then the client gives up: see the module doc.
+            // The least async-nats takes; the one attempt is refused: see the module doc.
             .max_reconnects(1)
             .ignore_discovered_servers()
             .no_echo();
-        let url = &self.config.url;
-        if !url.username().is_empty() {
-            let user = percent(url.username());
-            let pass = percent(url.password().unwrap_or(""));
-            options = options.user_and_password(user, pass);
-        }
-        match &self.config.auth {
-            NatsAuth::None => {}
-            NatsAuth::Token(token) => options = options.token(token.expose().to_string()),
-            NatsAuth::CredsFile(path) => {
-                options =
-                    options
-                        .credentials_file(path)
-                        .await
-                        .map_err(|e| BrokerError::Connect {
-                            server: self.server(),
-                            reason: format!("cannot read the creds file {}: {e}", path.display()),
-                        })?;
-            }
-        }
         Ok(options)
     }
 
@@ -146,7 +140,7 @@ impl NatsPublisher {
         subject
     }
 
-    fn headers(&self, upstream: &str, record: &Record<'_>, body: &[u8]) -> HeaderMap {
+    fn headers(&mut self, upstream: &str, record: &Record<'_>, body: &[u8]) -> HeaderMap {
         let mut headers = HeaderMap::new();
         headers.insert("Wsbridge-Upstream", upstream);
         if let Some(seq) = record.seq {
@@ -154,12 +148,7 @@ impl NatsPublisher {
         }
         headers.insert("Wsbridge-Ts", itoa::Buffer::new().format(record.ts));
         if self.config.jetstream.is_some() {
-            let id = match (self.config.msg_id, record.seq) {
-                (MsgId::Seq, Some(seq)) => format!("{upstream}:{}:{seq}", run_id()),
-                (MsgId::Seq, None) => format!("{upstream}:{}:{}", run_id(), hash(body)),
-                (MsgId::Content, _) => format!("{upstream}:{}", hash(content(body, self.ndjson))),
-            };
-            headers.insert("Nats-Msg-Id", id);
+            headers.insert("Nats-Msg-Id", self.ids.id(upstream, record, body));
         }
         headers
     }
@@ -242,7 +231,7 @@ impl Publisher for NatsPublisher {
             }
         }
         let server = self.server();
-        Ok(Box::pin(async move {
+        Ok(super::broker::all_stored(async move {
             if acks.is_empty() {
                 // Core NATS has no acknowledgement: written to the socket is as far as it goes.
                 return client.flush().await.map_err(|e| BrokerError::Lost {
@@ -251,6 +240,8 @@ impl Publisher for NatsPublisher {
                 });
             }
             for ack in acks {
+                // `duplicate: true` is written too: the stored entry is this record (see the
+                // module doc). An error of any kind fails the round, which is sent again.
                 ack.await.map_err(|e| BrokerError::Lost {
                     server: server.clone(),
                     reason: format!("no acknowledgement from JetStream: {e}"),
@@ -264,49 +255,5 @@ impl Publisher for NatsPublisher {
         self.jetstream = None;
         // Dropping the last handle ends the client's task, and with it what it still held.
         self.client = None;
-    }
-}
-
-/// What `content` mode hashes: an envelope from its `type` on (its seq and ts differ from
-/// one daemon to another), any other line whole.
-fn content(body: &[u8], ndjson: bool) -> &[u8] {
-    const TYPE: &[u8] = b",\"type\":\"";
-    if ndjson {
-        // The first `,"type":"` is the envelope's: inside a JSON string its quotes are escaped.
-        if let Some(at) = memchr::memmem::find(body, TYPE) {
-            return &body[at..];
-        }
-    }
-    body
-}
-
-/// 128 bits of SHA-256 in hex: the same in every daemon and every version.
-fn hash(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    let mut out = String::with_capacity(32);
-    for byte in &digest[..16] {
-        let _ = write!(out, "{byte:02x}");
-    }
-    out
-}
-
-/// A URL's user or password as typed (`%40` back to `@`).
-fn percent(text: &str) -> String {
-    percent_encoding::percent_decode_str(text)
-        .decode_utf8_lossy()
-        .into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn content_ignores_seq_and_ts() {
-        let a = br#"{"upstream":"f","seq":1,"ts":10,"type":"text","data":"x"}"#;
-        let b = br#"{"upstream":"f","seq":7,"ts":99,"type":"text","data":"x"}"#;
-        assert_eq!(hash(content(a, true)), hash(content(b, true)));
-        assert_ne!(hash(content(a, false)), hash(content(b, false)));
-        assert_eq!(hash(b"x").len(), 32);
     }
 }

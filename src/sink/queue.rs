@@ -317,29 +317,57 @@ impl QueueReader {
         reason: DropReason,
         why: &dyn std::fmt::Display,
     ) {
+        self.settled_run_by(run, &[(reason, dropped, why)]);
+    }
+
+    /// Like [`QueueReader::settled_run`], with records dropped for several reasons.
+    pub fn settled_run_by(
+        &mut self,
+        run: &Encoded,
+        drops: &[(DropReason, u64, &dyn std::fmt::Display)],
+    ) {
+        if !self.released_run(run) {
+            return;
+        }
+        let count = self::records(run).min(self.taken_records);
+        self.taken_records -= count;
+        let mut left = count;
+        for (reason, dropped, why) in drops {
+            let dropped = (*dropped).min(left);
+            left -= dropped;
+            self.stats.drop_records(*reason, dropped, *why);
+        }
+        self.stats
+            .records_written
+            .fetch_add(left, Ordering::Relaxed);
+    }
+
+    /// One run taken earlier has left the queue's bounds (all of it is in a program's pipe):
+    /// gives its room back without counting its records (see [`QueueReader::counted_elsewhere`]).
+    /// False if it was not taken (a run given twice must not inflate the room).
+    pub fn released_run(&mut self, run: &Encoded) -> bool {
         let (records, permits) = self.room.cost(run);
         let (records, permits) = (records as usize, permits as usize);
         let bytes = run.len() as u64;
-        // Never more than was taken: a run given twice must not inflate the room.
         if self.taken.0 < records || self.taken.1 < permits || self.taken.2 < bytes {
-            return;
+            return false;
         }
         self.taken.0 -= records;
         self.taken.1 -= permits;
         self.taken.2 -= bytes;
-        let count = self::records(run).min(self.taken_records);
-        self.taken_records -= count;
-        let dropped = dropped.min(count);
-        self.stats
-            .records_written
-            .fetch_add(count - dropped, Ordering::Relaxed);
-        self.stats.drop_records(reason, dropped, why);
         self.stats
             .bytes_buffered
             .fetch_sub(bytes, Ordering::Relaxed);
         self.room.records.add_permits(records);
         self.room.bytes.add_permits(permits);
         self.room.progress.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// `records` taken earlier are now counted by the consumer itself (written or dropped
+    /// once it knows which): they are no longer counted when this reader goes.
+    pub fn counted_elsewhere(&mut self, records: u64) {
+        self.taken_records -= records.min(self.taken_records);
     }
 
     fn take(&mut self, run: Encoded) -> Encoded {
@@ -379,78 +407,4 @@ impl Drop for QueueReader {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn run(len: usize) -> Encoded {
-        Encoded::notice(vec![b'x'; len])
-    }
-
-    #[tokio::test]
-    async fn either_bound_makes_the_queue_full() {
-        let stats = Arc::new(SinkStats::default());
-        let (tx, mut rx) = queue(
-            Bounds {
-                records: 3,
-                bytes: 1000,
-            },
-            stats.clone(),
-        );
-        // Bytes bind first.
-        assert_eq!(tx.offer(&run(600)), Offer::Queued);
-        assert_eq!(tx.offer(&run(600)), Offer::Full);
-        assert_eq!(stats.bytes_buffered.load(Ordering::Relaxed), 600);
-        let round = rx.next_round().await.unwrap();
-        assert_eq!(round.len(), 1);
-        assert_eq!(tx.offer(&run(600)), Offer::Full, "taken is not yet written");
-        rx.written();
-        assert_eq!(stats.bytes_buffered.load(Ordering::Relaxed), 0);
-        // Records bind first.
-        for _ in 0..3 {
-            assert_eq!(tx.offer(&run(10)), Offer::Queued);
-        }
-        assert_eq!(tx.offer(&run(10)), Offer::Full);
-        drop(rx);
-        assert_eq!(tx.offer(&run(10)), Offer::Gone);
-        assert_eq!(stats.bytes_buffered.load(Ordering::Relaxed), 0);
-    }
-
-    #[tokio::test]
-    async fn a_run_larger_than_the_bounds_fits_an_empty_queue() {
-        let stats = Arc::new(SinkStats::default());
-        let (tx, mut rx) = queue(
-            Bounds {
-                records: 1,
-                bytes: 100,
-            },
-            stats,
-        );
-        assert_eq!(tx.offer_waiting(&run(10_000)).await, Offer::Queued);
-        assert_eq!(tx.offer(&run(1)), Offer::Full);
-        assert_eq!(rx.next_round().await.unwrap()[0].len(), 10_000);
-        rx.written();
-        assert_eq!(tx.offer(&run(1)), Offer::Queued);
-    }
-
-    #[tokio::test]
-    async fn runs_are_given_back_one_by_one() {
-        let stats = Arc::new(SinkStats::default());
-        let (tx, mut rx) = queue(
-            Bounds {
-                records: 10,
-                bytes: 1000,
-            },
-            stats.clone(),
-        );
-        assert_eq!(tx.offer(&run(600)), Offer::Queued);
-        assert_eq!(tx.offer(&run(300)), Offer::Queued);
-        let round = rx.next_round().await.unwrap();
-        assert_eq!(tx.offer(&run(500)), Offer::Full);
-        rx.written_run(&round[0]);
-        assert_eq!(stats.bytes_buffered.load(Ordering::Relaxed), 300);
-        assert_eq!(tx.offer(&run(500)), Offer::Queued);
-        rx.written_run(&round[1]);
-        drop(rx);
-        assert_eq!(stats.bytes_buffered.load(Ordering::Relaxed), 0);
-    }
-}
+mod tests;

@@ -148,7 +148,22 @@ impl<W: Write> WriterThread<W> {
                     }
                 }
             };
-            self.records += self.encoder.encode_into(&delivery.batch, &mut self.buffer) as u64;
+            let batch = &delivery.batch;
+            if !crate::fence::holds(batch.fence.as_ref()) {
+                let why = format_args!(
+                    "the lease of upstream {} is no longer proven",
+                    batch.upstream
+                );
+                let n = batch.data_messages();
+                self.stats.records_routed.fetch_add(n, Ordering::Relaxed);
+                self.stats.drop_records(super::DropReason::Fenced, n, &why);
+                continue;
+            }
+            let records = self.encoder.encode_into(batch, &mut self.buffer) as u64;
+            self.records += records;
+            self.stats
+                .records_routed
+                .fetch_add(records, Ordering::Relaxed);
             // Gives the batch's share of the input's byte budget back.
             drop(delivery);
             if self.buffer.len() >= WRITE_AT {
@@ -194,7 +209,15 @@ impl<W: Write> WriterThread<W> {
         self.stats.bytes_buffered.fetch_add(len, Ordering::Relaxed);
         let written = self.out.write_all(&self.buffer);
         self.stats.bytes_buffered.fetch_sub(len, Ordering::Relaxed);
-        written?;
+        if let Err(e) = written {
+            // The sink ends with this error: what the buffer held is lost with it. A reader
+            // that went away (`| head`) is a normal, quiet ending of the whole process.
+            let lost = std::mem::take(&mut self.records);
+            if e.kind() != io::ErrorKind::BrokenPipe {
+                self.stats.drop_records(super::DropReason::Io, lost, &e);
+            }
+            return Err(e);
+        }
         self.stats
             .records_written
             .fetch_add(std::mem::take(&mut self.records), Ordering::Relaxed);

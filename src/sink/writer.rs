@@ -80,6 +80,8 @@ async fn pump_until_done<W: SinkWriter>(
         tokio::select! {
             round = queue.next_round() => match round {
                 Some(round) => {
+                    // Right before writing: records whose lease lapsed are not written.
+                    let round = queue.drop_fenced(round);
                     writer.write(&round).await?;
                     drop(round);
                     if writer.counts_itself() {
@@ -99,6 +101,7 @@ async fn pump_until_done<W: SinkWriter>(
                 // record failed to write.
                 None => {
                     let rest = queue.rest();
+                    let rest = queue.drop_fenced(rest);
                     writer.write(&rest).await?;
                     if writer.counts_itself() {
                         queue.handed_off();

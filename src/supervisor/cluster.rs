@@ -11,13 +11,22 @@ use tracing::info;
 use super::reload::finish_reloading;
 use super::Supervisor;
 use crate::cluster::Cluster;
+use crate::fence::Fence;
 
 impl Supervisor {
     /// Whether this instance runs `upstream` now: always without `[cluster]`.
     pub(super) fn runs(&self, upstream: &str) -> bool {
         self.cluster
             .as_ref()
-            .is_none_or(|c| c.owned.borrow().upstreams.contains(upstream))
+            .is_none_or(|c| c.owned.borrow().upstreams.contains_key(upstream))
+    }
+
+    /// The fence `upstream` runs under: `None` without `[cluster]`; with it, `Some(None)`
+    /// while this instance holds no lease of it.
+    pub(super) fn fence_of(&self, upstream: &str) -> Option<Option<Arc<Fence>>> {
+        self.cluster
+            .as_ref()
+            .map(|c| c.owned.borrow().upstreams.get(upstream).cloned())
     }
 
     /// Starts and stops upstreams to match the leases held, then acknowledges.
@@ -26,11 +35,13 @@ impl Supervisor {
             return;
         };
         let owned = cluster.owned.borrow_and_update().clone();
+        // Gone too: an upstream running under the fence of a lease since lost, when the
+        // lease was taken anew; it restarts under the new one.
         let gone: Vec<String> = self
             .upstreams
-            .keys()
-            .filter(|name| !owned.upstreams.contains(*name))
-            .cloned()
+            .iter()
+            .filter(|(name, running)| owned.upstreams.get(*name) != running.fence.as_ref())
+            .map(|(name, _)| name.clone())
             .collect();
         let mut closing = Vec::new();
         for name in gone {
@@ -40,7 +51,14 @@ impl Supervisor {
                 closing.push((format!("upstream {name}"), running.task));
             }
         }
-        for name in &owned.upstreams {
+        // The ones just stopped restart only once closed, so one instance never has two
+        // connections of an upstream open.
+        finish_reloading(
+            closing,
+            Instant::now() + self.config.daemon.shutdown_timeout,
+        )
+        .await;
+        for name in owned.upstreams.keys() {
             if self.upstreams.contains_key(name) {
                 continue;
             }
@@ -51,11 +69,6 @@ impl Supervisor {
         }
         self.publish_directory();
         self.publish_metrics();
-        finish_reloading(
-            closing,
-            Instant::now() + self.config.daemon.shutdown_timeout,
-        )
-        .await;
         if let Some(cluster) = &self.cluster {
             cluster.applied.send_replace(owned.generation);
         }

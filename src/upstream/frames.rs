@@ -1,6 +1,7 @@
 //! The reading side of one session: each frame (or the end of the stream) taken into the
 //! batch of events being gathered (binary ones inflated by `decompress`), the keepalive,
-//! `app_ping` and `reply` state, and the peer's Close.
+//! `app_ping` and `reply` state, the feed checks (`sequence`, `event_time`) and the peer's
+//! Close.
 //!
 //! Small payloads are copied out of tungstenite's read buffer into an arena of ours (see
 //! [`Frames::detach`]); the batch goes to the sinks when it is full or nothing more is here.
@@ -15,6 +16,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use super::app_ping::AppPinger;
+use super::checks::FeedChecker;
 use super::connect::WsStream;
 use super::inflate;
 use super::keepalive::Keepalive;
@@ -82,6 +84,8 @@ pub(super) struct Frames {
     pub(super) decompress_errors: u64,
     /// `reply`, when configured; the session sends what it made.
     pub(super) reply: Option<Replier>,
+    /// `sequence` and `event_time`, when configured (see [`Frames::push_text`]).
+    pub(super) checks: Option<FeedChecker>,
 }
 
 impl Frames {
@@ -102,6 +106,7 @@ impl Frames {
             decompress: Decompress::None,
             decompress_errors: 0,
             reply: None,
+            checks: None,
         }
     }
 
@@ -136,12 +141,11 @@ impl Frames {
                 }
                 match String::from_utf8(inflated) {
                     Ok(text) => {
-                        let data = Utf8Bytes::from(text);
-                        self.push(ts, data.len(), |seq| EventKind::Text { seq, data });
+                        self.push_text(ts, Utf8Bytes::from(text));
                     }
                     Err(binary) => {
                         let data = Bytes::from(binary.into_bytes());
-                        self.push(ts, data.len(), |seq| EventKind::Binary { seq, data });
+                        self.push(ts, data.len(), None, |seq| EventKind::Binary { seq, data });
                     }
                 }
             }
@@ -153,13 +157,25 @@ impl Frames {
                     status: None,
                     retry_in_ms: None,
                 };
-                self.batch.push(Event { ts, kind });
+                self.batch.push(Event {
+                    ts,
+                    kind,
+                    lag_ms: None,
+                });
             }
         }
     }
 
     pub(super) fn batch_full(&self) -> bool {
-        self.batch.len() >= MAX_BATCH || self.batch_bytes >= MAX_BATCH_BYTES || self.limit_reached()
+        self.batch.len() >= MAX_BATCH
+            || self.batch_bytes >= MAX_BATCH_BYTES
+            || self.limit_reached()
+            || self.resubscribe_due()
+    }
+
+    /// A gap with `on_gap = "reconnect"` was taken: the session delivers, then reconnects.
+    pub(super) fn resubscribe_due(&self) -> bool {
+        self.checks.as_ref().is_some_and(|c| c.reconnect.is_some())
     }
 
     /// The message limit is reached: the session closes.
@@ -222,13 +238,39 @@ impl Frames {
         Step::Continue
     }
 
-    fn push(&mut self, ts: u64, len: usize, kind: impl FnOnce(u64) -> EventKind) {
+    fn push(
+        &mut self,
+        ts: u64,
+        len: usize,
+        lag_ms: Option<i64>,
+        kind: impl FnOnce(u64) -> EventKind,
+    ) {
         self.seq += 1;
         self.batch_bytes += len;
         self.batch.push(Event {
             ts,
             kind: kind(self.seq),
+            lag_ms,
         });
+    }
+
+    /// Takes a text message, after the feed checks: a `gap` record goes ahead of it, and it
+    /// carries its `lag_ms`.
+    fn push_text(&mut self, ts: u64, data: Utf8Bytes) {
+        let mut lag_ms = None;
+        if let Some(checks) = &mut self.checks {
+            let seen = checks.see(data.as_bytes(), ts);
+            if let Some(gap) = seen.gap {
+                let (expected, got) = (gap.expected, gap.got);
+                self.batch.push(Event {
+                    ts,
+                    kind: EventKind::Gap { expected, got },
+                    lag_ms: None,
+                });
+            }
+            lag_ms = seen.lag_ms;
+        }
+        self.push(ts, data.len(), lag_ms, |seq| EventKind::Text { seq, data });
     }
 
     /// Takes one frame (or the end of the stream) into the session state.
@@ -259,7 +301,7 @@ impl Frames {
                 self.keepalive.data_received(now);
                 if self.take_one() {
                     let data = self.detach_text(&data).unwrap_or(data);
-                    self.push(ts, data.len(), |seq| EventKind::Text { seq, data });
+                    self.push_text(ts, data);
                 }
             }
             Some(Ok(Message::Binary(data))) => {
@@ -271,7 +313,7 @@ impl Frames {
                     self.push_inflated(&data, ts, max_message_size);
                 } else if self.take_one() {
                     let data = self.detach(&data).unwrap_or(data);
-                    self.push(ts, data.len(), |seq| EventKind::Binary { seq, data });
+                    self.push(ts, data.len(), None, |seq| EventKind::Binary { seq, data });
                 }
             }
             // tungstenite queues the Pong itself; it goes out as we keep polling.

@@ -7,7 +7,8 @@
 //! - `reconnect`: the task's loop of attempts, sessions and backoff.
 //! - `session`: one open connection; `frames` its reading side, `outgoing` its writing side.
 //! - [`stats`]: state, counters and causes; [`keepalive`], [`app_ping`], [`backoff`]: the
-//!   timing rules; `inflate`: `decompress`; [`reply`]: answers to the server's own pings.
+//!   timing rules; `inflate`: `decompress`; [`reply`]: answers to the server's own pings;
+//!   [`checks`]: `sequence` and `event_time`, whose lags [`lag`] keeps as a histogram.
 //! - [`mod@connect`]: the handshake, on the stream `dial` opens: directly or through a
 //!   [`proxy`], then [`tls`] for `wss://`; [`before_connect`]: the program that prepares each
 //!   attempt; [`refused`]: the wait after a refused handshake.
@@ -15,11 +16,13 @@
 pub mod app_ping;
 pub use crate::backoff;
 pub mod before_connect;
+pub mod checks;
 pub mod connect;
 mod dial;
 mod frames;
 mod inflate;
 pub mod keepalive;
+pub mod lag;
 mod outgoing;
 pub mod proxy;
 mod reconnect;

@@ -23,7 +23,9 @@ impl Upstream {
     pub async fn run(mut self) -> UpstreamExit {
         let name: Arc<str> = Arc::from(self.config.name.as_str());
         let url = self.config.display_url();
-        let tls = if self.config.url.scheme() == "wss" {
+        // Built now for a wss:// URL, so an unreadable ca_file stops the upstream at once;
+        // else on the first attempt that `before_connect` sends to a wss:// URL.
+        let mut tls = if self.config.url.scheme() == "wss" {
             match tls::client_config(&self.config) {
                 Ok(c) => Some(c),
                 Err(e) => return self.fail_setup(&name, e.into()).await,
@@ -37,7 +39,7 @@ impl Upstream {
             debug!(%url, "connecting");
             let attempt = tokio::select! {
                 _ = self.shutdown.cancelled() => break,
-                attempt = self.attempt(tls.clone()) => attempt,
+                attempt = self.attempt(&mut tls) => attempt,
             };
             let end = match attempt {
                 Err(error) => {
@@ -113,7 +115,11 @@ impl Upstream {
                 self.stats.set_state(State::Stopped);
                 return UpstreamExit::Ended(end);
             }
+            // on_gap = "reconnect" subscribes again at once; a gap again before the connection
+            // was stable waits out the backoff, so a feed that always gaps is not a storm.
+            let at_once = end.cause() == Cause::SequenceGap && backoff.failures() == 0;
             let delay = match self.schedule_retry(&mut backoff) {
+                Some(_) if at_once => Duration::ZERO,
                 Some(delay) => delay,
                 None => {
                     self.emit_end(&name, &end, None).await;
@@ -139,9 +145,13 @@ impl Upstream {
 
     /// One attempt: the `before_connect` program (when configured) gives this attempt its
     /// settings, then the handshake. Returns the connection and the settings it used.
+    ///
+    /// TLS follows the URL this attempt dials, which `before_connect` may have switched
+    /// between `ws://` and `wss://`. `tls` keeps the upstream's TLS settings once built: an
+    /// attempt changes only the URL, headers, cookies and on_connect, never those.
     async fn attempt(
         &self,
-        tls: Option<Arc<rustls::ClientConfig>>,
+        tls: &mut Option<Arc<rustls::ClientConfig>>,
     ) -> Result<(connect::Connected, Arc<UpstreamConfig>), ConnectError> {
         let config = match &self.config.before_connect {
             None => self.config.clone(),
@@ -150,7 +160,16 @@ impl Upstream {
                 Arc::new(before_connect::prepare(&self.config, argv).await?)
             }
         };
-        let connected = connect::open(&config, tls).await?;
+        let dial_tls = if config.url.scheme() == "wss" {
+            let built = match tls {
+                Some(built) => built.clone(),
+                None => tls.insert(tls::client_config(&config)?).clone(),
+            };
+            Some(built)
+        } else {
+            None
+        };
+        let connected = connect::open(&config, dial_tls).await?;
         Ok((connected, config))
     }
 

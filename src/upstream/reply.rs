@@ -1,6 +1,7 @@
 //! `reply`: a jq program that answers the server's own application pings. It runs on every
-//! text message that holds JSON; each output goes back upstream as compact JSON, and a
-//! message that produced any output is not forwarded to the sinks.
+//! text message that holds JSON; each output goes back upstream as a text message (a string
+//! as its text, so `"pong"` sends `pong`; any other value as compact JSON), and a message
+//! that produced any output is not forwarded to the sinks.
 //!
 //! A message that is not JSON, or gives no output, is forwarded as usual. A runtime error
 //! forwards the message too (any outputs before the error are discarded), counts into
@@ -63,11 +64,18 @@ impl Replier {
                 dropped += 1;
                 return;
             }
-            let mut json = Vec::new();
-            jq::write_compact(&value, &mut json);
-            let json = String::from_utf8(json)
+            // Servers that want a bare `pong` cannot be answered with JSON's `"pong"`.
+            let text = match jq::as_text(&value) {
+                Some(text) => text.to_vec(),
+                None => {
+                    let mut json = Vec::new();
+                    jq::write_compact(&value, &mut json);
+                    json
+                }
+            };
+            let text = String::from_utf8(text)
                 .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-            waiting.push(Message::text(json));
+            waiting.push(Message::text(text));
         });
         match result {
             Ok(()) => {
@@ -146,6 +154,13 @@ mod tests {
         assert!(!r.answer(r#"[1,2]"#));
         assert!(r.answer(r#" {"ping": 2} "#));
         assert_eq!(r.waiting(), [r#"{"pong":1700000000000}"#, r#"{"pong":2}"#]);
+        let mut bare = replier(r#"select(.op? == "ping") | "pong", 5, "a\nb""#);
+        assert!(bare.answer(r#"{"op":"ping"}"#));
+        assert_eq!(
+            bare.waiting(),
+            ["pong", "5", "a\nb"],
+            "strings as their text"
+        );
         assert_eq!(r.errors, 0);
         let mut outgoing = Outgoing::default();
         r.send_into(&mut outgoing);

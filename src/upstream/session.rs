@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tracing::debug;
 
 use super::app_ping::{AppDue, AppPinger};
+use super::checks::FeedChecker;
 use super::connect::WsStream;
 use super::frames::{close_reason, Frames, Step, MAX_BATCH};
 use super::keepalive::{Due, Keepalive};
@@ -61,6 +62,7 @@ impl Upstream {
             self.config.decompress,
             reply,
         );
+        frames.checks = FeedChecker::new(&self.config.feed);
         let timer = tokio::time::sleep_until(frames.deadline());
         tokio::pin!(timer);
         let mut queue_open = true;
@@ -129,6 +131,13 @@ impl Upstream {
                             let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
                             self.close(&mut ws, &mut outgoing, Some(frame), &mut frames, name).await;
                             break SessionEnd::Closed { code: CloseCode::Normal.into(), reason: String::new() };
+                        }
+                        Step::Continue if frames.resubscribe_due() => {
+                            // on_gap = "reconnect": the gap and its message are delivered.
+                            let reason = frames.checks.as_ref().and_then(|c| c.resubscribe_reason()).unwrap_or_default();
+                            let frame = CloseFrame { code: CloseCode::Normal, reason: "sequence gap".into() };
+                            self.close(&mut ws, &mut outgoing, Some(frame), &mut frames, name).await;
+                            break SessionEnd::Failed(Cause::SequenceGap, reason);
                         }
                         Step::Continue => {}
                         Step::End(end) => break end,
@@ -254,6 +263,9 @@ impl Upstream {
                 self.stats.reply_errors.fetch_add(errors, Ordering::Relaxed);
             }
         }
+        if let Some(c) = &mut frames.checks {
+            c.publish(&self.stats);
+        }
         if let Some(rtt) = frames.rtt.take() {
             self.stats
                 .ping_rtt_us
@@ -276,10 +288,7 @@ impl Upstream {
         stats.last_message_ms.store(ts, Ordering::Relaxed);
         stats.seq.store(frames.seq, Ordering::Relaxed);
         let cost = bytes + events.len() * std::mem::size_of::<Event>();
-        let batch = Batch {
-            upstream: name.clone(),
-            events,
-        };
+        let batch = Batch::new(name.clone(), events);
         self.outlet.deliver_batch(batch, cost).await;
     }
 

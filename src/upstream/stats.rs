@@ -3,6 +3,7 @@
 //! [`Cause`]) and why the task returned ([`UpstreamExit`]).
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
 
 use super::connect::ConnectError;
 
@@ -21,11 +22,13 @@ pub enum State {
 }
 
 /// Counters shared between an upstream task and the supervisor. They outlive a task that is
-/// restarted on reload, so `seq` keeps counting.
+/// restarted on reload; `seq` outlives even these (see [`UpstreamStats::with_seq`]).
 #[derive(Debug, Default)]
 pub struct UpstreamStats {
-    /// The last `seq` given to a data message.
-    pub seq: AtomicU64,
+    /// The last `seq` given to a data message. Shared with the supervisor's counter of this
+    /// upstream's name, which is never dropped: an upstream removed and added back by reloads
+    /// goes on from where it was, so its `Nats-Msg-Id`s never repeat.
+    pub seq: Arc<AtomicU64>,
     /// [`State`] as a number.
     pub state: AtomicU8,
     /// Completed handshakes.
@@ -55,6 +58,16 @@ pub struct UpstreamStats {
     /// Text messages `reply` failed on (forwarded unanswered), and replies dropped because
     /// the peer was not reading them.
     pub reply_errors: AtomicU64,
+    /// Gaps in the feed's own sequence numbers (`sequence`).
+    pub gaps: AtomicU64,
+    /// Messages whose sequence number was not above the previous one (still delivered).
+    pub repeats: AtomicU64,
+    /// Messages `sequence` could not read a number from (not checked).
+    pub sequence_errors: AtomicU64,
+    /// Messages `event_time` could not read a time from (no `lag_ms`).
+    pub event_time_errors: AtomicU64,
+    /// Receive time minus event time (`event_time`).
+    pub lag: super::lag::LagHistogram,
 }
 
 /// Why a connection ended or an attempt failed, as the metrics count it.
@@ -78,13 +91,16 @@ pub enum Cause {
     MessageTooBig,
     /// Reset, EOF without Close, protocol error, failed write.
     ConnectionLost,
+    /// A gap in the feed's sequence numbers with `on_gap = "reconnect"`: we closed to
+    /// subscribe again.
+    SequenceGap,
     /// We closed (shutdown, reload, `connect` at stdin EOF).
     Closed,
 }
 
 impl Cause {
     /// Every cause, in the order of [`UpstreamStats::disconnects`].
-    pub const ALL: [Cause; 10] = [
+    pub const ALL: [Cause; 11] = [
         Cause::ConnectFailed,
         Cause::HandshakeRefused,
         Cause::BeforeConnectFailed,
@@ -94,6 +110,7 @@ impl Cause {
         Cause::AppPingTimeout,
         Cause::MessageTooBig,
         Cause::ConnectionLost,
+        Cause::SequenceGap,
         Cause::Closed,
     ];
 
@@ -109,6 +126,7 @@ impl Cause {
             Cause::ReceiveTimeout => "receive_timeout",
             Cause::MessageTooBig => "message_too_big",
             Cause::ConnectionLost => "connection_lost",
+            Cause::SequenceGap => "sequence_gap",
             Cause::Closed => "closed",
         }
     }
@@ -126,6 +144,14 @@ impl SessionEnd {
 }
 
 impl UpstreamStats {
+    /// Fresh counters whose `seq` goes on from `seq`.
+    pub fn with_seq(seq: Arc<AtomicU64>) -> UpstreamStats {
+        UpstreamStats {
+            seq,
+            ..UpstreamStats::default()
+        }
+    }
+
     pub(super) fn count_disconnect(&self, cause: Cause) {
         self.disconnects[cause as usize].fetch_add(1, Ordering::Relaxed);
     }

@@ -232,3 +232,53 @@ async fn connect_takes_before_connect_as_a_quoted_command_line() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
 }
+
+/// TLS follows the URL actually dialled: a program that switches `ws://` to `wss://` gets TLS
+/// (system roots: here the test CA through `SSL_CERT_FILE`, as rustls-native-certs reads it),
+/// and one that switches `wss://` to `ws://` gets none.
+#[tokio::test]
+async fn a_url_switched_to_wss_gets_tls_and_one_switched_to_ws_gets_none() {
+    use crate::tls_client::{feed_arrives, Pki, WssServer};
+    let pki = Pki::new();
+    let mut wss = WssServer::start(&pki.issue(&["localhost"]), None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = pki.write_ca(dir.path());
+    let prog = script(
+        dir.path(),
+        "to-wss.sh",
+        &format!("echo '{{\"url\":\"wss://localhost:{}/tls\"}}'\n", wss.port),
+    );
+    let extra = format!(r#"before_connect = ["/bin/sh", "{prog}"]"#);
+    let text = config("ws://127.0.0.1:1/plain", &extra);
+    let env = [("SSL_CERT_FILE", ca.to_str().unwrap())];
+    let mut daemon = Daemon::start_with_env(dir, &text, &env).await;
+    let (mut ws, sni) = wss.accept().await;
+    assert_eq!(sni.as_deref(), Some("localhost"));
+    let open = daemon.record_where("open", |r| r["type"] == "open").await;
+    assert_eq!(open["url"], format!("wss://localhost:{}/tls", wss.port));
+    feed_arrives(&mut daemon, &mut ws, "over tls").await;
+    daemon.signal(15);
+    assert!(daemon.wait().await.success());
+
+    let mut server = TestServer::start(ServerOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = pki.write_ca(dir.path());
+    let prog = script(
+        dir.path(),
+        "to-ws.sh",
+        &format!("echo '{{\"url\":\"ws://{}/plain\"}}'\n", server.addr),
+    );
+    let extra = format!(
+        "ca_file = \"{}\"\nbefore_connect = [\"/bin/sh\", \"{prog}\"]",
+        ca.display()
+    );
+    let text = config(&format!("wss://localhost:{}/tls", wss.port), &extra);
+    let mut daemon = Daemon::start_in(dir, &text).await;
+    let mut conn = server.accept().await;
+    assert_eq!(conn.path, "/plain");
+    conn.send_text("in the clear").await;
+    let record = daemon.record_where("data", is_data).await;
+    assert_eq!(record["data"], "in the clear", "{record}");
+    daemon.signal(15);
+    assert!(daemon.wait().await.success());
+}

@@ -270,6 +270,12 @@ async fn three_instances_one_owner_each_four_apiece() {
         .unwrap();
     let cluster = status.cluster.expect("a cluster section in /status");
     assert_eq!(cluster.members, ["a", "b", "c"]);
+    assert!(
+        cluster
+            .last_round_trip_age_seconds
+            .is_some_and(|age| age < TTL.as_secs_f64()),
+        "a lease round was answered within the last lease_ttl: {cluster:?}"
+    );
     assert_eq!(cluster.leases.len(), 12);
     assert!(
         cluster.leases.iter().all(|l| l.holder.is_some()),

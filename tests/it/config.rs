@@ -242,3 +242,35 @@ fn check_prints_the_log_settings_as_they_are_written() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(plan.contains("  log            info, json\n"), "{plan}");
 }
+
+/// The README's first command after installing: the shipped example config passes `check` as
+/// it is, with none of its variables exported, and `check` prints no secret either way.
+#[test]
+fn the_shipped_example_config_passes_check_without_its_variables() {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/wsbridge.toml");
+    let run = |token: Option<&str>| {
+        let mut command = Command::new(bin());
+        command.args(["check", "-c"]).arg(&config);
+        match token {
+            Some(token) => command.env("TRADES_TOKEN", token),
+            None => command.env_remove("TRADES_TOKEN"),
+        };
+        let out = command.output().unwrap();
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), printed)
+    };
+    let (code, printed) = run(None);
+    assert_eq!(code, Some(0), "{printed}");
+    assert!(printed.contains("valid"), "{printed}");
+    let secret = "s3cret-token-value";
+    let (code, printed) = run(Some(secret));
+    assert_eq!(code, Some(0), "{printed}");
+    assert!(
+        !printed.contains(secret),
+        "check printed the token:\n{printed}"
+    );
+}

@@ -116,8 +116,10 @@ async fn reset_connection_is_reported_at_once_and_reconnected_when_the_server_is
     let refused = daemon.next_record().await;
     assert_eq!(refused["type"], "error", "{refused}");
     assert!(refused["retry_in_ms"].is_u64(), "{refused}");
-
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // And retried: a second refusal, before the server comes back.
+    daemon
+        .record_where("a second refused attempt", |r| r["type"] == "error")
+        .await;
     let mut server = TestServer::start_on(addr, ServerOptions::default()).await;
     let back = Instant::now();
     let mut conn = server.accept().await;

@@ -982,7 +982,9 @@ async fn clients_that_leave_a_quiet_sink_are_released() {
     let daemon = Daemon::start(&config).await;
     let pid = daemon.child.id().unwrap();
     let _conn = server.accept().await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Settled: the upstream is open (its socket counted) before the baseline is taken; from
+    // the log, as a /status request would be one more socket in the count.
+    daemon.wait_for_log("connected url=").await;
     let fds_before = fds_of(pid);
     for id in 1..=4 {
         drop(connect_tcp(([127, 0, 0, 1], port).into()).await);

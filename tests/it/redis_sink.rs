@@ -12,7 +12,7 @@ use crate::common::*;
 /// How long a feed may take to reach the stream in a debug build.
 const FEED_TIME: Duration = Duration::from_secs(120);
 
-async fn redis_server() -> ServerProcess {
+pub async fn redis_server() -> ServerProcess {
     ServerProcess::start(
         "redis-server",
         &[
@@ -32,7 +32,7 @@ async fn redis_server() -> ServerProcess {
 }
 
 /// A stream entry as XRANGE gives it: its ID and its fields.
-type Entry = (String, Vec<(String, Vec<u8>)>);
+pub type Entry = (String, Vec<(String, Vec<u8>)>);
 
 /// Every entry of `wsbridge:feed`: (seq, fed number), in stream order.
 async fn read_stream(port: u16) -> Vec<(u64, u64)> {

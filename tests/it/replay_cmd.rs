@@ -215,3 +215,27 @@ async fn a_file_without_records_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("no text or binary record in"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_recording_written_by_another_tool_is_played_by_its_json_not_its_spacing() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("python.ndjson");
+    // As Python's json.dumps writes records: a space after each colon and comma, keys in
+    // another order, an escaped upstream name, and a line of another upstream between them.
+    let lines = [
+        r#"{"upstream": "trades", "seq": 1, "ts": 1764000000000, "type": "text", "data": "m1"}"#,
+        r#"{"upstream": "other", "seq": 1, "ts": 1764000000000, "type": "text", "data": "x"}"#,
+        r#"{"seq": 2, "type": "text", "data": "m2", "ts": 1764000000001, "upstream": "trades"}"#,
+        r#"{"upstream":"tr\u0061des","seq":3,"ts":1764000000002,"type":"text","data":"m3"}"#,
+        r#"  {"upstream" :"trades","seq":4,"ts":1764000000003,"type":"text","data":"m4"}"#,
+    ];
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let (_child, addr) = replay(&["--speed", "0"], &[&file]).await;
+    let (messages, close) = receive_all(&format!("ws://{addr}/trades")).await;
+    assert_eq!(
+        messages,
+        ["m1", "m2", "m3", "m4"].map(Message::text).to_vec(),
+        "every trades record, whatever its spacing and key order"
+    );
+    assert_eq!(close, Some(CloseCode::Normal));
+}

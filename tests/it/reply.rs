@@ -184,3 +184,24 @@ async fn connect_answers_pings_and_prints_only_the_data() {
         "data\n{\"price\":1}\n"
     );
 }
+
+/// A server that wants the bare text `pong` (not the JSON string `"pong"`): a string result is
+/// sent as its text, any other value as compact JSON.
+#[tokio::test]
+async fn a_string_result_is_sent_as_its_text() {
+    let mut server = TestServer::start(ServerOptions::default()).await;
+    let port = free_port();
+    let reply = r#"if .op? == "ping" then "pong" elif .op? == "hb" then {op: "hb"} else empty end"#;
+    let mut daemon = Daemon::start(&config(&server.url("/"), port, reply)).await;
+    let mut conn = server.accept().await;
+    assert_eq!(daemon.next_record().await["type"], "open");
+    conn.send_text(r#"{"op":"ping"}"#).await;
+    assert_eq!(conn.recv_text().await, "pong");
+    conn.send_text(r#"{"op":"hb"}"#).await;
+    assert_eq!(conn.recv_text().await, r#"{"op":"hb"}"#);
+    conn.send_text(r#"{"price":1}"#).await;
+    let record = daemon.next_record().await;
+    assert_eq!(record["data"], r#"{"price":1}"#, "{record}");
+    daemon.signal(15);
+    assert!(daemon.wait().await.success());
+}

@@ -69,7 +69,7 @@ impl Leases {
                     deny_delete: true,
                     allow_direct: true,
                     discard: jetstream::stream::DiscardPolicy::New,
-                    num_replicas: 1,
+                    num_replicas: self.ch.config.bucket_replicas,
                     ..Default::default()
                 };
                 if let Err(e) = self

@@ -19,6 +19,7 @@ mod round;
 mod take;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
@@ -33,6 +34,7 @@ use super::spread::{self, Slot};
 use super::status::ClusterView;
 use super::Ownership;
 use crate::config::cluster::ClusterConfig;
+use crate::fence::Fence;
 use crate::record::unix_millis;
 
 /// What the lease task is given by [`super::Cluster::start`].
@@ -55,6 +57,15 @@ struct Held {
     deadline: Instant,
     /// Being handed back: deleted once the supervisor has applied this generation.
     releasing: Option<u64>,
+    /// What the data path reads: until when this lease is proven.
+    fence: Arc<Fence>,
+}
+
+impl Drop for Held {
+    /// A slot no longer held (lost, expired, handed back) fences its upstream's data at once.
+    fn drop(&mut self) {
+        self.fence.revoke();
+    }
 }
 
 /// A NATS request failed: the round ends, and the next one tries again.
@@ -75,7 +86,7 @@ struct Leases {
     /// Per slot: its last holder, and the handovers seen.
     history: HashMap<Slot, (String, u64)>,
     generation: u64,
-    published: BTreeSet<String>,
+    published: BTreeMap<String, Arc<Fence>>,
     last_members: BTreeSet<String>,
     /// Whether the last round reached NATS (to log an outage once).
     reachable: bool,
@@ -104,7 +115,7 @@ pub(super) async fn run(ch: Channels) {
         seen: HashMap::new(),
         history: HashMap::new(),
         generation: 0,
-        published: BTreeSet::new(),
+        published: BTreeMap::new(),
         last_members: BTreeSet::new(),
         reachable: true,
     };
@@ -182,11 +193,11 @@ impl Leases {
 
     /// Tells the supervisor what to run, when that changed.
     fn publish(&mut self) {
-        let upstreams: BTreeSet<String> = self
+        let upstreams: BTreeMap<String, Arc<Fence>> = self
             .held
             .iter()
             .filter(|(_, h)| h.releasing.is_none())
-            .map(|(s, _)| s.upstream.clone())
+            .map(|(s, h)| (s.upstream.clone(), h.fence.clone()))
             .collect();
         if upstreams != self.published {
             self.generation += 1;

@@ -10,19 +10,38 @@ use tracing::{debug, warn};
 
 use super::{Held, Leases, Slot, Unreachable};
 use crate::cluster::keys::{member_key, slot_key, Holder};
+use crate::fence::{Fence, Stamp};
+
+/// When a write was sent, on the lease task's clock and on the fence's.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Sent {
+    at: Instant,
+    stamp: Stamp,
+}
+
+impl Sent {
+    pub(super) fn now() -> Sent {
+        Sent {
+            at: Instant::now(),
+            stamp: Stamp::now(),
+        }
+    }
+}
 
 impl Leases {
-    /// Records `slot` as held from a write sent at `sent`.
-    pub(super) fn hold(&mut self, slot: Slot, revision: u64, value: Holder, sent: Instant) {
-        let deadline = self.deadline_after(sent);
+    /// Records `slot` as held from a write sent at `sent`, with a new fence.
+    pub(super) fn hold(&mut self, slot: Slot, revision: u64, value: Holder, sent: Sent) {
+        let deadline = self.deadline_after(sent.at);
+        let fence = Fence::new(sent.stamp.after(self.ttl * 4 / 5));
         self.held.insert(
             slot,
             Held {
                 revision,
                 value,
-                renewed: sent,
+                renewed: sent.at,
                 deadline,
                 releasing: None,
+                fence,
             },
         );
     }
@@ -60,7 +79,8 @@ impl Leases {
                 warn!(upstream = %slot.upstream, slot = slot.index, "lease not renewed within lease_ttl; stopping the upstream");
                 self.ch.view.update(|v| v.lost += 1);
                 if held.releasing.is_none() {
-                    self.lapsed.insert(slot, (held.revision, held.value));
+                    self.lapsed
+                        .insert(slot, (held.revision, held.value.clone()));
                 }
             }
         }
@@ -103,7 +123,7 @@ impl Leases {
                 continue;
             };
             let (revision, value) = (held.revision, held.value.clone());
-            let sent = Instant::now();
+            let sent = Sent::now();
             let key = slot_key(&slot);
             match self
                 .op("renew", store.update(&key, value.to_bytes(), revision))
@@ -147,12 +167,30 @@ impl Leases {
         Ok(())
     }
 
-    fn renewed(&mut self, slot: &Slot, revision: u64, sent: Instant) {
-        let deadline = self.deadline_after(sent);
-        if let Some(h) = self.held.get_mut(slot) {
-            h.revision = revision;
-            h.renewed = sent;
+    /// A renewal sent at `sent` was acknowledged: the lease is proven until four fifths of
+    /// `lease_ttl` after `sent`. If its fence lapsed meanwhile (this process was paused, or
+    /// the answer came late), what the upstream received since cannot be proven: the slot
+    /// counts as expired, its upstream stops, and the next round retakes it with a new fence.
+    fn renewed(&mut self, slot: &Slot, revision: u64, sent: Sent) {
+        let deadline = self.deadline_after(sent.at);
+        let until = sent.stamp.after(self.ttl * 4 / 5);
+        let Some(h) = self.held.get_mut(slot) else {
+            return;
+        };
+        h.revision = revision;
+        if h.fence.extend(until) {
+            h.renewed = sent.at;
             h.deadline = deadline;
+            return;
         }
+        warn!(upstream = %slot.upstream, slot = slot.index, "lease renewed only after its fence lapsed (was this process paused?); stopping the upstream");
+        if let Some(held) = self.held.remove(slot) {
+            self.ch.view.update(|v| v.lost += 1);
+            if held.releasing.is_none() {
+                self.lapsed
+                    .insert(slot.clone(), (held.revision, held.value.clone()));
+            }
+        }
+        self.publish();
     }
 }

@@ -63,6 +63,7 @@ impl Leases {
         }
         self.publish();
         self.show(&members, &slots, &observed);
+        self.ch.view.round_trip_ok();
         Ok(())
     }
 

@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 
 use async_nats::jetstream::kv::{self, CreateErrorKind, UpdateErrorKind};
-use tokio::time::Instant;
 use tracing::{debug, info};
 
 use super::observe::Observed;
+use super::renew::Sent;
 use super::{Leases, Slot, Unreachable};
 use crate::cluster::keys::slot_key;
 
@@ -29,7 +29,7 @@ impl Leases {
             if !ours || self.holds_upstream(&slot.upstream) {
                 continue;
             }
-            let sent = Instant::now();
+            let sent = Sent::now();
             if let Ok(revision) = self
                 .op(
                     "retake a lease",
@@ -55,7 +55,7 @@ impl Leases {
     ) -> Result<(), Unreachable> {
         let value = self.new_value();
         let key = slot_key(slot);
-        let sent = Instant::now();
+        let sent = Sent::now();
         let revision = match expired {
             None => match self
                 .op("take a lease", store.create(&key, value.to_bytes()))

@@ -328,3 +328,45 @@ reply = " "
         "{plan}"
     );
 }
+
+#[test]
+fn msg_id_is_a_name_or_a_jq_program_reported_at_its_place() {
+    let text = r#"[[upstream]]
+name = "a"
+url = "ws://h/"
+
+[[sink]]
+type = "nats"
+jetstream = true
+msg_id = { jq = ".t |" }
+
+[[sink]]
+type = "nats"
+subject = "other.{upstream}"
+jetstream = true
+msg_id = "hash"
+"#;
+    let errs = errors(text);
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(
+        errs[0].starts_with("test.toml:8:22: sink[0].msg_id.jq: the jq program does not compile"),
+        "{errs:?}"
+    );
+    assert!(
+        errs[1].starts_with("test.toml:14:10: sink[1].msg_id: \"hash\" is not a msg_id"),
+        "{errs:?}"
+    );
+    let text = "[[upstream]]\nname = \"a\"\nurl = \"ws://h/\"\n\n[[sink]]\ntype = \"nats\"\njetstream = true\nmsg_id = { jq = '.t' }\n";
+    let config = crate::config::Config::parse_with_env(
+        text,
+        "t.toml".as_ref(),
+        &|_| None,
+        &crate::sink::registry::SINKS,
+    )
+    .unwrap();
+    let plan = crate::config::plan::Plan(&config).to_string();
+    assert!(
+        plan.contains("Nats-Msg-Id {upstream}:{sink}:{jq \".t\"}"),
+        "{plan}"
+    );
+}

@@ -6,7 +6,7 @@ use url::Url;
 use super::Validator;
 use crate::config::cluster::{
     ClusterConfig, RawCluster, DEFAULT_BUCKET, DEFAULT_CLUSTER_NATS, DEFAULT_LEASE_TTL,
-    MIN_LEASE_TTL,
+    MAX_BUCKET_REPLICAS, MIN_LEASE_TTL,
 };
 use crate::config::expand::expand_env;
 
@@ -86,6 +86,10 @@ impl Validator<'_> {
             }),
             None => Some(DEFAULT_LEASE_TTL),
         };
+        let bucket_replicas = match &c.bucket_replicas {
+            Some(n) => self.count(n, "cluster.bucket_replicas", MAX_BUCKET_REPLICAS),
+            None => Some(1),
+        };
         if self.errors.len() > before {
             return None;
         }
@@ -94,6 +98,7 @@ impl Validator<'_> {
             bucket: bucket?,
             instance: instance?,
             lease_ttl: lease_ttl?,
+            bucket_replicas: bucket_replicas?,
         })
     }
 
@@ -141,10 +146,11 @@ mod tests {
             ("h-1", "wsbridge-leases")
         );
         assert_eq!(c.lease_ttl, std::time::Duration::from_secs(5));
+        assert_eq!(c.bucket_replicas, 1);
         assert_eq!(config.upstreams[0].replicas, 2);
 
         let bad =
-            format!("[cluster]\nnats = \"http://x/\"\nlease_ttl = \"1ms\"\n\n{UP}replicas = 99\n");
+            format!("[cluster]\nnats = \"http://x/\"\nlease_ttl = \"1ms\"\nbucket_replicas = 6\n\n{UP}replicas = 99\n");
         let errors = Config::parse_with_env(
             &bad,
             Path::new("t.toml"),
@@ -157,6 +163,7 @@ mod tests {
             "cluster.nats",
             "cluster.instance",
             "cluster.lease_ttl",
+            "cluster.bucket_replicas",
             "upstream[0].replicas",
         ] {
             assert!(errors.contains(key), "{key} in {errors}");

@@ -1,7 +1,9 @@
 //! The [`Validator`]: turns the serde mirror into a [`Config`], collecting every error
 //! instead of stopping at the first. Upstreams and sinks have a module each.
 
+mod check;
 mod cluster;
+mod feed;
 mod jq;
 mod shaping;
 mod sink;
@@ -16,7 +18,8 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-pub use sink::{socket_file_identity, SinkCheck};
+pub use check::SinkCheck;
+pub use sink::socket_file_identity;
 
 use super::errors::{line_column, ConfigError};
 use super::raw::{RawConfig, RawConnectionSettings, RawSize};
@@ -97,6 +100,19 @@ impl Validator<'_> {
             }
         }
 
+        // Before the sinks: `{instance}` in their keys names `[cluster] instance`.
+        let cluster = raw.cluster.as_ref().and_then(|c| self.cluster(c));
+        let context = check::SinkContext {
+            instance: match (&raw.cluster, &cluster) {
+                (None, _) => check::Instance::Absent,
+                (Some(_), None) => check::Instance::Unknown,
+                (Some(_), Some(c)) => check::Instance::Named(c.instance.clone()),
+            },
+            replicas: upstreams
+                .iter()
+                .map(|u| (u.name.clone(), u.replicas))
+                .collect(),
+        };
         let mut sinks = Vec::new();
         // Each resource's first sink, and where that sink names it.
         let mut claimed: BTreeMap<String, (String, Range<usize>, String)> = BTreeMap::new();
@@ -104,23 +120,36 @@ impl Validator<'_> {
         for (i, s) in sinks_read.into_iter().enumerate() {
             let Some(s) = s else { continue };
             let key = format!("sink[{i}]");
-            let Some((sink, claims)) = self.sink(s, &key, &names, self.sinks) else {
+            let Some((sink, claims)) = self.sink(s, &key, &names, self.sinks, &context) else {
                 continue;
             };
             // Two sinks on one resource would fight over it: catch it before binding.
             for claim in claims {
                 let (resource, shown, span) = (claim.resource, claim.shown, claim.span);
                 if let Some((first, _, first_shown)) = claimed.get(&resource) {
-                    let same = if *first_shown == shown {
-                        String::new()
-                    } else {
-                        format!(" (the same file as its {first_shown})")
-                    };
-                    self.error(
-                        Some(span),
-                        Some(key.clone()),
-                        format!("{shown} is already used by {first}{same}; give each sink its own"),
-                    );
+                    // One sink may name a place twice (two upstreams into one key).
+                    if *first == key {
+                        continue;
+                    }
+                    match claim.one_writer {
+                        Some((at, why)) => self.error(
+                            Some(span),
+                            Some(at),
+                            format!("{shown} is already written by {first}; {why}"),
+                        ),
+                        None => {
+                            let same = if *first_shown == shown {
+                                String::new()
+                            } else {
+                                format!(" (the same file as its {first_shown})")
+                            };
+                            self.error(
+                                Some(span),
+                                Some(key.clone()),
+                                format!("{shown} is already used by {first}{same}; give each sink its own"),
+                            );
+                        }
+                    }
                 } else {
                     claimed.insert(resource, (key.clone(), span, shown));
                 }
@@ -147,7 +176,6 @@ impl Validator<'_> {
             }
         }
 
-        let cluster = raw.cluster.as_ref().and_then(|c| self.cluster(c));
         Config {
             daemon,
             metrics,

@@ -3,148 +3,20 @@
 //! through its registry entry, given a [`SinkCheck`]; and the places sinks claim.
 
 use std::collections::HashSet;
-use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use toml::Spanned;
-use url::Url;
 
-use super::Validator;
-use crate::config::expand::expand_env;
+use super::check::SinkContext;
+use super::{SinkCheck, Validator};
 use crate::config::raw::{RawSink, RawSinkShared, RawSize};
 use crate::config::sink::{Buffer, Claim, Inbound, Settings, SinkCatalog};
 use crate::config::{
-    Format, ListenerOptions, OnSlow, SinkConfig, DEFAULT_BROKER_BUFFER, DEFAULT_BUFFER,
+    ListenerOptions, OnSlow, SinkConfig, DEFAULT_BROKER_BUFFER, DEFAULT_BUFFER,
     DEFAULT_BUFFER_BYTES, DEFAULT_MAX_CLIENTS, MAX_BUFFER_BYTES, MAX_QUEUE,
 };
 use crate::jq::Program;
-
-/// What a sink type's validation works with: where to report (file, line, column and key),
-/// the shared keys it may depend on, and the helpers every type's keys need.
-pub struct SinkCheck<'c, 'a> {
-    v: &'c mut Validator<'a>,
-    key: &'c str,
-    type_span: Range<usize>,
-    format: Option<Format>,
-    routed: Vec<String>,
-    claims: Vec<Claim>,
-}
-
-impl SinkCheck<'_, '_> {
-    /// `sink[N]`: the key of the table, for errors about it as a whole.
-    pub fn sink_key(&self) -> &str {
-        self.key
-    }
-
-    /// `sink[N].name`.
-    pub fn key(&self, name: &str) -> String {
-        format!("{}.{name}", self.key)
-    }
-
-    /// Where `type` was written: where a missing key is reported.
-    pub fn type_span(&self) -> Range<usize> {
-        self.type_span.clone()
-    }
-
-    /// `format` as written (`None`: not written, ndjson).
-    pub fn format(&self) -> Option<Format> {
-        self.format
-    }
-
-    /// The names of the upstreams routed to this sink, sorted.
-    pub fn routed(&self) -> &[String] {
-        &self.routed
-    }
-
-    /// Reports a problem at `span` (a value's place in the file), under `key`.
-    pub fn error(&mut self, span: Option<Range<usize>>, key: Option<String>, message: String) {
-        self.v.error(span, key, message);
-    }
-
-    /// Problems reported so far: a type compares it before and after to know whether its
-    /// own keys had any.
-    pub fn error_count(&self) -> usize {
-        self.v.errors.len()
-    }
-
-    /// Records that this sink holds a place (an address, a file): a second sink on it is
-    /// refused.
-    pub fn claim(&mut self, resource: String, shown: String, span: Range<usize>) {
-        self.claims.push(Claim {
-            resource,
-            shown,
-            span,
-        });
-    }
-
-    /// A duration such as "5s".
-    pub fn duration(&mut self, s: &Spanned<String>, key: &str) -> Option<Duration> {
-        self.v.duration(s, key)
-    }
-
-    /// A duration longer than zero.
-    pub fn nonzero_duration(&mut self, s: &Spanned<String>, key: &str) -> Option<Duration> {
-        self.v.nonzero_duration(s, key)
-    }
-
-    /// A count from 1 to `max`.
-    pub fn count(&mut self, n: &Spanned<i64>, key: &str, max: usize) -> Option<usize> {
-        self.v.count(n, key, max)
-    }
-
-    /// A size ("16MiB" or bytes) from 1 byte to `max`.
-    pub fn byte_size(&mut self, s: &Spanned<RawSize>, key: &str, max: usize) -> Option<usize> {
-        self.v.byte_size(s, key, max)
-    }
-
-    /// An IP address and port.
-    pub fn socket_addr(&mut self, s: &Spanned<String>, key: &str) -> Option<std::net::SocketAddr> {
-        self.v.socket_addr(s, key)
-    }
-
-    /// The value with `${VAR}`, `${file:…}` and `${credential:…}` expanded.
-    pub fn expanded(&mut self, value: &Spanned<String>, key: &str) -> Option<String> {
-        match expand_env(value.get_ref(), self.v.env) {
-            Ok(v) => Some(v),
-            Err(message) => {
-                self.error(Some(value.span()), Some(key.into()), message);
-                None
-            }
-        }
-    }
-
-    /// The `url` key (expanded; `default` when absent): a URL of one of `schemes` with a host.
-    pub fn url(
-        &mut self,
-        url: Option<&Spanned<String>>,
-        default: &str,
-        schemes: &[&str],
-    ) -> Option<Url> {
-        let ukey = self.key("url");
-        let text = match url {
-            Some(u) => self.expanded(u, &ukey)?,
-            None => default.to_string(),
-        };
-        let span = url.map(Spanned::span);
-        match Url::parse(&text) {
-            Ok(url) if schemes.contains(&url.scheme()) && url.host_str().is_some() => Some(url),
-            // The text may hold a password: it is not repeated.
-            Ok(url) => {
-                self.error(span, Some(ukey), format!("a {}:// URL was given; this sink takes {} URLs with a host, such as {default}", url.scheme(), schemes.join(":// or ")));
-                None
-            }
-            Err(e) => {
-                self.error(
-                    span,
-                    Some(ukey),
-                    format!("not a URL ({e}); write it like {default}"),
-                );
-                None
-            }
-        }
-    }
-}
 
 impl Validator<'_> {
     /// One sink and the places it claims; `None` if any of its keys is wrong.
@@ -154,6 +26,7 @@ impl Validator<'_> {
         key: &str,
         upstream_names: &HashSet<String>,
         catalog: &dyn SinkCatalog,
+        context: &SinkContext,
     ) -> Option<(SinkConfig, Vec<Claim>)> {
         let before = self.errors.len();
         let entry = catalog.get(s.kind.get_ref())?;
@@ -234,16 +107,9 @@ impl Validator<'_> {
             None => upstream_names.iter().cloned().collect(),
         };
         routed.sort_unstable();
-        let mut check = SinkCheck {
-            v: self,
-            key,
-            type_span: s.kind.span(),
-            format: sh.format,
-            routed,
-            claims: Vec::new(),
-        };
+        let mut check = SinkCheck::new(self, key, s.kind.span(), sh.format, routed, context);
         let settings = (entry.validate)(s.own, &mut check);
-        let claims = check.claims;
+        let claims = check.into_claims();
         if self.errors.len() > before {
             return None;
         }

@@ -254,6 +254,7 @@ impl Validator<'_> {
         let shaping = self.shaping(defaults, &u.overrides(), key);
         let transport = self.transport(defaults, &u.overrides(), key, url.as_ref());
         let replicas = self.replicas(u.replicas.as_ref(), key);
+        let feed = self.feed_checks(defaults, &u.overrides(), key);
         if self.errors.len() > before || !defaults_ok {
             return None;
         }
@@ -285,6 +286,7 @@ impl Validator<'_> {
             decompress: shaping.decompress,
             replicas: replicas?,
             reply: shaping.reply,
+            feed: feed?,
         })
     }
 

@@ -8,6 +8,7 @@ fn event(kind: EventKind) -> Event {
     Event {
         ts: 1_764_000_000_123,
         kind,
+        lag_ms: None,
     }
 }
 
@@ -213,4 +214,29 @@ fn json_strings_match_serde_json_with_and_without_escapes() {
             "{sample:?}"
         );
     }
+}
+
+#[test]
+fn gap_records_and_lag() {
+    assert_eq!(
+        ndjson(EventKind::Gap { expected: 300, got: 305 }, false),
+        "{\"upstream\":\"trades\",\"ts\":1764000000123,\"type\":\"gap\",\"expected\":300,\"got\":305}\n"
+    );
+    let mut lagging = event(EventKind::Text {
+        seq: 7,
+        data: Utf8Bytes::from_static("{\"E\":1}"),
+    });
+    lagging.lag_ms = Some(-12);
+    let mut out = Vec::new();
+    Encoding {
+        format: Format::Ndjson,
+        events: true,
+        parse_json: true,
+        binary_bytes: false,
+    }
+    .encode("u", &lagging, &mut out);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "{\"upstream\":\"u\",\"seq\":7,\"ts\":1764000000123,\"type\":\"json\",\"data\":{\"E\":1},\"lag_ms\":-12}\n"
+    );
 }

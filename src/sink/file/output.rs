@@ -5,6 +5,8 @@
 //! between records, and when a write fails in the middle of a record the rest of it is kept
 //! and written first when writing works again (or, if the file has to be left, the file is
 //! cut back to its last whole record). The records behind a failure are dropped and counted.
+//! With `fsync`, what was written is synced to the disk at most that long after ([`Fsync`]);
+//! otherwise on rotation, reload and shutdown.
 
 use std::fs::File;
 use std::io::{self, Write as _};
@@ -15,6 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tracing::{info, warn};
 
+use super::fsync::Fsync;
 use super::rotated::{sync_dir, Compressor, Rotated};
 use super::RotatePolicy;
 use super::{open_append, Encoded, SinkStats};
@@ -45,6 +48,7 @@ pub struct Output {
     staged: Vec<u8>,
     ends: Vec<usize>,
     trouble: Trouble,
+    fsync: Fsync,
 }
 
 /// Failing writes, reported at a bounded rate.
@@ -63,6 +67,7 @@ impl Output {
         path: PathBuf,
         file: File,
         rotate: Option<RotatePolicy>,
+        fsync: Fsync,
         stats: Arc<SinkStats>,
     ) -> io::Result<Output> {
         let size = file.metadata()?.len();
@@ -91,6 +96,7 @@ impl Output {
             staged: Vec::new(),
             ends: Vec::new(),
             trouble: Trouble::default(),
+            fsync,
         })
     }
 
@@ -107,6 +113,19 @@ impl Output {
         self.write_staged();
         if self.staged.capacity() > KEEP_CAPACITY {
             self.staged = Vec::new();
+        }
+        self.fsync.wrote();
+        self.sync_if_due();
+    }
+
+    fn sync_if_due(&mut self) {
+        if !self.fsync.due() {
+            return;
+        }
+        if let Some(file) = &self.file {
+            if let Err(e) = file.sync_data() {
+                self.report(&e, "cannot sync the file (fsync)");
+            }
         }
     }
 
@@ -316,6 +335,7 @@ impl Output {
 
     /// A second passed: retry a cut record, reopen a deleted file, rotate if it is time.
     pub fn tick(&mut self) {
+        self.sync_if_due();
         if self.file.is_none() && !self.trouble.failing {
             return;
         }

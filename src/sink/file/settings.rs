@@ -1,4 +1,4 @@
-//! `type = "file"`: its keys (`path`, `rotate`), their validation (a directory that exists
+//! `type = "file"`: its keys (`path`, `rotate`, `fsync`), their validation (a directory that exists
 //! and is writable), its `check` lines and its binding (the file opened for appending).
 
 use std::fmt;
@@ -32,6 +32,7 @@ pub(crate) const DEFAULT_KEEP: usize = 10;
 pub struct FileKeys {
     pub path: Option<Spanned<PathBuf>>,
     pub rotate: Option<Spanned<RawRotate>>,
+    pub fsync: Option<Spanned<String>>,
 }
 
 /// `rotate = { ... }` of a file sink: any subset of the keys.
@@ -51,6 +52,9 @@ pub struct FileSettings {
     pub path: PathBuf,
     /// When to start a new file; `None`: never.
     pub rotate: Option<RotatePolicy>,
+    /// How often what was written is synced to the disk; `None`: on rotation, reload
+    /// and shutdown only.
+    pub fsync: Option<Duration>,
 }
 
 /// `rotate = { ... }` of a file sink: a new file when either limit is reached.
@@ -86,7 +90,11 @@ impl SinkSettings for FileSettings {
                 format!("{}, keep {}{gzip}", when.join(" or "), r.keep)
             }
         };
-        writeln!(f, "  rotate         {rotate}")
+        writeln!(f, "  rotate         {rotate}")?;
+        match self.fsync {
+            Some(every) => writeln!(f, "  fsync          every {}", dur(every)),
+            None => writeln!(f, "  fsync          on rotation, reload and shutdown"),
+        }
     }
 
     fn plan_queue(&self, s: &SinkConfig, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -113,12 +121,19 @@ impl SinkType for File {
     type Keys = FileKeys;
     type Settings = FileSettings;
 
-    /// Its `path` (in a directory that exists and is writable) and `rotate`.
+    /// Its `path` (in a directory that exists and is writable), `rotate` and `fsync`.
     fn validate(s: FileKeys, check: &mut SinkCheck<'_, '_>) -> Option<FileSettings> {
         let rotate = match &s.rotate {
             Some(r) => {
                 let key = check.key("rotate");
                 rotate(check, r, &key).map(Some)
+            }
+            None => Some(None),
+        };
+        let fsync = match &s.fsync {
+            Some(f) => {
+                let key = check.key("fsync");
+                check.nonzero_duration(f, &key).map(Some)
             }
             None => Some(None),
         };
@@ -146,6 +161,7 @@ impl SinkType for File {
         Some(FileSettings {
             path: path.get_ref().clone(),
             rotate: rotate?,
+            fsync: fsync?,
         })
     }
 }

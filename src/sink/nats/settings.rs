@@ -2,7 +2,7 @@
 //! JetStream stream, `msg_id`), their validation, its `check` lines and its binding.
 
 use std::fmt;
-use std::path::PathBuf;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,8 +10,11 @@ use serde::Deserialize;
 use toml::Spanned;
 use url::Url;
 
+use super::auth::NatsAuth;
+use super::msg_id::{MsgId, RawMsgId};
+use crate::config::cluster::INSTANCE_PLACEHOLDER;
 use crate::config::sink::{Shared, SinkSettings, SinkType};
-use crate::config::{redact_url, Format, Secret, SinkCheck, SinkConfig};
+use crate::config::{redact_url, SinkCheck, SinkConfig};
 use crate::sink::broker::settings::{
     plan_buffer, render, RawJetStream, RawStream, BROKER, UPSTREAM_PLACEHOLDER,
 };
@@ -34,20 +37,9 @@ pub struct NatsKeys {
     pub stream: Option<Spanned<RawStream>>,
     pub subject: Option<Spanned<String>>,
     pub jetstream: Option<Spanned<bool>>,
-    pub msg_id: Option<Spanned<MsgId>>,
+    pub msg_id: Option<Spanned<RawMsgId>>,
     pub creds_file: Option<Spanned<String>>,
     pub token: Option<Spanned<String>>,
-}
-
-/// What a nats sink puts in `Nats-Msg-Id`, the key JetStream deduplicates on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MsgId {
-    /// `{upstream}:{run}:{seq}`: a retry of this daemon is stored once.
-    #[default]
-    Seq,
-    /// `{upstream}:{hash of the payload}`: several daemons on one feed are stored once.
-    Content,
 }
 
 /// A `type = "nats"` sink.
@@ -56,8 +48,11 @@ pub struct NatsConfig {
     /// The server (`nats://host:4222`); may hold a user and password: print it with
     /// [`NatsConfig::display_url`].
     pub url: Url,
-    /// The subject, with `{upstream}` replaced per record.
+    /// The subject, with `{upstream}` replaced per record (`{instance}` is replaced at load).
     pub subject: String,
+    /// The subject as written, `{instance}` included: what the sink's identity in message
+    /// ids hashes, so that instances of one config make the same ids.
+    pub subject_template: String,
     /// `Some`: publish into this JetStream stream and wait for acknowledgements; `None`:
     /// core NATS publish (no acknowledgement, no deduplication).
     pub jetstream: Option<JetStreamConfig>,
@@ -72,17 +67,6 @@ impl NatsConfig {
     pub fn display_url(&self) -> String {
         redact_url(&self.url)
     }
-}
-
-/// A nats sink's credentials (a user and password come with the URL).
-#[derive(Debug, Clone, PartialEq)]
-pub enum NatsAuth {
-    /// None, or the URL's user and password.
-    None,
-    /// A `.creds` file (JWT and NKey seed), as `nsc` writes it.
-    CredsFile(PathBuf),
-    /// A token.
-    Token(Secret),
 }
 
 /// The JetStream stream a nats sink publishes into, created when missing.
@@ -145,10 +129,7 @@ impl NatsConfig {
         match &self.jetstream {
             None => writeln!(f, "  publish        core NATS (no acknowledgement)"),
             Some(js) => {
-                let msg_id = match self.msg_id {
-                    MsgId::Seq => "{upstream}:{run}:{seq}",
-                    MsgId::Content => "{upstream}:{hash of the payload}",
-                };
+                let msg_id = self.msg_id.shown();
                 let age = js.max_age.map_or("unlimited".into(), |d| {
                     crate::duration::human(d).to_string()
                 });
@@ -167,16 +148,6 @@ impl NatsConfig {
                     crate::duration::human(js.duplicate_window)
                 )
             }
-        }
-    }
-}
-
-impl fmt::Display for NatsAuth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            NatsAuth::None => f.write_str("none"),
-            NatsAuth::CredsFile(path) => write!(f, "creds_file {}", path.display()),
-            NatsAuth::Token(_) => f.write_str("token <redacted>"),
         }
     }
 }
@@ -217,7 +188,7 @@ impl SinkType for Nats {
         let s = &s;
         let before = check.error_count();
         let url = check.url(s.url.as_ref(), DEFAULT_NATS_URL, &["nats", "tls"]);
-        let subject = s
+        let template = s
             .subject
             .as_ref()
             .map_or(DEFAULT_SUBJECT.to_string(), |t| t.get_ref().clone());
@@ -225,17 +196,22 @@ impl SinkType for Nats {
             .subject
             .as_ref()
             .map(Spanned::span)
-            .or(Some(check.type_span()));
+            .unwrap_or(check.type_span());
+        let subject = check.instance(&template, subject_span.clone(), &format!("{key}.subject"));
+        let subject_span = Some(subject_span);
         let routed: Vec<String> = check.routed().to_vec();
         let routed: Vec<&str> = routed.iter().map(String::as_str).collect();
-        for upstream in &routed {
-            let rendered = render(&subject, upstream);
-            if let Some(why) = invalid_subject(&rendered) {
-                check.error(
-                    subject_span.clone(),
-                    Some(format!("{key}.subject")),
-                    format!("the subject for upstream {upstream:?} is {rendered:?}, which {why}; NATS subjects are tokens of letters, digits, - and _ joined by dots"),
-                );
+        // `None`: `{instance}` without `[cluster]`, already reported.
+        if let Some(subject) = &subject {
+            for upstream in &routed {
+                let rendered = render(subject, upstream);
+                if let Some(why) = invalid_subject(&rendered) {
+                    check.error(
+                        subject_span.clone(),
+                        Some(format!("{key}.subject")),
+                        format!("the subject for upstream {upstream:?} is {rendered:?}, which {why}; NATS subjects are tokens of letters, digits, - and _ joined by dots"),
+                    );
+                }
             }
         }
         let jetstream_on = s.jetstream.as_ref().is_some_and(|j| *j.get_ref());
@@ -255,20 +231,23 @@ impl SinkType for Nats {
                 }
             }
         }
+        let subject = subject?;
         let jetstream = if jetstream_on {
-            jetstream(check, s, key, &subject, &routed)
+            jetstream(check, s, key, (&template, &subject), &routed)
         } else {
             None
         };
-        let auth = nats_auth(check, s, key, url.as_ref());
+        let auth = super::auth::validate(check, s, key, url.as_ref());
+        let msg_id = super::msg_id::validate(s.msg_id.as_ref(), check);
         if check.error_count() > before {
             return None;
         }
         Some(NatsConfig {
             url: url?,
             subject,
+            subject_template: template,
             jetstream: if jetstream_on { Some(jetstream?) } else { None },
-            msg_id: s.msg_id.as_ref().map(|m| *m.get_ref()).unwrap_or_default(),
+            msg_id: msg_id?,
             auth: auth?,
         })
     }
@@ -276,9 +255,11 @@ impl SinkType for Nats {
 
 impl SinkComponent for Nats {
     fn bind(config: &SinkConfig, nats: &NatsConfig) -> Result<BoundSink, SinkError> {
-        let publisher =
-            super::NatsPublisher::new(Arc::new(nats.clone()), config.format == Format::Ndjson);
-        Ok(BoundSink::new(move |ctx| run_broker(ctx, publisher)))
+        let mut publisher = super::NatsPublisher::new(Arc::new(nats.clone()), config);
+        Ok(BoundSink::new(move |ctx| {
+            publisher.count_into(ctx.stats.clone());
+            run_broker(ctx, publisher)
+        }))
     }
 }
 
@@ -286,7 +267,7 @@ fn jetstream(
     check: &mut SinkCheck<'_, '_>,
     s: &NatsKeys,
     key: &str,
-    subject: &str,
+    (template, subject): (&str, &str),
     routed: &[&str],
 ) -> Option<JetStreamConfig> {
     let skey = format!("{key}.stream");
@@ -319,11 +300,13 @@ fn jetstream(
             format!("{name:?} is not a JetStream stream name; use letters, digits, - and _"),
         );
     }
-    // By default the stream takes every upstream's subject: `{upstream}` as one token.
-    let subjects = raw
-        .subjects
-        .clone()
-        .unwrap_or_else(|| vec![subject.replace(UPSTREAM_PLACEHOLDER, "*")]);
+    // By default the stream takes every upstream's subject: `{upstream}` as one token, and
+    // `{instance}` too, so every instance of one config asks for the same stream.
+    let subjects = raw.subjects.clone().unwrap_or_else(|| {
+        vec![template
+            .replace(UPSTREAM_PLACEHOLDER, "*")
+            .replace(INSTANCE_PLACEHOLDER, "*")]
+    });
     for upstream in routed {
         let rendered = render(subject, upstream);
         if !subjects.iter().any(|f| subject_matches(f, &rendered)) {
@@ -373,47 +356,6 @@ fn jetstream(
         max_bytes,
         duplicate_window: window.flatten().unwrap_or(DEFAULT_DUPLICATE_WINDOW),
     })
-}
-
-fn nats_auth(
-    check: &mut SinkCheck<'_, '_>,
-    s: &NatsKeys,
-    key: &str,
-    url: Option<&Url>,
-) -> Option<NatsAuth> {
-    let in_url = url.is_some_and(|u| !u.username().is_empty());
-    let given = [s.creds_file.is_some(), s.token.is_some(), in_url];
-    if given.iter().filter(|g| **g).count() > 1 {
-        let span = s
-            .token
-            .as_ref()
-            .or(s.creds_file.as_ref())
-            .map(Spanned::span);
-        check.error(
-            span,
-            Some(key.into()),
-            "give one way to authenticate: creds_file, token, or a user and password in the URL"
-                .into(),
-        );
-        return None;
-    }
-    if let Some(path) = &s.creds_file {
-        let expanded = check.expanded(path, &format!("{key}.creds_file"))?;
-        if let Err(e) = std::fs::metadata(&expanded) {
-            check.error(
-                Some(path.span()),
-                Some(format!("{key}.creds_file")),
-                format!("cannot read {expanded}: {e}; give the .creds file that nsc wrote for this user"),
-            );
-            return None;
-        }
-        return Some(NatsAuth::CredsFile(expanded.into()));
-    }
-    if let Some(token) = &s.token {
-        let expanded = check.expanded(token, &format!("{key}.token"))?;
-        return Some(NatsAuth::Token(Secret::new(expanded)));
-    }
-    Some(NatsAuth::None)
 }
 
 #[cfg(test)]

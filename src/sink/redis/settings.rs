@@ -1,5 +1,11 @@
 //! `type = "redis"`: its keys (server with `${VAR}`, stream key per upstream, `maxlen`),
 //! their validation, its `check` lines and its binding.
+//!
+//! One writer per key: a redis sink's entry IDs are only safe from a single writer (another
+//! one's entries make its records refused), so `{instance}` in `stream` names the `[cluster]`
+//! instance, and a config is refused where two writers could add to one key: two redis sinks
+//! whose keys meet on one server and database, or an upstream with `replicas > 1` into a key
+//! that does not name the instance.
 
 use std::fmt;
 use std::sync::Arc;
@@ -8,9 +14,10 @@ use serde::Deserialize;
 use toml::Spanned;
 use url::Url;
 
+use crate::config::cluster::INSTANCE_PLACEHOLDER;
 use crate::config::sink::{Shared, SinkSettings, SinkType};
 use crate::config::{redact_url, Format, SinkCheck, SinkConfig};
-use crate::sink::broker::settings::{plan_buffer, RawStream, BROKER};
+use crate::sink::broker::settings::{plan_buffer, render, RawStream, BROKER};
 use crate::sink::nats::settings::host;
 use crate::sink::registry::SinkComponent;
 use crate::sink::{run_broker, BoundSink, SinkError};
@@ -37,7 +44,8 @@ pub struct RedisConfig {
     /// The server (`redis://host:6379/0`); may hold a password: print it with
     /// [`RedisConfig::display_url`].
     pub url: Url,
-    /// The stream key, with `{upstream}` replaced per record.
+    /// The stream key, with `{upstream}` replaced per record (`{instance}` is replaced
+    /// already).
     pub stream: String,
     /// `XADD … MAXLEN ~ maxlen`; 0 = unbounded.
     pub maxlen: u64,
@@ -96,7 +104,10 @@ impl SinkType for Redis {
                 "a redis entry has the fields upstream, seq, ts, type and data, so format = \"raw\" means nothing here; remove it".into(),
             );
         }
-        let stream = match s.stream.as_ref().map(|t| (t.span(), t.get_ref())) {
+        let skey = format!("{key}.stream");
+        // Where the key is, or `type` when it is not written.
+        let span = s.stream.as_ref().map_or(check.type_span(), Spanned::span);
+        let template = match s.stream.as_ref().map(|t| (t.span(), t.get_ref())) {
             None => DEFAULT_REDIS_STREAM.to_string(),
             Some((_, RawStream::Name(name))) if !name.is_empty() => name.clone(),
             Some((span, _)) => {
@@ -122,20 +133,83 @@ impl SinkType for Redis {
                 }
             },
         };
+        let stream = check.instance(&template, span.clone(), &skey);
         if check.error_count() > before {
             return None;
         }
+        let (url, stream) = (url?, stream?);
+        one_writer(check, &url, &stream, &template, span, skey);
         Some(RedisConfig {
-            url: url?,
+            url,
             stream,
             maxlen: maxlen?,
         })
     }
 }
 
+/// Refuses a second writer on one key: an upstream run by several instances into a key that
+/// does not name the instance, and (through claims) another redis sink's key.
+fn one_writer(
+    check: &mut SinkCheck<'_, '_>,
+    url: &Url,
+    stream: &str,
+    template: &str,
+    span: std::ops::Range<usize>,
+    skey: String,
+) {
+    let routed = check.routed().to_vec();
+    if !template.contains(INSTANCE_PLACEHOLDER) {
+        if let Some((name, n)) = routed
+            .iter()
+            .map(|u| (u, check.replicas(u)))
+            .find(|(_, n)| *n > 1)
+        {
+            check.error(
+                Some(span.clone()),
+                Some(skey.clone()),
+                format!("upstream {name:?} runs on {n} instances at once (replicas), and each would add its records to the same stream key; put {INSTANCE_PLACEHOLDER} in the key (such as \"wsbridge:{{instance}}:{{upstream}}\") or set replicas = 1"),
+            );
+        }
+    }
+    let server = server_identity(url);
+    let mut rendered: Vec<String> = routed.iter().map(|u| render(stream, u)).collect();
+    rendered.sort();
+    rendered.dedup();
+    for key in rendered {
+        check.claim_one_writer(
+            format!("redis stream {server} {key}"),
+            format!("stream key {key:?} on {server}"),
+            span.clone(),
+            skey.clone(),
+            "a key takes one writer (its entry IDs would refuse each other's records): give each sink its own key",
+        );
+    }
+}
+
+/// The server and database a redis URL names, however it is spelt: `host:port/db`.
+fn server_identity(url: &Url) -> String {
+    let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+    let port = url.port().unwrap_or(6379);
+    let db: u64 = url.path().trim_matches('/').parse().unwrap_or(0);
+    format!("{host}:{port}/{db}")
+}
+
 impl SinkComponent for Redis {
     fn bind(_: &SinkConfig, redis: &RedisConfig) -> Result<BoundSink, SinkError> {
         let publisher = super::RedisPublisher::new(Arc::new(redis.clone()))?;
         Ok(BoundSink::new(move |ctx| run_broker(ctx, publisher)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_is_its_host_port_and_database() {
+        let id = |u: &str| server_identity(&Url::parse(u).unwrap());
+        assert_eq!(id("redis://LocalHost"), "localhost:6379/0");
+        assert_eq!(id("redis://:pw@h:6379/0"), id("redis://h/"));
+        assert_ne!(id("redis://h/1"), id("redis://h/0"));
     }
 }
