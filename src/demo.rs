@@ -14,7 +14,9 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 use url::Url;
 
-use crate::config::{Config, DaemonConfig, Format, OnSlow, SinkConfig, SinkKind, UpstreamConfig};
+use crate::config::sink::{Settings, SinkType};
+use crate::config::{Config, DaemonConfig, Format, OnSlow, SinkConfig, UpstreamConfig};
+use crate::sink::stdout::settings::{Stdout, StdoutSettings};
 use crate::supervisor::{Control, Supervisor};
 
 /// The demo's options.
@@ -95,7 +97,9 @@ fn config(addr: SocketAddr) -> Config {
         metrics: None,
         upstreams: vec![upstream],
         sinks: vec![SinkConfig {
-            kind: SinkKind::Stdout,
+            sink_type: Stdout::NAME,
+            takes: Stdout::SHARED,
+            settings: Settings(std::sync::Arc::new(StdoutSettings)),
             filter: None,
             upstreams: None,
             format: Format::Ndjson,

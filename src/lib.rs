@@ -10,7 +10,18 @@
 //!                               └──────────── inbound lines ◀─────────────────┘
 //! ```
 //!
-//! - [`config`] parses the TOML file into a validated [`config::Config`].
+//! Layers, each importing only from those below it:
+//!
+//! ```text
+//!  cli, supervisor, connect, demo, metrics     (the daemon and commands: pass sink::registry to config)
+//!  upstream                 sink               (sink: one module per type, sink::registry)
+//!  hub, replay, cluster
+//!  config                                      (sink types as traits and a catalog, never by name)
+//!  record, lines, jq, backoff, pem, throttle, duration, notify
+//! ```
+//!
+//! - [`config`] parses the TOML file into a validated [`config::Config`], reading `[[sink]]`
+//!   tables through the catalog the caller passes ([`sink::registry::SINKS`]).
 //! - [`supervisor`] binds the sinks, starts one [`upstream`] task per endpoint, applies
 //!   reloads and drains on shutdown.
 //! - [`upstream`] connects (headers, cookies, subprotocols, proxies, TLS), keeps the connection alive
@@ -19,8 +30,12 @@
 //!   and by bytes.
 //! - [`sink`] encodes [`record`]s once per sink and writes them to stdout (from a thread of
 //!   its own) or to every client of a unix/tcp listener, each through a queue bounded in
-//!   records and bytes, applying the `on_slow` policy per client; or to a file (rotated) or a
-//!   program's stdin (supervised). [`jq`] compiles and runs jq programs (a sink's `filter`).
+//!   records and bytes, applying the `on_slow` policy per client; or to a file (rotated), a
+//!   program's stdin (supervised), NATS or Redis. Each type is one module with its keys,
+//!   validation, `check` lines, `bind` and `run`; [`sink::registry`] lists them.
+//!   [`jq`] compiles and runs jq programs (a sink's `filter`).
+//! - Below both: [`backoff`] (delays between attempts), [`pem`] (TLS files), [`throttle`]
+//!   (rate-limited warnings).
 //! - [`record`] is the wire format: the event model, its one encoder, inbound parsing
 //!   ([`lines`] frames inbound lines).
 //! - [`metrics`] serves `/metrics`, `/status` and `/healthz`; [`status_client`] is
@@ -32,6 +47,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod backoff;
 pub mod cluster;
 pub mod config;
 pub mod connect;
@@ -43,6 +59,7 @@ pub mod jq;
 pub mod lines;
 pub mod metrics;
 pub mod notify;
+pub mod pem;
 pub mod record;
 pub mod replay;
 pub mod sink;

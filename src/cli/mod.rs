@@ -314,7 +314,7 @@ impl Cli {
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    match Config::load(path) {
+    match Config::load(path, &wsbridge::sink::registry::SINKS) {
         Ok(config) => {
             println!("{}: valid", path.display());
             print!("{}", wsbridge::config::plan::Plan(&config));
@@ -333,7 +333,7 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let config = match Config::load(path) {
+    let config = match Config::load(path, &wsbridge::sink::registry::SINKS) {
         Ok(config) => config,
         Err(errors) => {
             eprintln!("{errors}");
@@ -349,7 +349,11 @@ fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         let controls = signals()?;
         let supervisor = Supervisor::start(config).await?;
-        supervisor.run(controls, || Config::load(&path)).await?;
+        supervisor
+            .run(controls, || {
+                Config::load(&path, &wsbridge::sink::registry::SINKS)
+            })
+            .await?;
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -377,7 +381,7 @@ fn metrics_addr(path: &std::path::Path) -> anyhow::Result<Result<std::net::Socke
         ),
     };
     let env = |name: &str| Some(std::env::var(name).unwrap_or_default());
-    let config = match Config::parse_with_env(&text, path, &env) {
+    let config = match Config::parse_with_env(&text, path, &env, &wsbridge::sink::registry::SINKS) {
         Ok(config) => config,
         Err(errors) => {
             eprintln!("{errors}");

@@ -31,6 +31,10 @@ pub const MAX_BUCKET_REPLICAS: usize = 5;
 /// The shortest `lease_ttl`: renewals run at a third of it, and each is a round trip.
 pub const MIN_LEASE_TTL: Duration = Duration::from_millis(500);
 
+/// What `{instance}` in a sink's key (a redis stream, a nats subject) stands for:
+/// `[cluster] instance`, replaced when the config is validated.
+pub const INSTANCE_PLACEHOLDER: &str = "{instance}";
+
 /// `[cluster]`, resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterConfig {

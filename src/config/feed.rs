@@ -1,5 +1,5 @@
 //! `sequence`, `on_gap` and `event_time`: what an upstream checks of its feed's own messages
-//! (resolved here; run by [`crate::upstream::checks`]).
+//! (resolved here; run by the upstream task, in `upstream::checks`).
 
 use serde::Deserialize;
 

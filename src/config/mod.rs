@@ -10,35 +10,40 @@
 //!   to the other; `errors`: located errors; `expand`: `${VAR}`, `${file:…}`, `${credential:…}`;
 //!   `shaping`: before_connect, app_ping, decompress, reply; `redact`: secrets kept out of output;
 //!   `values`: durations and the ranges of settings; [`plan`]: `check`'s output;
-//!   [`broker`]: the settings of the nats and redis sinks; [`cluster`]: `[cluster]`.
+//!   [`cluster`]: `[cluster]`; [`proxy`]: the `proxy` setting and the environment's proxy.
+//! - [`sink`]: what config knows of sink types: the traits a type's module implements and
+//!   the catalog (the sink layer's registry, passed in by the caller) that `[[sink]]`
+//!   tables are read through. No sink type is named here.
 
-pub mod broker;
 pub mod cluster;
 mod errors;
 mod expand;
 pub mod feed;
 mod parse;
 pub mod plan;
+pub mod proxy;
 pub mod raw;
 mod redact;
 mod shaping;
+pub mod sink;
 mod types;
 mod validate;
 mod values;
 
 use std::path::Path;
 
-pub use broker::MsgId;
 pub use errors::{ConfigError, ConfigErrors};
 pub use expand::expand_env;
 pub use feed::{FeedChecks, OnGap};
-pub use raw::{Format, LogFormat, OnSlow, SinkType};
+pub use raw::{Format, LogFormat, OnSlow, RawSize};
 pub use redact::{redact_url, Secret};
 pub use shaping::{AppPing, Decompress, DEFAULT_APP_PING_INTERVAL, DEFAULT_APP_PING_TIMEOUT};
+pub use sink::{SinkCatalog, SinkSettings, SinkType};
 pub use types::{
     ClientCert, Config, DaemonConfig, ListenerOptions, MetricsConfig, ProxySetting,
-    ReconnectPolicy, RestartPolicy, RotatePolicy, SinkConfig, SinkKind, UpstreamConfig,
+    ReconnectPolicy, SinkConfig, UpstreamConfig,
 };
+pub use validate::{socket_file_identity, SinkCheck};
 pub use values::*;
 
 use validate::Validator;
@@ -47,10 +52,10 @@ use validate::Validator;
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/wsbridge/wsbridge.toml";
 
 impl Config {
-    /// Reads and validates a config file.
-    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    /// Reads and validates a config file; `sinks` is the sink layer's registry.
+    pub fn load(path: &Path, sinks: &dyn SinkCatalog) -> Result<Config, ConfigErrors> {
         match std::fs::read_to_string(path) {
-            Ok(text) => Config::parse(&text, path),
+            Ok(text) => Config::parse(&text, path, sinks),
             Err(e) => Err(ConfigErrors(vec![ConfigError {
                 file: path.to_path_buf(),
                 position: None,
@@ -63,8 +68,8 @@ impl Config {
     }
 
     /// Parses and validates config text; `file` is only used in error messages.
-    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
-        Self::parse_with_env(text, file, &|name| std::env::var(name).ok())
+    pub fn parse(text: &str, file: &Path, sinks: &dyn SinkCatalog) -> Result<Config, ConfigErrors> {
+        Self::parse_with_env(text, file, &|name| std::env::var(name).ok(), sinks)
     }
 
     /// [`Config::parse`] with an explicit environment, for tests.
@@ -72,14 +77,16 @@ impl Config {
         text: &str,
         file: &Path,
         env: &dyn Fn(&str) -> Option<String>,
+        sinks: &dyn SinkCatalog,
     ) -> Result<Config, ConfigErrors> {
         let mut v = Validator {
             file,
             text,
             env,
+            sinks,
             errors: Vec::new(),
         };
-        let parsed = parse::parse(text);
+        let parsed = parse::parse(text, sinks);
         for p in parsed.problems {
             let key = (!p.key.is_empty()).then_some(p.key);
             v.error(p.span, key, p.message);

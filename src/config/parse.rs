@@ -13,7 +13,8 @@ use serde::de::{DeserializeOwned, IntoDeserializer};
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-use super::raw::RawConfig;
+use super::raw::{RawConfig, RawSink, RawSinkShared};
+use super::sink::{SinkCatalog, COMMON_KEYS, OPTIONAL_KEYS};
 
 /// One problem found while reading tables: where, which key, what.
 pub(super) struct Problem {
@@ -38,7 +39,7 @@ const TOP_LEVEL: [&str; 6] = [
 
 /// Parses `text`; a TOML syntax error is the only problem reported (nothing after it can be
 /// trusted), otherwise every table's problems are.
-pub(super) fn parse(text: &str) -> Parsed {
+pub(super) fn parse(text: &str, sinks: &dyn SinkCatalog) -> Parsed {
     let mut parsed = Parsed {
         raw: RawConfig::default(),
         problems: Vec::new(),
@@ -88,7 +89,7 @@ pub(super) fn parse(text: &str) -> Parsed {
             }
             "sink" => {
                 for (i, item) in parsed.array(value, name).iter().enumerate() {
-                    let sink = parsed.table(item, &format!("sink[{i}]"));
+                    let sink = parsed.sink(item, &format!("sink[{i}]"), sinks);
                     parsed.raw.sink.push(sink);
                 }
             }
@@ -126,7 +127,11 @@ impl Parsed {
     }
 
     /// Deserializes one table, reporting and removing each bad key in turn (see the module doc).
-    fn table<T: DeserializeOwned>(&mut self, value: &Spanned<DeValue<'_>>, key: &str) -> Option<T> {
+    pub(super) fn table<T: DeserializeOwned>(
+        &mut self,
+        value: &Spanned<DeValue<'_>>,
+        key: &str,
+    ) -> Option<T> {
         if !value.get_ref().is_table() {
             self.problems.push(Problem {
                 span: Some(value.span()),
@@ -174,6 +179,117 @@ impl Parsed {
             removed_here.push(path[0].clone());
             self.removed.insert(dotted);
         }
+    }
+}
+
+impl Parsed {
+    /// Reads one `[[sink]]`: `type` first, then the shared keys the type takes into
+    /// [`RawSinkShared`] and the rest into the type's own struct. A key the type does not
+    /// take is reported and removed first, so serde reports only the values it cannot read.
+    fn sink(
+        &mut self,
+        value: &Spanned<DeValue<'_>>,
+        key: &str,
+        sinks: &dyn SinkCatalog,
+    ) -> Option<RawSink> {
+        let DeValue::Table(entries) = value.get_ref() else {
+            self.problems.push(Problem {
+                span: Some(value.span()),
+                key: key.to_string(),
+                message: format!("must be a table, not a {}", value.get_ref().type_str()),
+            });
+            return None;
+        };
+        let names: Vec<String> = sinks
+            .entries()
+            .iter()
+            .map(|e| format!("`{}`", e.name))
+            .collect();
+        let names = names.join(", ");
+        let Some((_, kind)) = entries.iter().find(|(k, _)| k.get_ref() == "type") else {
+            self.problems.push(Problem {
+                span: Some(value.span()),
+                key: key.to_string(),
+                message: format!("missing field `type`: one of {names}"),
+            });
+            return None;
+        };
+        let tkey = format!("{key}.type");
+        let Some(entry) = kind.get_ref().as_str().and_then(|name| sinks.get(name)) else {
+            let message = match kind.get_ref().as_str() {
+                Some(name) => format!("unknown sink type `{name}`, expected one of {names}"),
+                None => format!(
+                    "invalid type: {}, expected one of {names}",
+                    kind.get_ref().type_str()
+                ),
+            };
+            self.problems.push(Problem {
+                span: Some(kind.span()),
+                key: tkey.clone(),
+                message,
+            });
+            self.removed.insert(tkey);
+            return None;
+        };
+        let own_fields = (entry.fields)();
+        let takes = entry.keys();
+        let (mut shared, mut own) = (value.clone(), value.clone());
+        for (k, v) in entries.iter() {
+            let name: &str = k.get_ref();
+            let optional = OPTIONAL_KEYS.iter().find(|(o, _)| *o == name);
+            let is_shared = COMMON_KEYS.contains(&name) || optional.is_some();
+            if name == "type" || is_shared {
+                remove(&mut own, &[name.to_string()]);
+            }
+            if !is_shared || !takes.contains(&name) {
+                remove(&mut shared, &[name.to_string()]);
+            }
+            if name == "type" || takes.contains(&name) {
+                continue;
+            }
+            // A key of another type, or of none.
+            let elsewhere =
+                optional.is_some() || sinks.entries().iter().any(|e| (e.fields)().contains(&name));
+            let dotted = format!("{key}.{name}");
+            let (span, message) = if elsewhere {
+                let article = if entry.name.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                    "an"
+                } else {
+                    "a"
+                };
+                (
+                    v.span(),
+                    format!(
+                        "{article} {} sink has no `{name}` key; remove it or change `type`",
+                        entry.name
+                    ),
+                )
+            } else {
+                let expected: Vec<String> = takes.iter().map(|k| format!("`{k}`")).collect();
+                (
+                    k.span(),
+                    format!(
+                        "unknown field `{name}`, expected one of {}",
+                        expected.join(", ")
+                    ),
+                )
+            };
+            self.problems.push(Problem {
+                span: Some(span),
+                key: dotted.clone(),
+                message,
+            });
+            remove(&mut own, &[name.to_string()]);
+            self.removed.insert(dotted);
+        }
+        debug_assert!(own_fields.iter().all(|f| takes.contains(f)));
+        let shared = self.table::<RawSinkShared>(&shared, key);
+        let own = (entry.read)(self, &own, key);
+        Some(RawSink {
+            kind: Spanned::new(kind.span(), entry.name),
+            shared: shared?,
+            own: own?,
+        })
     }
 }
 

@@ -4,17 +4,18 @@
 use std::fmt::{self, Write as _};
 use std::time::Duration;
 
-use super::{Config, Format, LogFormat, OnSlow, ProxySetting, SinkKind, UpstreamConfig};
+use super::{Config, Format, LogFormat, OnSlow, ProxySetting, UpstreamConfig};
 
 /// Formats a [`Config`] for people.
 pub struct Plan<'a>(pub &'a Config);
 
-fn dur(d: Duration) -> String {
+/// A duration for people, as `check` shows them.
+pub fn dur(d: Duration) -> String {
     crate::duration::human(d).to_string()
 }
 
 /// A byte count in the largest binary unit that divides it (`16 MiB`, `1500 B`).
-pub(crate) fn size(bytes: usize) -> String {
+pub fn size(bytes: usize) -> String {
     const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
     let mut value = bytes as f64;
     let mut unit = 0;
@@ -26,8 +27,17 @@ pub(crate) fn size(bytes: usize) -> String {
 }
 
 /// [`size`] of a `u64`.
-fn size_u64(bytes: u64) -> String {
+pub fn size_u64(bytes: u64) -> String {
     usize::try_from(bytes).map_or_else(|_| format!("{bytes} B"), size)
+}
+
+/// The name of an on_slow policy, as the config spells it.
+pub fn on_slow(policy: OnSlow) -> &'static str {
+    match policy {
+        OnSlow::Disconnect => "disconnect",
+        OnSlow::Drop => "drop",
+        OnSlow::Block => "block",
+    }
 }
 
 /// The `proxy` line: the setting, or what this process's environment decides for the URL
@@ -38,7 +48,7 @@ fn proxy_line(u: &UpstreamConfig) -> String {
         ProxySetting::Via(proxy) => proxy.to_string(),
         ProxySetting::Environment => {
             let env = |name: &str| std::env::var(name).ok();
-            match crate::upstream::proxy::env::lookup(&u.url, &env) {
+            match super::proxy::env::lookup(&u.url, &env) {
                 Ok(None) => "direct (no proxy variable of this environment applies)".into(),
                 Ok(Some((proxy, var))) => format!("{proxy} (from {var} in this environment)"),
                 Err(e) => format!("from the environment, which is unusable here: {e}"),
@@ -217,48 +227,7 @@ impl fmt::Display for Plan<'_> {
         }
         for s in &config.sinks {
             writeln!(f, "sink {}", s.name())?;
-            match &s.kind {
-                SinkKind::Unix {
-                    mode, max_clients, ..
-                } => {
-                    writeln!(f, "  mode           {mode:04o}")?;
-                    writeln!(f, "  max_clients    {max_clients}")?;
-                }
-                SinkKind::Tcp { max_clients, .. } => writeln!(f, "  max_clients    {max_clients}")?,
-                SinkKind::Nats(n) => n.plan(f)?,
-                SinkKind::Redis(r) => r.plan(f)?,
-                SinkKind::Stdout => {}
-                SinkKind::File { rotate, fsync, .. } => {
-                    let rotate = match rotate {
-                        None => "never".to_string(),
-                        Some(r) => {
-                            let mut when = Vec::new();
-                            if let Some(size) = r.size {
-                                when.push(format!("at {}", size_u64(size)));
-                            }
-                            if let Some(every) = r.every {
-                                when.push(format!("every {}", dur(every)));
-                            }
-                            let gzip = if r.compress { ", gzipped" } else { "" };
-                            format!("{}, keep {}{gzip}", when.join(" or "), r.keep)
-                        }
-                    };
-                    writeln!(f, "  rotate         {rotate}")?;
-                    match fsync {
-                        Some(every) => writeln!(f, "  fsync          every {}", dur(*every))?,
-                        None => writeln!(f, "  fsync          on rotation, reload and shutdown")?,
-                    }
-                }
-                SinkKind::Exec { command, restart } => {
-                    writeln!(f, "  command        {command:?}")?;
-                    writeln!(
-                        f,
-                        "  restart        after {} ×2 up to {}",
-                        dur(restart.initial),
-                        dur(restart.max)
-                    )?;
-                }
-            }
+            s.settings.0.plan(s, f)?;
             if let Some(filter) = &s.filter {
                 writeln!(f, "  filter         {}", filter.source())?;
             }
@@ -286,42 +255,8 @@ impl fmt::Display for Plan<'_> {
                 Format::Raw => "raw payload lines".into(),
             };
             writeln!(f, "  format         {format}")?;
-            let slow = match s.on_slow {
-                OnSlow::Disconnect => "disconnect",
-                OnSlow::Drop => "drop",
-                OnSlow::Block => "block",
-            };
-            if matches!(s.kind, SinkKind::Nats(_) | SinkKind::Redis(_)) {
-                writeln!(
-                    f,
-                    "  buffer         {} while the server is down or slow, then on_slow {slow}",
-                    size(s.buffer_bytes)
-                )?;
-            } else if matches!(s.kind, SinkKind::File { .. }) {
-                writeln!(
-                    f,
-                    "  queue          {} records or {}",
-                    s.buffer,
-                    size(s.buffer_bytes)
-                )?;
-            } else if let SinkKind::Exec { .. } = s.kind {
-                let stdout = if s.inbound { "sent upstream" } else { "logged" };
-                writeln!(
-                    f,
-                    "  queue          {} records or {}, on_slow {slow}; its stdout is {stdout}",
-                    s.buffer,
-                    size(s.buffer_bytes)
-                )?;
-            } else if !matches!(s.kind, SinkKind::Stdout) {
-                writeln!(
-                    f,
-                    "  clients        buffer {} records or {}, on_slow {slow}, inbound {}",
-                    s.buffer,
-                    size(s.buffer_bytes),
-                    if s.inbound { "on" } else { "off" }
-                )?;
-            }
-            if s.on_slow == OnSlow::Block && !matches!(s.kind, SinkKind::Stdout) {
+            s.settings.0.plan_queue(s, f)?;
+            if s.on_slow == OnSlow::Block && s.takes.max_block {
                 match s.max_block {
                     Some(d) => writeln!(f, "  max_block      {}", crate::duration::human(d))?,
                     None => writeln!(f, "  max_block      none (blocks for ever)")?,

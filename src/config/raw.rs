@@ -171,19 +171,6 @@ impl RawUpstream {
     }
 }
 
-/// Which kind of sink a `[[sink]]` table describes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SinkType {
-    Stdout,
-    Unix,
-    Tcp,
-    Nats,
-    Redis,
-    File,
-    Exec,
-}
-
 /// How a sink writes each message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -208,106 +195,48 @@ pub enum OnSlow {
     Block,
 }
 
-/// `[[sink]]`: one flat table for every type, because serde's internally tagged enums lose
-/// the spans we need for error locations. Validation rejects keys that the type does not use.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[[sink]]`, read in two parts (`parse.rs`): the keys every type shares, here, and the
+/// type's own, in its module's struct.
 pub struct RawSink {
-    #[serde(rename = "type")]
-    pub kind: Spanned<SinkType>,
+    /// `type`, with where it was written.
+    pub kind: Spanned<&'static str>,
+    /// The shared keys.
+    pub shared: RawSinkShared,
+    /// The type's own keys (its `SinkType::Keys`).
+    pub own: Box<dyn std::any::Any + Send>,
+}
+
+impl std::fmt::Debug for RawSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawSink")
+            .field("kind", &self.kind)
+            .field("shared", &self.shared)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The keys several sink types share (`sink::Shared` says which type takes which);
+/// validated once, in `validate/sink.rs`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSinkShared {
     pub upstreams: Option<Spanned<Vec<Spanned<String>>>>,
     pub format: Option<Format>,
     pub events: Option<bool>,
     pub parse_json: Option<bool>,
-    /// Records for unix and tcp; bytes ("64MiB") for nats and redis.
+    /// A jq program run on every record (any type).
+    pub filter: Option<Spanned<String>>,
+    pub inbound: Option<Spanned<bool>>,
+    /// Records, or bytes ("64MiB") for the types that say so.
     pub buffer: Option<Spanned<RawSize>>,
     pub buffer_bytes: Option<Spanned<RawSize>>,
     pub on_slow: Option<Spanned<OnSlow>>,
     /// How long `on_slow = "block"` waits on a sink that takes nothing.
     pub max_block: Option<Spanned<String>>,
-    pub inbound: Option<Spanned<bool>>,
-    /// A jq program run on every record (any type).
-    pub filter: Option<Spanned<String>>,
-    // unix and file
-    pub path: Option<Spanned<PathBuf>>,
-    pub mode: Option<Spanned<String>>,
-    // unix and tcp
+    // listeners (unix and tcp)
     pub max_clients: Option<Spanned<i64>>,
     pub replay: Option<Spanned<i64>>,
     pub fd_name: Option<Spanned<String>>,
-    // tcp
-    pub listen: Option<Spanned<String>>,
-    pub allow_remote: Option<Spanned<bool>>,
-    // nats and redis
-    pub url: Option<Spanned<String>>,
-    pub stream: Option<Spanned<RawStream>>,
-    // nats
-    pub subject: Option<Spanned<String>>,
-    pub jetstream: Option<Spanned<bool>>,
-    pub msg_id: Option<Spanned<RawMsgId>>,
-    pub creds_file: Option<Spanned<String>>,
-    pub token: Option<Spanned<String>>,
-    // redis
-    pub maxlen: Option<Spanned<i64>>,
-    // file
-    pub rotate: Option<Spanned<RawRotate>>,
-    pub fsync: Option<Spanned<String>>,
-    // exec
-    pub command: Option<Spanned<Vec<Spanned<String>>>>,
-    pub restart: Option<Spanned<RawRestart>>,
-}
-
-/// `stream`: a table for nats (the JetStream stream), a name for redis.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum RawStream {
-    /// Redis: the stream key, with `{upstream}`.
-    Name(String),
-    /// NATS: the JetStream stream to create or check.
-    JetStream(RawJetStream),
-}
-
-/// `stream = { name, subjects, max_age, max_bytes, duplicate_window }` of a nats sink.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawJetStream {
-    pub name: Option<String>,
-    pub subjects: Option<Vec<String>>,
-    pub max_age: Option<String>,
-    pub max_bytes: Option<RawSize>,
-    pub duplicate_window: Option<String>,
-}
-
-/// `msg_id` of a nats sink as written: a name (`"seq"`, `"content"`) or `{ jq = "PROGRAM" }`.
-/// Untagged, so the name is checked during validation, with its own message.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum RawMsgId {
-    /// `"seq"` or `"content"`.
-    Name(String),
-    /// `{ jq = "PROGRAM" }`.
-    Jq {
-        /// The program that takes the id from the message.
-        jq: String,
-    },
-}
-
-/// `rotate = { ... }` of a file sink: any subset of the keys.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawRotate {
-    pub size: Option<Spanned<RawSize>>,
-    pub every: Option<Spanned<String>>,
-    pub keep: Option<Spanned<i64>>,
-    pub compress: Option<bool>,
-}
-
-/// `restart = { ... }` of an exec sink: any subset of the keys.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawRestart {
-    pub initial: Option<Spanned<String>>,
-    pub max: Option<Spanned<String>>,
 }
 
 /// A size as the user wrote it: a string with a unit ("16MiB") or a number of bytes.

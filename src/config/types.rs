@@ -1,19 +1,18 @@
 //! The validated configuration the program runs on. The supervisor compares these types on
 //! reload: an upstream or sink whose config is equal keeps running.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use url::Url;
 
-use super::broker::{NatsConfig, RedisConfig};
 use super::cluster::ClusterConfig;
+pub use super::proxy::ProxySetting;
 use super::redact::{redact_url, Secret};
+use super::sink::{Settings, Shared};
 use super::{AppPing, Decompress, FeedChecks, Format, LogFormat, OnSlow};
 use crate::jq::Program;
-pub use crate::upstream::proxy::ProxySetting;
 
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -221,8 +220,12 @@ pub struct ClientCert {
 /// One `[[sink]]`, resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SinkConfig {
-    /// Where the sink writes.
-    pub kind: SinkKind,
+    /// `type`: the name of its entry in the sink registry.
+    pub sink_type: &'static str,
+    /// The shared keys its type takes (`check` shows only what applies).
+    pub takes: Shared,
+    /// What only its type has: where it writes and how (the type's own struct).
+    pub settings: Settings,
     /// The upstreams routed to this sink; `None` = all.
     pub upstreams: Option<Vec<String>>,
     /// Envelope or payload only.
@@ -245,13 +248,15 @@ pub struct SinkConfig {
     pub inbound: bool,
     /// A jq program every record goes through (`filter`).
     pub filter: Option<Program>,
-    /// What only listener sinks (unix, tcp) take: history and socket activation.
+    /// What only listener sinks (unix, tcp) take: client bounds, history and socket activation.
     pub listener: ListenerOptions,
 }
 
 /// The keys of a listener sink (unix, tcp) beyond its address.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListenerOptions {
+    /// `max_clients`: connections beyond this are refused with an error record.
+    pub max_clients: usize,
     /// `replay`: data records of each routed upstream a new client gets first; 0 = none.
     pub replay: usize,
     /// `fd_name`: take the socket systemd passed under this name (`FileDescriptorName=`)
@@ -263,7 +268,7 @@ impl SinkConfig {
     /// A short name for logs: `stdout`, `unix:/run/x.sock`, `tcp:127.0.0.1:7001`,
     /// `file:/var/lib/x.ndjson`, `exec:prog arg`.
     pub fn name(&self) -> String {
-        self.kind.to_string()
+        self.settings.0.name()
     }
 
     /// Whether records of `upstream` go to this sink.
@@ -272,105 +277,5 @@ impl SinkConfig {
             None => true,
             Some(names) => names.iter().any(|n| n == upstream),
         }
-    }
-}
-
-/// Where a sink writes, with the settings only that type has.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SinkKind {
-    /// The process's standard output.
-    Stdout,
-    /// A Unix stream socket listener.
-    Unix {
-        /// The socket file.
-        path: PathBuf,
-        /// Its permission bits.
-        mode: u32,
-        /// Connections beyond this are refused with an error record.
-        max_clients: usize,
-    },
-    /// A TCP listener.
-    Tcp {
-        /// The listen address.
-        listen: SocketAddr,
-        /// Connections beyond this are refused with an error record.
-        max_clients: usize,
-    },
-    /// Publishes to NATS (JetStream when configured).
-    Nats(Box<NatsConfig>),
-    /// Adds to Redis Streams.
-    Redis(Box<RedisConfig>),
-    /// Records appended to a file.
-    File {
-        /// The file.
-        path: PathBuf,
-        /// When to start a new file; `None`: never.
-        rotate: Option<RotatePolicy>,
-        /// How often what was written is synced to the disk; `None`: on rotation, reload
-        /// and shutdown only.
-        fsync: Option<Duration>,
-    },
-    /// Records written to a program's stdin.
-    Exec {
-        /// The program and its arguments (no shell).
-        command: Vec<String>,
-        /// Delays before restarting the program after it exits.
-        restart: RestartPolicy,
-    },
-}
-
-/// `rotate = { ... }` of a file sink: a new file when either limit is reached.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RotatePolicy {
-    /// Bytes a file may hold (a single larger record still goes whole into a file of its own).
-    pub size: Option<u64>,
-    /// How long a file is written to.
-    pub every: Option<Duration>,
-    /// Rotated files kept, newest first; older ones are deleted.
-    pub keep: usize,
-    /// Whether rotated files are gzipped.
-    pub compress: bool,
-}
-
-/// `restart = { ... }` of an exec sink: capped exponential backoff (doubling, ±20 % jitter)
-/// between restarts of a program that exits, reset once it has run for `max`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RestartPolicy {
-    /// The first delay.
-    pub initial: Duration,
-    /// The cap.
-    pub max: Duration,
-}
-
-impl Default for RestartPolicy {
-    fn default() -> Self {
-        RestartPolicy {
-            initial: Duration::from_secs(1),
-            max: Duration::from_secs(60),
-        }
-    }
-}
-
-impl fmt::Display for SinkKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SinkKind::Stdout => f.write_str("stdout"),
-            SinkKind::Unix { path, .. } => write!(f, "unix:{}", path.display()),
-            SinkKind::Tcp { listen, .. } => write!(f, "tcp:{listen}"),
-            // The host, never the user or password.
-            SinkKind::Nats(n) => write!(f, "nats:{}@{}", n.subject, host(&n.url)),
-            SinkKind::Redis(r) => write!(f, "redis:{}@{}", r.stream, host(&r.url)),
-            SinkKind::File { path, .. } => write!(f, "file:{}", path.display()),
-            SinkKind::Exec { command, .. } => write!(f, "exec:{}", command.join(" ")),
-        }
-    }
-}
-
-/// `host:port` of a broker URL, for a sink's name.
-fn host(url: &Url) -> String {
-    match (url.host_str(), url.port()) {
-        (Some(h), Some(p)) => format!("{h}:{p}"),
-        (Some(h), None) => h.to_string(),
-        _ => String::new(),
     }
 }

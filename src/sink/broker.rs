@@ -19,6 +19,8 @@
 //! refused by the server, taken by another writer's entry): those are counted dropped with
 //! their reason, the others written.
 
+pub mod settings;
+
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
@@ -29,8 +31,8 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use super::{DropReason, Encoded, QueueReader, SinkStats};
-use crate::config::broker::broker_reconnect;
-use crate::upstream::backoff::Backoff;
+use crate::backoff::Backoff;
+use settings::broker_reconnect;
 
 /// Records published and not yet acknowledged, at most: enough to keep a distant server
 /// busy, while `buffer` (in bytes) stays the bound on memory.

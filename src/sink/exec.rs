@@ -24,7 +24,10 @@
 
 mod feed;
 mod program;
+pub mod settings;
 mod unread;
+
+pub use settings::{ExecSettings, RestartPolicy};
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::{timeout_at, Instant};
@@ -35,13 +38,13 @@ use tracing::Instrument;
 use super::inbound::Router;
 use super::queue::Bounds;
 use super::{Driver, SinkContext};
-use crate::config::{ReconnectPolicy, SinkKind};
+use crate::config::ReconnectPolicy;
 use feed::Feeder;
 use program::Supervisor;
 
 /// Runs an exec sink until its input closes or it is cancelled.
 pub async fn run(mut ctx: SinkContext) {
-    let SinkKind::Exec { command, restart } = &ctx.config.kind else {
+    let Some(ExecSettings { command, restart }) = ctx.config.settings.get::<ExecSettings>() else {
         return;
     };
     let policy = ReconnectPolicy {

@@ -17,6 +17,9 @@
 mod fsync;
 mod output;
 mod rotated;
+pub mod settings;
+
+pub use settings::{FileSettings, RotatePolicy};
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -33,7 +36,7 @@ use super::driver::{run_single, Driver};
 use super::queue::Bounds;
 use super::writer::SinkWriter;
 use super::{Encoded, SinkContext, SinkError, SinkStats};
-use crate::config::{OnSlow, RotatePolicy, SinkKind};
+use crate::config::OnSlow;
 use fsync::Fsync;
 use output::Output;
 
@@ -72,9 +75,9 @@ pub async fn run(binding: FileBinding, ctx: SinkContext) -> Result<(), SinkError
         path: path.clone(),
         source,
     };
-    let (rotate, fsync) = match &ctx.config.kind {
-        SinkKind::File { rotate, fsync, .. } => (rotate.clone(), *fsync),
-        _ => (None, None),
+    let (rotate, fsync) = match ctx.config.settings.get::<FileSettings>() {
+        Some(f) => (f.rotate.clone(), f.fsync),
+        None => (None, None),
     };
     let driver = Driver::new(
         ctx.config.name(),

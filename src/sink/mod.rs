@@ -1,5 +1,7 @@
-//! Sinks: where records go. `stdout` writes to the process's standard output; `unix` and
-//! `tcp` listen and write every record to each connected client.
+//! Sinks: where records go. A sink type is one module owning its keys (a serde struct),
+//! their validation, its `check` lines, its identity on reload, `bind` and `run`; the
+//! [`registry`] lists the types, one line each, and is the catalog `config` reads
+//! `[[sink]]` tables through (`config` knows the traits, not the types).
 //!
 //! A sink is bound synchronously by [`bind`] (so a port in use stops the daemon before it
 //! reports ready) and then run as one task. What every sink shares:
@@ -7,7 +9,8 @@
 //!   ([`encoded`]) and hands the same bytes to every destination's queue under `on_slow`;
 //! - [`queue`]: a destination's queue, bounded in records and bytes;
 //! - [`writer`]: the [`SinkWriter`] trait a sink implements (how to write), and the task that
-//!   feeds it from its queue. A new sink is a writer and a few lines in [`BoundSink::run`].
+//!   feeds it from its queue. A new sink type is a module: its settings (implementing
+//!   `config::SinkType` and [`registry::SinkComponent`]), a writer, and a line in the registry.
 //!
 //! Each sink: [`stdout`] (a writer thread), [`listener`] with [`client`] and [`inbound`]
 //! (unix and tcp clients and the lines they send) and [`history`] (`replay` for late
@@ -22,19 +25,20 @@ mod client;
 pub mod driver;
 pub mod dropped;
 pub mod encoded;
-mod exec;
+pub mod exec;
 mod fenced;
-mod file;
+pub mod file;
 pub mod filter;
 pub mod history;
 mod inbound;
 mod listener;
-mod nats;
+pub mod nats;
 pub mod queue;
-mod redis;
-mod stdout;
-mod tcp;
-mod unix;
+pub mod redis;
+pub mod registry;
+pub mod stdout;
+pub mod tcp;
+pub mod unix;
 pub mod writer;
 
 use std::io;
@@ -45,9 +49,10 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
 
-use crate::config::{SinkConfig, SinkKind};
+use futures_util::future::BoxFuture;
+
+use crate::config::SinkConfig;
 use crate::hub::{Directory, SinkReceiver};
 use crate::record::Encoding;
 
@@ -55,6 +60,7 @@ pub use driver::Driver;
 pub use dropped::DropReason;
 pub use encoded::{Encoded, Encoder, Record};
 pub use queue::QueueReader;
+pub use registry::bind;
 pub use stdout::{process_stdout, StdoutSink};
 pub use writer::SinkWriter;
 
@@ -97,6 +103,12 @@ pub enum SinkError {
     /// A broker sink's delivery task failed.
     #[error("{0}")]
     Delivery(io::Error),
+    /// A sink's settings are not of its type's (a bug in the registry, not a setting).
+    #[error("sink {sink}: its settings are not of its type")]
+    Type {
+        /// The sink's name.
+        sink: String,
+    },
     /// A file sink's file cannot be opened at start, or its writer failed.
     #[error("file sink {path}: {source}; check that the directory exists and the daemon may write in it")]
     File {
@@ -192,95 +204,24 @@ impl SinkContext {
     }
 }
 
-/// A sink that is bound and ready to run.
-pub enum BoundSink {
-    /// Standard output.
-    Stdout,
-    /// A unix listener, with the path to remove on exit.
-    Unix(unix::UnixBinding),
-    /// A TCP listener.
-    Tcp(tokio::net::TcpListener),
-    /// A NATS publisher (it connects when it runs).
-    Nats(nats::NatsPublisher),
-    /// A Redis Streams publisher (it connects when it runs).
-    Redis(redis::RedisPublisher),
-    /// A file, opened for appending.
-    File(file::FileBinding),
-    /// A program, started when the sink runs.
-    Exec,
-}
-
-/// Binds the sink's listener (nothing to bind for stdout), or takes the socket systemd
-/// passed for it ([`activation`]).
-pub fn bind(config: &SinkConfig) -> Result<BoundSink, SinkError> {
-    let fd_name = config.listener.fd_name.as_deref();
-    let activation = |reason| SinkError::Activation {
-        sink: config.name(),
-        reason,
-    };
-    match &config.kind {
-        SinkKind::Stdout => Ok(BoundSink::Stdout),
-        SinkKind::Unix { path, mode, .. } => match activation::unix(path, fd_name) {
-            Ok(Some(passed)) => {
-                info!(sink = %config.name(), "using the socket systemd passed");
-                unix::adopt(passed, path).map(BoundSink::Unix)
-            }
-            Ok(None) => unix::bind(path, *mode).map(BoundSink::Unix),
-            Err(reason) => Err(activation(reason)),
-        },
-        SinkKind::Tcp { listen, .. } => match activation::tcp(*listen, fd_name) {
-            Ok(Some(passed)) => {
-                info!(sink = %config.name(), "using the socket systemd passed");
-                tcp::adopt(passed, *listen).map(BoundSink::Tcp)
-            }
-            Ok(None) => tcp::bind(*listen).map(BoundSink::Tcp),
-            Err(reason) => Err(activation(reason)),
-        },
-        SinkKind::Nats(nats) => Ok(BoundSink::Nats(nats::NatsPublisher::new(
-            Arc::new((**nats).clone()),
-            config,
-        ))),
-        SinkKind::Redis(redis) => Ok(BoundSink::Redis(redis::RedisPublisher::new(Arc::new(
-            (**redis).clone(),
-        ))?)),
-        SinkKind::File { path, .. } => file::bind(path).map(BoundSink::File),
-        SinkKind::Exec { .. } => Ok(BoundSink::Exec),
-    }
-}
+/// A sink that is bound and ready to run: what its type's `bind` prepared, and how it runs.
+pub struct BoundSink(
+    Box<dyn FnOnce(SinkContext) -> BoxFuture<'static, Result<(), SinkError>> + Send>,
+);
 
 impl BoundSink {
+    /// A sink that runs as `run` says once it is given its context.
+    pub fn new<F, Fut>(run: F) -> BoundSink
+    where
+        F: FnOnce(SinkContext) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<(), SinkError>> + Send + 'static,
+    {
+        BoundSink(Box::new(move |ctx| Box::pin(run(ctx))))
+    }
+
     /// Runs the sink until its input closes or it is cancelled.
     pub async fn run(self, ctx: SinkContext) -> Result<(), SinkError> {
-        let max_clients = match &ctx.config.kind {
-            SinkKind::Unix { max_clients, .. } | SinkKind::Tcp { max_clients, .. } => *max_clients,
-            _ => 0,
-        };
-        match self {
-            BoundSink::Stdout => {
-                StdoutSink::with_encoder(stdout::process_stdout()?, ctx.encoder())
-                    .run(ctx.input, ctx.shutdown, ctx.stats)
-                    .await
-            }
-            BoundSink::File(binding) => file::run(binding, ctx).await,
-            BoundSink::Exec => {
-                exec::run(ctx).await;
-                Ok(())
-            }
-            BoundSink::Unix(binding) => {
-                let listener = listener::Listener::Unix(&binding.listener);
-                let result = listener::run(listener, max_clients, ctx).await;
-                drop(binding); // removes the socket file
-                result
-            }
-            BoundSink::Tcp(tcp) => {
-                listener::run(listener::Listener::Tcp(&tcp), max_clients, ctx).await
-            }
-            BoundSink::Nats(mut publisher) => {
-                publisher.count_into(ctx.stats.clone());
-                run_broker(ctx, publisher).await
-            }
-            BoundSink::Redis(publisher) => run_broker(ctx, publisher).await,
-        }
+        (self.0)(ctx).await
     }
 }
 

@@ -18,6 +18,8 @@
 mod auth;
 pub mod msg_id;
 
+pub mod settings;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,12 +28,15 @@ use async_nats::jetstream::{self, message::PublishMessage};
 use async_nats::{Client, ConnectOptions, HeaderMap, Subject};
 use bytes::Bytes;
 
+use super::broker::settings::render;
 use super::broker::{Ack, BrokerError, Publisher};
 use super::{Encoded, Record, SinkStats};
-use crate::config::broker::{render, NatsConfig};
 use crate::config::SinkConfig;
+pub use auth::NatsAuth;
 use auth::OneConnection;
+pub use msg_id::MsgId;
 use msg_id::MsgIds;
+pub use settings::NatsConfig;
 
 /// How long connecting, a JetStream request and an acknowledgement may take.
 const TIMEOUT: Duration = Duration::from_secs(5);

@@ -8,6 +8,10 @@
 //! is waiting: `| jq` sees data at once, a burst costs few writes, and a batch costs no task
 //! wake-up and no allocation on its way. A closed pipe (`| head`) is a normal ending.
 
+pub mod settings;
+
+pub use settings::StdoutSettings;
+
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::AsFd;

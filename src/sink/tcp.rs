@@ -1,5 +1,7 @@
 //! The tcp sink's listener: bound here, or passed by systemd.
 
+pub mod settings;
+
 use std::net::SocketAddr;
 
 use super::SinkError;

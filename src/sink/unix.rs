@@ -3,6 +3,8 @@
 //! A socket systemd passed is used as it is: its mode is the `.socket` unit's `SocketMode=`,
 //! and its file stays on exit, because systemd owns it and listens on it again.
 
+pub mod settings;
+
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use super::{finish, RunningSink, Supervisor};
-use crate::config::{Config, SinkConfig, SinkKind};
+use crate::config::{Config, SinkConfig};
 use crate::notify;
 use crate::sink;
 
@@ -27,7 +27,7 @@ impl Supervisor {
             let held = self
                 .sinks
                 .iter()
-                .any(|s| same_resource(&s.config.kind, &config.kind));
+                .any(|s| s.config.settings.0.same_place_as(&*config.settings.0));
             if held {
                 continue;
             }
@@ -78,7 +78,7 @@ impl Supervisor {
                     error!(sink = %config.name(), "cannot start the changed sink: {e}; restoring its previous settings");
                     if let Some(old) = stopped
                         .iter()
-                        .find(|o| same_resource(&o.kind, &config.kind))
+                        .find(|o| o.settings.0.same_place_as(&*config.settings.0))
                     {
                         match sink::bind(old) {
                             Ok(bound) => self.spawn_sink(old.clone(), bound),
@@ -138,16 +138,6 @@ impl Supervisor {
         self.config = new;
         self.publish_metrics();
         info!("{}", self.summary());
-    }
-}
-
-/// Whether two sinks would use the same address or path.
-fn same_resource(a: &SinkKind, b: &SinkKind) -> bool {
-    match (a, b) {
-        (SinkKind::Stdout, SinkKind::Stdout) => true,
-        (SinkKind::Unix { path: p, .. }, SinkKind::Unix { path: q, .. }) => p == q,
-        (SinkKind::Tcp { listen: x, .. }, SinkKind::Tcp { listen: y, .. }) => x == y,
-        _ => false,
     }
 }
 

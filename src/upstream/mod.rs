@@ -16,7 +16,7 @@
 //!   attempt; [`refused`]: the wait after a refused handshake.
 
 pub mod app_ping;
-pub mod backoff;
+pub use crate::backoff;
 pub mod before_connect;
 pub mod checks;
 pub mod connect;

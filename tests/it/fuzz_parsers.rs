@@ -429,7 +429,7 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 /// Parses `text` and checks what holds for any input; returns the errors, if any.
 fn parse_config_checked(text: &str) -> Option<ConfigErrors> {
     let file = Path::new(FILE);
-    let result = Config::parse_with_env(text, file, &env);
+    let result = Config::parse_with_env(text, file, &env, &wsbridge::sink::registry::SINKS);
     let errors = match result {
         Ok(_) => return None,
         Err(errors) => errors,
@@ -487,7 +487,13 @@ fn parse_config_checked(text: &str) -> Option<ConfigErrors> {
 
 #[test]
 fn the_base_config_is_valid() {
-    let config = Config::parse_with_env(VALID, Path::new(FILE), &env).unwrap();
+    let config = Config::parse_with_env(
+        VALID,
+        Path::new(FILE),
+        &env,
+        &wsbridge::sink::registry::SINKS,
+    )
+    .unwrap();
     assert_eq!((config.upstreams.len(), config.sinks.len()), (2, 3));
 }
 
@@ -500,7 +506,13 @@ fn the_position_of_every_config_error_is_known() {
         "[[upstream]]\nname = \"a\"\nurl = \"ws://h/\"\nsubprotocols = [\"two words\"]\n",
         "[[upstream]]\nname = \"a\"\nurl = \"ws://h/\"\nreconnect = { initial = \"2m\" }\n",
     ] {
-        let errors = Config::parse_with_env(text, Path::new(FILE), &env).unwrap_err();
+        let errors = Config::parse_with_env(
+            text,
+            Path::new(FILE),
+            &env,
+            &wsbridge::sink::registry::SINKS,
+        )
+        .unwrap_err();
         for e in &errors.0 {
             assert!(e.position.is_some(), "no line:column: {e}");
         }

@@ -221,7 +221,13 @@ before_connect = ["get-ticket", "a"]
 app_ping = { message = "ping", expect = "pong" }
 decompress = "auto"
 "#;
-    let config = crate::config::Config::parse_with_env(text, "t.toml".as_ref(), &|_| None).unwrap();
+    let config = crate::config::Config::parse_with_env(
+        text,
+        "t.toml".as_ref(),
+        &|_| None,
+        &crate::sink::registry::SINKS,
+    )
+    .unwrap();
     let u = &config.upstreams[0];
     assert_eq!(
         u.before_connect.as_deref(),
@@ -250,7 +256,13 @@ url = "ws://h/"
 decompress = "none"
 before_connect = ["other"]
 "#;
-    let config = crate::config::Config::parse_with_env(text, "t.toml".as_ref(), &|_| None).unwrap();
+    let config = crate::config::Config::parse_with_env(
+        text,
+        "t.toml".as_ref(),
+        &|_| None,
+        &crate::sink::registry::SINKS,
+    )
+    .unwrap();
     let (a, b) = (&config.upstreams[0], &config.upstreams[1]);
     assert_eq!(
         a.before_connect.as_deref(),
@@ -301,7 +313,13 @@ reply = " "
         "{errs:?}"
     );
     let text = "[[upstream]]\nname = \"a\"\nurl = \"ws://h/\"\nreply = 'select(has(\"ping\")) | {pong: .ping}'\n";
-    let config = crate::config::Config::parse_with_env(text, "t.toml".as_ref(), &|_| None).unwrap();
+    let config = crate::config::Config::parse_with_env(
+        text,
+        "t.toml".as_ref(),
+        &|_| None,
+        &crate::sink::registry::SINKS,
+    )
+    .unwrap();
     let reply = config.upstreams[0].reply.as_ref().expect("compiled");
     assert_eq!(reply.source(), r#"select(has("ping")) | {pong: .ping}"#);
     let plan = crate::config::plan::Plan(&config).to_string();
@@ -339,7 +357,13 @@ msg_id = "hash"
         "{errs:?}"
     );
     let text = "[[upstream]]\nname = \"a\"\nurl = \"ws://h/\"\n\n[[sink]]\ntype = \"nats\"\njetstream = true\nmsg_id = { jq = '.t' }\n";
-    let config = crate::config::Config::parse_with_env(text, "t.toml".as_ref(), &|_| None).unwrap();
+    let config = crate::config::Config::parse_with_env(
+        text,
+        "t.toml".as_ref(),
+        &|_| None,
+        &crate::sink::registry::SINKS,
+    )
+    .unwrap();
     let plan = crate::config::plan::Plan(&config).to_string();
     assert!(
         plan.contains("Nats-Msg-Id {upstream}:{sink}:{jq \".t\"}"),

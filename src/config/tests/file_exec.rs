@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use super::{errors, parse};
-use crate::config::{OnSlow, RestartPolicy, SinkKind};
+use crate::config::OnSlow;
+use crate::sink::exec::{ExecSettings, RestartPolicy};
+use crate::sink::file::FileSettings;
 
 fn with_sink(sink: &str) -> String {
     format!("[[upstream]]\nname = \"a\"\nurl = \"ws://h/\"\n\n[[sink]]\n{sink}\n")
@@ -18,20 +20,20 @@ fn file_and_exec_sinks_get_their_defaults() {
     ));
     let config = parse(&text).unwrap();
     let (file, exec) = (&config.sinks[0], &config.sinks[1]);
-    let SinkKind::File {
+    let Some(FileSettings {
         rotate: Some(rotate),
         ..
-    } = &file.kind
+    }) = file.settings.get::<FileSettings>()
     else {
-        panic!("{:?}", file.kind)
+        panic!("{:?}", file.settings)
     };
     assert_eq!(
         (rotate.size, rotate.every, rotate.keep, rotate.compress),
         (Some(1 << 20), None, 10, false)
     );
     assert_eq!((file.on_slow, file.inbound), (OnSlow::Block, false));
-    let SinkKind::Exec { command, restart } = &exec.kind else {
-        panic!("{:?}", exec.kind)
+    let Some(ExecSettings { command, restart }) = exec.settings.get::<ExecSettings>() else {
+        panic!("{:?}", exec.settings)
     };
     assert_eq!(command, &["cat"]);
     assert_eq!(*restart, RestartPolicy::default());

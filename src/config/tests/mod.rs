@@ -7,6 +7,10 @@ use std::time::Duration;
 use url::Url;
 
 use super::*;
+// The sink types are the sink layer's: these tests read whole files, sinks included.
+use crate::sink::registry::SINKS;
+use crate::sink::stdout::StdoutSettings;
+use crate::sink::unix::settings::UnixSettings;
 
 mod errors;
 mod file_exec;
@@ -17,7 +21,7 @@ pub(super) fn parse(text: &str) -> Result<Config, ConfigErrors> {
         "TOKEN" => Some("s3cret".to_string()),
         _ => None,
     };
-    Config::parse_with_env(text, Path::new("test.toml"), &env)
+    Config::parse_with_env(text, Path::new("test.toml"), &env, &SINKS)
 }
 
 pub(super) fn errors(text: &str) -> Vec<String> {
@@ -49,7 +53,7 @@ fn minimal_config_gets_every_default() {
     assert_eq!(u.reconnect, ReconnectPolicy::default());
     assert_eq!(u.max_message_size, 16 * 1024 * 1024);
     let s = &config.sinks[0];
-    assert_eq!(s.kind, SinkKind::Stdout);
+    assert_eq!(s.settings.get::<StdoutSettings>(), Some(&StdoutSettings));
     assert_eq!(
         (s.format, s.events, s.parse_json, s.upstreams.clone()),
         (Format::Ndjson, true, false, None)
@@ -63,7 +67,7 @@ fn shipped_example_configs_are_valid() {
     for file in ["config/wsbridge.toml", "config/demo.toml"] {
         let text = std::fs::read_to_string(root.join(file)).unwrap();
         let env = |_: &str| Some("example".to_string());
-        if let Err(e) = Config::parse_with_env(&text, Path::new(file), &env) {
+        if let Err(e) = Config::parse_with_env(&text, Path::new(file), &env, &SINKS) {
             panic!("{file} is invalid:\n{e}");
         }
     }
@@ -187,13 +191,13 @@ fn unix_mode_is_octal() {
     let text = "[[sink]]\ntype = \"unix\"\npath = \"/run/x.sock\"\nmode = \"0640\"\n";
     let config = parse(text).unwrap();
     assert_eq!(
-        config.sinks[0].kind,
-        SinkKind::Unix {
+        config.sinks[0].settings.get::<UnixSettings>(),
+        Some(&UnixSettings {
             path: "/run/x.sock".into(),
             mode: 0o640,
-            max_clients: 64
-        }
+        })
     );
+    assert_eq!(config.sinks[0].listener.max_clients, 64);
     let errs =
         errors("[[sink]]\ntype = \"unix\"\npath = \"/run/x.sock\"\nmode = \"rw\"\n").join("\n");
     assert!(errs.contains("sink[0].mode"), "{errs}");
@@ -250,14 +254,8 @@ fn new_client_bounds_and_reset_after_have_defaults_and_are_read() {
     .unwrap();
     let s = &config.sinks;
     assert_eq!(s[0].buffer_bytes, 16 << 20);
-    assert!(matches!(
-        s[0].kind,
-        SinkKind::Unix {
-            max_clients: 64,
-            ..
-        }
-    ));
-    assert!(matches!(s[1].kind, SinkKind::Unix { max_clients: 3, .. }));
+    assert_eq!(s[0].listener.max_clients, 64);
+    assert_eq!(s[1].listener.max_clients, 3);
     assert_eq!((s[1].buffer_bytes, s[2].buffer_bytes), (1 << 20, 4096));
     let u = &config.upstreams;
     assert_eq!(u[0].reconnect.reset_after, Duration::from_secs(60));
@@ -326,9 +324,13 @@ fn replay_and_fd_name_belong_to_listener_sinks() {
     assert_eq!(config.sinks[0].listener.replay, 1000);
     assert_eq!(config.sinks[0].listener.fd_name.as_deref(), Some("feed"));
     let config = parse("[[sink]]\ntype = \"unix\"\npath = \"/run/x.sock\"\nreplay = 0\n").unwrap();
+    // max_clients is a listener key too now (it was the unix and tcp kinds' field).
     assert_eq!(
         config.sinks[0].listener,
-        crate::config::ListenerOptions::default()
+        crate::config::ListenerOptions {
+            max_clients: crate::config::DEFAULT_MAX_CLIENTS,
+            ..Default::default()
+        }
     );
     let errs = errors(
         "[[sink]]\ntype = \"stdout\"\nreplay = 5\n[[sink]]\ntype = \"tcp\"\nlisten = \"127.0.0.1:7001\"\nreplay = -1\nfd_name = \"a:b\"\n",

@@ -3,8 +3,8 @@
 
 use super::{errors, parse};
 use crate::config::plan::Plan;
+use crate::config::proxy::ProxyKind;
 use crate::config::ProxySetting;
-use crate::upstream::proxy::ProxyKind;
 
 #[test]
 fn proxy_from_defaults_with_env_expansion_and_direct_per_upstream() {

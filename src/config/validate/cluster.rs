@@ -133,7 +133,13 @@ mod tests {
     fn cluster_keys_resolve_with_defaults_and_errors_name_their_key() {
         let text = format!("[cluster]\ninstance = \"${{HOST}}-1\"\n\n{UP}replicas = 2\n");
         let env = |n: &str| (n == "HOST").then(|| "h".to_string());
-        let config = Config::parse_with_env(&text, Path::new("t.toml"), &env).unwrap();
+        let config = Config::parse_with_env(
+            &text,
+            Path::new("t.toml"),
+            &env,
+            &crate::sink::registry::SINKS,
+        )
+        .unwrap();
         let c = config.cluster.unwrap();
         assert_eq!(
             (c.instance.as_str(), c.bucket.as_str()),
@@ -145,9 +151,14 @@ mod tests {
 
         let bad =
             format!("[cluster]\nnats = \"http://x/\"\nlease_ttl = \"1ms\"\nbucket_replicas = 6\n\n{UP}replicas = 99\n");
-        let errors = Config::parse_with_env(&bad, Path::new("t.toml"), &env)
-            .unwrap_err()
-            .to_string();
+        let errors = Config::parse_with_env(
+            &bad,
+            Path::new("t.toml"),
+            &env,
+            &crate::sink::registry::SINKS,
+        )
+        .unwrap_err()
+        .to_string();
         for key in [
             "cluster.nats",
             "cluster.instance",

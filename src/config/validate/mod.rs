@@ -1,12 +1,10 @@
 //! The [`Validator`]: turns the serde mirror into a [`Config`], collecting every error
 //! instead of stopping at the first. Upstreams and sinks have a module each.
 
-mod broker;
+mod check;
 mod cluster;
 mod feed;
-mod file_exec;
 mod jq;
-mod redis_keys;
 mod shaping;
 mod sink;
 mod transport;
@@ -20,17 +18,21 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use sink::socket_file_identity;
+pub use check::SinkCheck;
+pub use sink::socket_file_identity;
 
 use super::errors::{line_column, ConfigError};
 use super::raw::{RawConfig, RawConnectionSettings, RawSize};
-use super::{parse_duration, plan, Config, DaemonConfig, MetricsConfig, SinkKind};
+use super::sink::SinkCatalog;
+use super::{parse_duration, plan, Config, DaemonConfig, MetricsConfig};
 
 /// Turns a [`RawConfig`] into a [`Config`], collecting errors instead of stopping at the first.
 pub(super) struct Validator<'a> {
     pub(super) file: &'a Path,
     pub(super) text: &'a str,
     pub(super) env: &'a dyn Fn(&str) -> Option<String>,
+    /// The sink types: the sink layer's registry.
+    pub(super) sinks: &'a dyn SinkCatalog,
     pub(super) errors: Vec<ConfigError>,
 }
 
@@ -58,7 +60,7 @@ impl Validator<'_> {
         });
     }
 
-    pub(super) fn config(&mut self, raw: RawConfig) -> Config {
+    pub(super) fn config(&mut self, mut raw: RawConfig) -> Config {
         let daemon = self.daemon(&raw);
         let metrics = raw.metrics.as_ref().and_then(|m| {
             let listen = m.listen.as_ref().map_or_else(
@@ -98,74 +100,61 @@ impl Validator<'_> {
             }
         }
 
+        // Before the sinks: `{instance}` in their keys names `[cluster] instance`.
+        let cluster = raw.cluster.as_ref().and_then(|c| self.cluster(c));
+        let context = check::SinkContext {
+            instance: match (&raw.cluster, &cluster) {
+                (None, _) => check::Instance::Absent,
+                (Some(_), None) => check::Instance::Unknown,
+                (Some(_), Some(c)) => check::Instance::Named(c.instance.clone()),
+            },
+            replicas: upstreams
+                .iter()
+                .map(|u| (u.name.clone(), u.replicas))
+                .collect(),
+        };
         let mut sinks = Vec::new();
-        let mut redis = Vec::new();
         // Each resource's first sink, and where that sink names it.
         let mut claimed: BTreeMap<String, (String, Range<usize>, String)> = BTreeMap::new();
-        for (i, s) in read(&raw.sink) {
+        let sinks_read = std::mem::take(&mut raw.sink);
+        for (i, s) in sinks_read.into_iter().enumerate() {
+            let Some(s) = s else { continue };
             let key = format!("sink[{i}]");
-            if let Some(sink) = self.sink(s, &key, &names) {
-                // Two sinks on one resource would fight over it: catch it before binding.
-                let (resource, shown) = match &sink.kind {
-                    SinkKind::Stdout => ("stdout".to_string(), "stdout".to_string()),
-                    SinkKind::Unix { path, .. } => (
-                        format!("socket path {}", socket_file_identity(path).display()),
-                        format!("socket path {}", path.display()),
-                    ),
-                    // Port 0 asks the system for a free port: no two get the same one. A
-                    // broker takes any number of publishers.
-                    SinkKind::Tcp { listen, .. } if listen.port() == 0 => {
-                        sinks.push(sink);
-                        continue;
-                    }
-                    SinkKind::Redis(_) => {
-                        let span = s.stream.as_ref().map_or(s.kind.span(), |t| t.span());
-                        redis.push(redis_keys::RedisSink {
-                            key: key.clone(),
-                            span,
-                            index: sinks.len(),
-                        });
-                        sinks.push(sink);
-                        continue;
-                    }
-                    SinkKind::Nats(_) => {
-                        sinks.push(sink);
-                        continue;
-                    }
-                    SinkKind::Tcp { listen, .. } => {
-                        (format!("address {listen}"), format!("address {listen}"))
-                    }
-                    SinkKind::File { path, .. } => (
-                        format!("file {}", socket_file_identity(path).display()),
-                        format!("file {}", path.display()),
-                    ),
-                    SinkKind::Exec { .. } => {
-                        sinks.push(sink);
-                        continue;
-                    }
-                };
-                let span = s
-                    .path
-                    .as_ref()
-                    .map(|p| p.span())
-                    .or_else(|| s.listen.as_ref().map(|l| l.span()))
-                    .unwrap_or(s.kind.span());
+            let Some((sink, claims)) = self.sink(s, &key, &names, self.sinks, &context) else {
+                continue;
+            };
+            // Two sinks on one resource would fight over it: catch it before binding.
+            for claim in claims {
+                let (resource, shown, span) = (claim.resource, claim.shown, claim.span);
                 if let Some((first, _, first_shown)) = claimed.get(&resource) {
-                    let same = if *first_shown == shown {
-                        String::new()
-                    } else {
-                        format!(" (the same file as its {first_shown})")
-                    };
-                    self.error(
-                        Some(span),
-                        Some(key.clone()),
-                        format!("{shown} is already used by {first}{same}; give each sink its own"),
-                    );
+                    // One sink may name a place twice (two upstreams into one key).
+                    if *first == key {
+                        continue;
+                    }
+                    match claim.one_writer {
+                        Some((at, why)) => self.error(
+                            Some(span),
+                            Some(at),
+                            format!("{shown} is already written by {first}; {why}"),
+                        ),
+                        None => {
+                            let same = if *first_shown == shown {
+                                String::new()
+                            } else {
+                                format!(" (the same file as its {first_shown})")
+                            };
+                            self.error(
+                                Some(span),
+                                Some(key.clone()),
+                                format!("{shown} is already used by {first}{same}; give each sink its own"),
+                            );
+                        }
+                    }
                 } else {
                     claimed.insert(resource, (key.clone(), span, shown));
                 }
-                sinks.push(sink);
             }
+            sinks.push(sink);
         }
         if let (Some(m), Some(metrics)) = (&raw.metrics, &metrics) {
             let resource = format!("address {}", metrics.listen);
@@ -187,8 +176,6 @@ impl Validator<'_> {
             }
         }
 
-        let cluster = raw.cluster.as_ref().and_then(|c| self.cluster(c));
-        self.redis_keys(&redis, &mut sinks, &upstreams, &names, cluster.as_ref());
         Config {
             daemon,
             metrics,

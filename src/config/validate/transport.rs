@@ -122,7 +122,7 @@ impl Validator<'_> {
                 let (cert, private) = (cert.get_ref(), private.get_ref());
                 let cert_span = base_or_over_span(&base.client_cert, &over.client_cert);
                 let key_span = base_or_over_span(&base.client_key, &over.client_key);
-                match crate::upstream::tls::load_client_identity(cert, private) {
+                match crate::pem::load_client_identity(cert, private) {
                     Ok(_) => Some(ClientCert {
                         cert: cert.clone(),
                         key: private.clone(),

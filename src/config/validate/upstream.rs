@@ -242,7 +242,7 @@ impl Validator<'_> {
                 "only a wss:// URL uses TLS, so ca_file would mean nothing here; remove it or use wss://".into(),
             );
         } else if let Some(ca) = &u.ca_file {
-            if let Err(e) = crate::upstream::tls::read_ca_file(ca.get_ref()) {
+            if let Err(e) = crate::pem::read_ca_file(ca.get_ref()) {
                 self.error(
                     Some(ca.span()),
                     Some(format!("{key}.ca_file")),

@@ -22,12 +22,12 @@ use tokio_util::codec::FramedRead;
 use tracing::{error, info, warn, Instrument};
 
 use super::feed::Stdin;
+use crate::backoff::Backoff;
 use crate::config::ReconnectPolicy;
 use crate::duration::human;
 use crate::lines::{BoundedLines, Line};
 use crate::sink::inbound::Router;
 use crate::throttle::Throttled;
-use crate::upstream::backoff::Backoff;
 
 /// How long a program's group gets after SIGTERM before SIGKILL, and a program that closed
 /// its stdin gets to exit by itself.

@@ -19,8 +19,8 @@ use tracing::{info, warn};
 
 use super::fsync::Fsync;
 use super::rotated::{sync_dir, Compressor, Rotated};
+use super::RotatePolicy;
 use super::{open_append, Encoded, SinkStats};
-use crate::config::RotatePolicy;
 use crate::sink::DropReason;
 use crate::throttle::Throttled;
 

@@ -2,15 +2,86 @@
 //! once per client: the first connect gets the credentials (the URL's user and password, or a
 //! `.creds` file's JWT and the nonce signed with its seed), any later attempt an error. That
 //! is how the client is kept from reconnecting by itself (see the parent module), which
-//! async-nats has no option for. A token goes in the options, beside the callback.
+//! async-nats has no option for. A token goes in the options, beside the callback. The
+//! keys (`creds_file`, `token`) are validated here too.
 
+use std::fmt;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_nats::{Auth, AuthError, ConnectOptions};
 use nkeys::KeyPair;
 
-use crate::config::broker::{NatsAuth, NatsConfig};
+use toml::Spanned;
+use url::Url;
+
+use super::settings::{NatsConfig, NatsKeys};
+use crate::config::{Secret, SinkCheck};
+
+/// A nats sink's credentials (a user and password come with the URL).
+#[derive(Debug, Clone, PartialEq)]
+pub enum NatsAuth {
+    /// None, or the URL's user and password.
+    None,
+    /// A `.creds` file (JWT and NKey seed), as `nsc` writes it.
+    CredsFile(PathBuf),
+    /// A token.
+    Token(Secret),
+}
+
+impl fmt::Display for NatsAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NatsAuth::None => f.write_str("none"),
+            NatsAuth::CredsFile(path) => write!(f, "creds_file {}", path.display()),
+            NatsAuth::Token(_) => f.write_str("token <redacted>"),
+        }
+    }
+}
+
+/// The credentials a nats sink's keys give: one of `creds_file`, `token` or a user and
+/// password in the URL.
+pub fn validate(
+    check: &mut SinkCheck<'_, '_>,
+    s: &NatsKeys,
+    key: &str,
+    url: Option<&Url>,
+) -> Option<NatsAuth> {
+    let in_url = url.is_some_and(|u| !u.username().is_empty());
+    let given = [s.creds_file.is_some(), s.token.is_some(), in_url];
+    if given.iter().filter(|g| **g).count() > 1 {
+        let span = s
+            .token
+            .as_ref()
+            .or(s.creds_file.as_ref())
+            .map(Spanned::span);
+        check.error(
+            span,
+            Some(key.into()),
+            "give one way to authenticate: creds_file, token, or a user and password in the URL"
+                .into(),
+        );
+        return None;
+    }
+    if let Some(path) = &s.creds_file {
+        let expanded = check.expanded(path, &format!("{key}.creds_file"))?;
+        if let Err(e) = std::fs::metadata(&expanded) {
+            check.error(
+                Some(path.span()),
+                Some(format!("{key}.creds_file")),
+                format!("cannot read {expanded}: {e}; give the .creds file that nsc wrote for this user"),
+            );
+            return None;
+        }
+        return Some(NatsAuth::CredsFile(expanded.into()));
+    }
+    if let Some(token) = &s.token {
+        let expanded = check.expanded(token, &format!("{key}.token"))?;
+        return Some(NatsAuth::Token(Secret::new(expanded)));
+    }
+    Some(NatsAuth::None)
+}
 
 /// The credentials of one client, usable for one connection.
 pub struct OneConnection {

@@ -26,11 +26,84 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use tracing::warn;
 
-use crate::config::broker::NatsConfig;
-use crate::config::{Format, MsgId, SinkConfig};
+use toml::Spanned;
+
+use super::settings::NatsConfig;
+use crate::config::{Format, SinkCheck, SinkConfig};
 use crate::jq::{self, Program, Value};
 use crate::sink::{Record, SinkStats};
 use crate::throttle::Throttled;
+
+/// What a nats sink puts in `Nats-Msg-Id`. Every form starts with the upstream and the
+/// sink's identity (see the module doc), so two sinks writing into one stream never share an
+/// id.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum MsgId {
+    /// `{upstream}:{sink}:{run}:{seq}`: unique per record of this daemon (the run is random
+    /// per process, seq never restarts within it); a retry of this daemon is stored once.
+    #[default]
+    Seq,
+    /// `{upstream}:{sink}:{hash of the record without seq and ts}`: several daemons on one feed
+    /// are stored once; so is an identical payload repeated within the window.
+    Content,
+    /// `{upstream}:{sink}:{the program's output}`: the id the message carries (a trade id),
+    /// the same in every daemon; `seq`'s form when the program gives nothing.
+    Jq(Program),
+}
+
+impl MsgId {
+    /// How the ids look, for `check`'s plan.
+    pub fn shown(&self) -> String {
+        match self {
+            MsgId::Seq => "{upstream}:{sink}:{run}:{seq}".to_string(),
+            MsgId::Content => "{upstream}:{sink}:{hash of the payload}".to_string(),
+            MsgId::Jq(program) => format!(
+                "{{upstream}}:{{sink}}:{{jq {:?}}} (else {{upstream}}:{{sink}}:{{run}}:{{seq}})",
+                program.source()
+            ),
+        }
+    }
+}
+
+/// `msg_id` as written: a name (`"seq"`, `"content"`) or `{ jq = "PROGRAM" }`. Untagged, so
+/// the name is checked during validation, with its own message.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawMsgId {
+    /// `"seq"` or `"content"`.
+    Name(String),
+    /// `{ jq = "PROGRAM" }`.
+    Jq {
+        /// The program that takes the id from the message.
+        jq: String,
+    },
+}
+
+/// `msg_id`: a name, or a jq program compiled here so a mistake is reported at its place.
+pub fn validate(raw: Option<&Spanned<RawMsgId>>, check: &mut SinkCheck<'_, '_>) -> Option<MsgId> {
+    let Some(raw) = raw else {
+        return Some(MsgId::default());
+    };
+    let key = check.key("msg_id");
+    match raw.get_ref() {
+        RawMsgId::Name(name) => match name.as_str() {
+            "seq" => Some(MsgId::Seq),
+            "content" => Some(MsgId::Content),
+            other => {
+                check.error(
+                    Some(raw.span()),
+                    Some(key),
+                    format!("{other:?} is not a msg_id; use \"seq\", \"content\" or {{ jq = \"PROGRAM\" }}"),
+                );
+                None
+            }
+        },
+        RawMsgId::Jq { jq } => {
+            let text = Spanned::new(raw.span(), jq.clone());
+            check.jq_program(&text, format!("{key}.jq")).map(MsgId::Jq)
+        }
+    }
+}
 
 /// An id text longer than this, or holding anything but visible ASCII, is used by its hash:
 /// a header value must not hold a line break, and the server keeps every id of the window.

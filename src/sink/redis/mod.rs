@@ -23,6 +23,7 @@
 
 mod entry;
 mod refusal;
+pub mod settings;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,9 +34,10 @@ use redis::{AsyncConnectionConfig, Client, RedisResult, Value};
 
 use self::entry::{entry_fields, id_text, is_entry, last_generated, EntryId};
 use self::refusal::{classify, is_no_such_key, is_wrong_type, Refusal};
+use super::broker::settings::render;
 use super::broker::{Ack, BrokerError, Publisher, Settled};
 use super::{DropReason, Encoded};
-use crate::config::broker::{render, RedisConfig};
+pub use settings::RedisConfig;
 
 /// An entry as `XRANGE` gives it: its ID and its fields.
 type StreamEntry = (String, Vec<(String, Vec<u8>)>);

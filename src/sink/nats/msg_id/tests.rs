@@ -1,18 +1,17 @@
 use std::path::Path;
 
 use super::*;
-use crate::config::{Config, SinkKind};
+use crate::config::Config;
+use crate::sink::registry::SINKS;
 
 fn sink(extra: &str) -> (NatsConfig, SinkConfig) {
     let text = format!(
         "[[upstream]]\nname = \"f\"\nurl = \"ws://127.0.0.1:1/\"\n\n[[sink]]\ntype = \"nats\"\njetstream = true\n{extra}\n"
     );
-    let config = Config::parse(&text, Path::new("t.toml")).unwrap();
+    let config = Config::parse(&text, Path::new("t.toml"), &SINKS).unwrap();
     let sink = config.sinks.into_iter().next().unwrap();
-    match &sink.kind {
-        SinkKind::Nats(nats) => ((**nats).clone(), sink),
-        other => panic!("{other:?}"),
-    }
+    let nats = sink.settings.get::<NatsConfig>().unwrap().clone();
+    (nats, sink)
 }
 
 fn record(seq: Option<u64>, line: &[u8]) -> Record<'_> {

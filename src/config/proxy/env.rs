@@ -16,7 +16,17 @@ use hyper::Uri;
 use hyper_util::client::proxy::matcher::Matcher;
 use url::Url;
 
-use super::{Proxy, ProxyError};
+use super::Proxy;
+
+/// A proxy variable of the environment holds no usable proxy URL.
+#[derive(Debug, thiserror::Error)]
+#[error("the environment variable {var} is not a usable proxy: {reason}; fix or unset it, or set proxy in the config")]
+pub struct EnvironmentError {
+    /// The variable's name.
+    pub var: &'static str,
+    /// What is wrong with its value (the value is not repeated: it may hold a password).
+    pub reason: String,
+}
 
 /// The first of `names` that is set and not empty.
 fn first(
@@ -34,7 +44,7 @@ fn first(
 pub fn lookup(
     url: &Url,
     environment: &dyn Fn(&str) -> Option<String>,
-) -> Result<Option<(Proxy, &'static str)>, ProxyError> {
+) -> Result<Option<(Proxy, &'static str)>, EnvironmentError> {
     let secure = url.scheme() == "wss";
     let scheme_vars: &[&'static str] = if secure {
         &["https_proxy", "HTTPS_PROXY"]
@@ -51,7 +61,7 @@ pub fn lookup(
             return Ok(None);
         }
     }
-    let proxy = Proxy::parse(&value).map_err(|reason| ProxyError::Environment { var, reason })?;
+    let proxy = Proxy::parse(&value).map_err(|reason| EnvironmentError { var, reason })?;
     Ok(Some((proxy, var)))
 }
 
