@@ -38,4 +38,5 @@ mod reply;
 mod sinks;
 mod systemd;
 mod tls_client;
+mod udp_sink;
 mod upstream;
