@@ -38,6 +38,7 @@ pub mod redis;
 pub mod registry;
 pub mod stdout;
 pub mod tcp;
+pub mod udp;
 pub mod unix;
 pub mod writer;
 

@@ -47,4 +47,5 @@ mod sinks;
 mod systemd;
 mod tls_client;
 mod top;
+mod udp_sink;
 mod upstream;
