@@ -104,14 +104,16 @@ async fn feed_programs(
         conn.send_text(&format!("{{\"n\":{n}}}")).await;
     }
     let sink = settled(metrics, count).await;
-    let seqs = seqs_once(&out);
     let programs = daemon
         .stderr()
         .matches("the program exited; restarting it")
         .count()
         + 1;
+    // The last program may still hold lines in its stdio buffer: it writes them when the
+    // shutdown closes its stdin, so `out` is read once the daemon is gone.
     daemon.signal(15);
     assert!(daemon.wait().await.success(), "{}", daemon.stderr());
+    let seqs = seqs_once(&out);
     (seqs, sink, programs)
 }
 
