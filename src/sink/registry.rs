@@ -49,6 +49,7 @@ pub static SINKS: Registry = Registry(&[
     Entry::of::<super::redis::settings::Redis>(),
     Entry::of::<super::file::settings::File>(),
     Entry::of::<super::exec::settings::Exec>(),
+    Entry::of::<super::http::settings::Http>(),
 ]);
 
 impl SinkCatalog for Registry {
