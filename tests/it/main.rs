@@ -26,6 +26,7 @@ mod file_sink;
 mod filter;
 mod fuzz_parsers;
 mod handshake;
+mod http_sink;
 mod lifecycle;
 mod metrics;
 mod nats_sink;
