@@ -16,7 +16,8 @@
 //! (unix and tcp clients and the lines they send) and [`history`] (`replay` for late
 //! joiners), [`unix`] and [`tcp`] (binding, or a socket systemd passed: [`activation`]),
 //! [`file`] (appending, rotation, reopening), [`exec`] (a supervised program), [`nats`] and
-//! [`redis`] (publishers, fed by [`broker`]'s acknowledged delivery). [`filter`] runs a
+//! [`redis`] (publishers, fed by [`broker`]'s acknowledged delivery), [`http`] (batches
+//! POSTed as NDJSON, retried until answered). [`filter`] runs a
 //! sink's jq `filter` inside its encoder, so every sink has it.
 
 pub mod activation;
@@ -30,6 +31,7 @@ mod fenced;
 pub mod file;
 pub mod filter;
 pub mod history;
+pub mod http;
 mod inbound;
 mod listener;
 pub mod nats;

@@ -50,6 +50,7 @@ pub static SINKS: Registry = Registry(&[
     Entry::of::<super::file::settings::File>(),
     Entry::of::<super::exec::settings::Exec>(),
     Entry::of::<super::udp::settings::Udp>(),
+    Entry::of::<super::http::settings::Http>(),
 ]);
 
 impl SinkCatalog for Registry {

@@ -32,6 +32,7 @@ mod filter;
 mod fuzz_parsers;
 mod grafana;
 mod handshake;
+mod http_sink;
 mod lifecycle;
 mod metrics;
 mod nats_faults;
