@@ -29,6 +29,7 @@ mod handshake;
 mod lifecycle;
 mod metrics;
 mod nats_sink;
+mod postgres_sink;
 mod proxy;
 mod recipes;
 mod redis_sink;
