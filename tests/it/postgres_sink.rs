@@ -254,11 +254,11 @@ async fn paced_feed(server: &mut TestServer, count: u64) -> tokio::task::JoinHan
     })
 }
 
-async fn start(server: &PgServer) -> (TestServer, Daemon, std::net::SocketAddr) {
+async fn start(server: &PgServer, events: bool) -> (TestServer, Daemon, std::net::SocketAddr) {
     let ws = TestServer::start(ServerOptions::default()).await;
     let (head, metrics) = daemon_head(&ws.url("/"));
     let sink = format!(
-        "[[sink]]\ntype = \"postgres\"\nurl = \"{}\"\ntable = \"wsbridge\"\nevents = false\non_slow = \"block\"\n",
+        "[[sink]]\ntype = \"postgres\"\nurl = \"{}\"\ntable = \"wsbridge\"\nevents = {events}\non_slow = \"block\"\n",
         server.url()
     );
     let daemon = Daemon::start(&format!("{head}{sink}")).await;
@@ -298,13 +298,29 @@ async fn assert_once(server: &PgServer, n: i64) {
 async fn postgres_table_holds_every_record_once() {
     const N: u64 = 10_000;
     let server = PgServer::start().await;
-    let (mut ws, _daemon, metrics) = start(&server).await;
+    let (mut ws, _daemon, metrics) = start(&server, true).await;
     let _feed = feed(&mut ws, N).await;
+    // N messages and the open event.
     let status = wait_status(metrics, FEED_TIME, "acknowledgement of every record", |s| {
-        s.broker.as_ref().is_some_and(|b| b.acknowledged == N)
+        s.broker.as_ref().is_some_and(|b| b.acknowledged == N + 1)
     })
     .await;
     assert_eq!(status.records_dropped, 0);
+    // The open event: a row with seq null and the whole record as data.
+    let client = server.client().await.expect("connect to postgres");
+    let open = client
+        .query_one(
+            "SELECT count(*), min(data->>'upstream') FROM wsbridge WHERE seq IS NULL AND type = 'open'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(open.get::<_, i64>(0), 1);
+    assert_eq!(open.get::<_, Option<String>>(1).as_deref(), Some("feed"));
+    client
+        .batch_execute("DELETE FROM wsbridge WHERE seq IS NULL")
+        .await
+        .unwrap();
     assert_once(&server, N as i64).await;
 }
 
@@ -313,7 +329,7 @@ async fn postgres_table_holds_every_record_once() {
 async fn postgres_kill_9_and_restart_loses_and_repeats_nothing() {
     const N: u64 = 10_000;
     let mut server = PgServer::start().await;
-    let (mut ws, daemon, metrics) = start(&server).await;
+    let (mut ws, daemon, metrics) = start(&server, false).await;
     let _feed = paced_feed(&mut ws, N).await;
     wait_status(metrics, FEED_TIME, "progress", |s| {
         s.broker.as_ref().is_some_and(|b| b.acknowledged >= N / 4)
