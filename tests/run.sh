@@ -42,6 +42,18 @@ if ! command -v nats-server >/dev/null 2>&1 || ! command -v redis-server >/dev/n
     fi
 fi
 
+# The postgres sink tests (tests/it/postgres_sink.rs) start their own server, as nobody when
+# run as root, from /usr/lib/postgresql/*/bin.
+if ! compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null; then
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        echo "tests/run.sh: installing postgresql for the postgres sink tests"
+        apt-get update -qq && apt-get install -y -qq postgresql >/dev/null
+    else
+        echo "tests/run.sh: the postgres sink tests need postgresql; install it (apt-get install postgresql) and run again" >&2
+        exit 1
+    fi
+fi
+
 # The proxy tests (tests/it/proxy.rs) start real proxies: tinyproxy (HTTP CONNECT) and
 # microsocks (SOCKS5).
 for program in tinyproxy microsocks; do

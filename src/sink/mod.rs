@@ -15,9 +15,10 @@
 //! Each sink: [`stdout`] (a writer thread), [`listener`] with [`client`] and [`inbound`]
 //! (unix and tcp clients and the lines they send) and [`history`] (`replay` for late
 //! joiners), [`unix`] and [`tcp`] (binding, or a socket systemd passed: [`activation`]),
-//! [`file`] (appending, rotation, reopening), [`exec`] (a supervised program), [`nats`] and
-//! [`redis`] (publishers, fed by [`broker`]'s acknowledged delivery), [`http`] (batches
-//! POSTed as NDJSON, retried until answered). [`filter`] runs a
+//! [`file`] (appending, rotation, reopening), [`exec`] (a supervised program), [`nats`],
+//! [`redis`] and [`postgres`] (publishers, fed by [`broker`]'s acknowledged delivery), [`http`]
+//! (batches POSTed as NDJSON, retried until answered), [`udp`] (a datagram per record).
+//! [`filter`] runs a
 //! sink's jq `filter` inside its encoder, so every sink has it.
 
 pub mod activation;
@@ -35,6 +36,7 @@ pub mod http;
 mod inbound;
 mod listener;
 pub mod nats;
+pub mod postgres;
 pub mod queue;
 pub mod redis;
 pub mod registry;

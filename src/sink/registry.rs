@@ -47,6 +47,7 @@ pub static SINKS: Registry = Registry(&[
     Entry::of::<super::tcp::settings::Tcp>(),
     Entry::of::<super::nats::settings::Nats>(),
     Entry::of::<super::redis::settings::Redis>(),
+    Entry::of::<super::postgres::settings::Postgres>(),
     Entry::of::<super::file::settings::File>(),
     Entry::of::<super::exec::settings::Exec>(),
     Entry::of::<super::udp::settings::Udp>(),

@@ -37,6 +37,7 @@ mod lifecycle;
 mod metrics;
 mod nats_faults;
 mod nats_sink;
+mod postgres_sink;
 mod proxy;
 mod recipes;
 mod redis_faults;
