@@ -121,7 +121,11 @@ pub async fn deliver(
                 Ok(None) | Err(_) => break,
             }
         }
-        poster.post_runs(&mut queue, runs).await;
+        // A lapsed lease's records are not posted (counted `fenced`).
+        let runs = queue.drop_fenced(runs);
+        if !runs.is_empty() {
+            poster.post_runs(&mut queue, runs).await;
+        }
     }
     info!(
         sink = %poster.sink,
