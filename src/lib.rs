@@ -1,6 +1,7 @@
 //! wsbridge bridges WebSocket client connections as newline-delimited JSON to the places
 //! other programs read: stdout, Unix sockets and local TCP listeners, files, a program's
-//! stdin, NATS JetStream and Redis Streams; sink clients may write lines back upstream.
+//! stdin, NATS JetStream, Redis Streams, PostgreSQL, HTTP collectors and UDP listeners; sink
+//! clients may write lines back upstream.
 //!
 //! Data flows one way:
 //!
