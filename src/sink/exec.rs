@@ -9,6 +9,9 @@
 //! it after a backoff that grows while it keeps exiting and resets once it has run for
 //! `restart.max`.
 //!
+//! Why not the shared [`pump`](super::writer::pump): the queue must outlive each program,
+//! and a record is written only once the program read it, which only the pipe can tell.
+//!
 //! Counting: a record counts as written once the program has read it from its stdin pipe,
 //! and as dropped (`program_exited`) if the program exited with it unread in the pipe, or
 //! with part of it written (Linux tells how many bytes a pipe still holds; see

@@ -7,6 +7,9 @@
 //! the sink's [`Encoder`], and writes the buffer when it passes [`WRITE_AT`] or nothing more
 //! is waiting: `| jq` sees data at once, a burst costs few writes, and a batch costs no task
 //! wake-up and no allocation on its way. A closed pipe (`| head`) is a normal ending.
+//!
+//! Why not the shared driver and queue: stdout has one reader and is always backpressure, so a
+//! queue between the hub and this thread would only add a hand-off and a copy per batch.
 
 pub mod settings;
 

@@ -472,7 +472,7 @@ async fn three_paused_at_random(replicas: usize, msg_id: &str) {
 #[tokio::test]
 #[ignore = "needs nats-server: tests/run.sh installs and runs it"]
 async fn three_instances_paused_at_random_one_replica() {
-    three_paused_at_random(1, "\"seq\"").await;
+    three_paused_at_random(1, "{ jq = \".n\" }").await;
 }
 
 #[tokio::test]
