@@ -100,6 +100,8 @@ async fn pump_until_done<W: SinkWriter>(
                 // client leaving a quiet sink would hold its task and fd until the next
                 // record failed to write.
                 None => {
+                    // What is routed to it from now on is lost with the client that left.
+                    queue.set_drop_reason(DropReason::Io);
                     let rest = queue.rest();
                     let rest = queue.drop_fenced(rest);
                     writer.write(&rest).await?;
