@@ -69,3 +69,18 @@ pub fn bind(config: &SinkConfig) -> Result<BoundSink, SinkError> {
         }),
     }
 }
+
+/// A config of one upstream `trades` and the sink table `sink`, with `${SECRET}` set to
+/// `hunter2`: what the sink modules' validation tests parse.
+#[cfg(test)]
+pub(crate) fn parse_one_sink(sink: &str) -> Result<crate::config::Config, String> {
+    const HEAD: &str = "[[upstream]]\nname = \"trades\"\nurl = \"ws://127.0.0.1:1/\"\n";
+    let env = |name: &str| (name == "SECRET").then(|| "hunter2".to_string());
+    crate::config::Config::parse_with_env(
+        &format!("{HEAD}[[sink]]\n{sink}"),
+        std::path::Path::new("t.toml"),
+        &env,
+        &SINKS,
+    )
+    .map_err(|e| e.to_string())
+}

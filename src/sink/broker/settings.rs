@@ -78,24 +78,9 @@ pub struct RawJetStream {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use crate::config::plan::Plan;
-    use crate::config::Config;
-    use crate::sink::registry::SINKS;
 
-    const HEAD: &str = "[[upstream]]\nname = \"trades\"\nurl = \"ws://127.0.0.1:1/\"\n";
-
-    fn parse(sink: &str) -> Result<Config, String> {
-        let env = |name: &str| (name == "SECRET").then(|| "hunter2".to_string());
-        Config::parse_with_env(
-            &format!("{HEAD}[[sink]]\n{sink}"),
-            Path::new("t.toml"),
-            &env,
-            &SINKS,
-        )
-        .map_err(|e| e.to_string())
-    }
+    use crate::sink::registry::parse_one_sink as parse;
 
     #[test]
     fn check_shows_the_plan_without_secrets() {
