@@ -3,20 +3,21 @@
 //! `app_ping` and `reply` state, the feed checks (`sequence`, `event_time`) and the peer's
 //! Close.
 //!
-//! Payloads are kept as tungstenite hands them out (checked once, never copied), except the
-//! small ones of a sparse batch (see [`Frames::detach_sparse`]); the batch goes to the sinks
-//! when it is full or nothing more is here.
+//! Small payloads are copied out of tungstenite's read buffer as they are taken, large ones
+//! kept as tungstenite hands them out (see [`Arena`]); the batch goes to the sinks when it is
+//! full or nothing more is here.
 
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use super::app_ping::AppPinger;
+use super::arena::Arena;
 use super::checks::FeedChecker;
 use super::connect::WsStream;
 use super::inflate;
@@ -32,13 +33,8 @@ use crate::record::{Event, EventKind};
 pub(super) const MAX_BATCH: usize = 1024;
 /// See [`MAX_BATCH`].
 const MAX_BATCH_BYTES: usize = 256 << 10;
-/// Payloads smaller than this are copied out of a sparse batch ([`Frames::detach_sparse`]).
-const DETACH_BELOW: usize = 16 << 10;
-/// A batch with at least this many payload bytes keeps its payloads where they were read
-/// ([`Frames::detach_sparse`]).
-const DENSE_BATCH: usize = 2 * TUNGSTENITE_READ;
-/// The allocation size of the buffer small payloads are copied to.
-const ARENA_SIZE: usize = 64 << 10;
+/// A batch of this many payload bytes or more, taken at once: messages are streaming.
+const STREAMING: usize = 2 * TUNGSTENITE_READ;
 
 /// What one frame means for the session.
 pub(super) enum Step {
@@ -70,8 +66,8 @@ pub(super) struct Frames {
     pub(super) peer_close: Option<(u16, String)>,
     pub(super) batch: Vec<Event>,
     pub(super) batch_bytes: usize,
-    /// Where small payloads are copied to (see [`Frames::detach_sparse`]).
-    arena: BytesMut,
+    /// Where small payloads are copied to as they are taken.
+    arena: Arena,
     /// The last `seq` given out (this task is the only writer while it runs).
     pub(super) seq: u64,
     /// The round trip of a Pong that answered our Ping, to publish.
@@ -104,7 +100,7 @@ impl Frames {
             peer_close: None,
             batch: Vec::new(),
             batch_bytes: 0,
-            arena: BytesMut::with_capacity(ARENA_SIZE),
+            arena: Arena::default(),
             seq,
             rtt: None,
             pong: None,
@@ -203,41 +199,6 @@ impl Frames {
         }
     }
 
-    /// Copies the small payloads of a sparse batch out of tungstenite's read buffers.
-    ///
-    /// A payload shares the block tungstenite read it into (`read_buffer_size`, or the frame
-    /// when larger) with the payloads read with it, and keeps the whole block alive while a
-    /// sink holds it. A batch of [`DENSE_BATCH`] bytes or more fills its blocks: only the
-    /// first and the last can hold bytes that are not its own, so it keeps at most twice what
-    /// it is counted as, and is handed on as it came. A smaller batch (a trickle: one message
-    /// per read) could hold a block per message for as long as a slow sink keeps it: its
-    /// small payloads are copied into an arena shared by many (one allocation per 64 KiB),
-    /// which costs little at the rates that make such batches.
-    fn detach_sparse(&mut self) {
-        if self.batch_bytes >= DENSE_BATCH {
-            return;
-        }
-        let arena = &mut self.arena;
-        for event in &mut self.batch {
-            match &mut event.kind {
-                EventKind::Text { data, .. } => {
-                    // The copy is checked to be UTF-8 again (it is, being the same bytes):
-                    // no copy of tungstenite's can be made a `Utf8Bytes` without that.
-                    let copy = detach(arena, data.as_bytes()).and_then(|c| c.try_into().ok());
-                    if let Some(copy) = copy {
-                        *data = copy;
-                    }
-                }
-                EventKind::Binary { data, .. } => {
-                    if let Some(copy) = detach(arena, data) {
-                        *data = copy;
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-
     /// Takes the frames that are already here into the batch, until it is full or the
     /// session must act on one (registering `cx` for the next frame when none is left).
     pub(super) fn take_ready(
@@ -260,7 +221,11 @@ impl Frames {
                 break step;
             }
         };
-        self.detach_sparse();
+        if self.batch_bytes >= STREAMING {
+            self.arena.streaming();
+        } else {
+            self.arena.idle();
+        }
         step
     }
 
@@ -278,6 +243,16 @@ impl Frames {
             kind: kind(self.seq),
             lag_ms,
         });
+    }
+
+    /// A small text out of tungstenite's read buffer (see [`Arena`]).
+    fn detach_text(&mut self, data: Utf8Bytes) -> Utf8Bytes {
+        // The copy is checked to be UTF-8 again (it is, being the same bytes): no copy of
+        // tungstenite's can be made a `Utf8Bytes` without that.
+        match self.arena.copy(data.as_bytes()).map(Utf8Bytes::try_from) {
+            Some(Ok(copy)) => copy,
+            _ => data,
+        }
     }
 
     /// Takes a text message, after the feed checks: a `gap` record goes ahead of it, and it
@@ -326,6 +301,7 @@ impl Frames {
                 }
                 self.keepalive.data_received(now);
                 if self.take_one() {
+                    let data = self.detach_text(data);
                     self.push_text(ts, data);
                 }
             }
@@ -337,6 +313,7 @@ impl Frames {
                 if self.decompress != Decompress::None {
                     self.push_inflated(&data, ts, max_message_size);
                 } else if self.take_one() {
+                    let data = self.arena.copy(&data).unwrap_or(data);
                     self.push(ts, data.len(), None, |seq| EventKind::Binary { seq, data });
                 }
             }
@@ -389,16 +366,6 @@ impl Frames {
         }
         Step::Continue
     }
-}
-
-/// A copy of a small payload in `arena`, or `None` for a large one (it fills its block).
-fn detach(arena: &mut BytesMut, payload: &[u8]) -> Option<Bytes> {
-    if payload.len() >= DETACH_BELOW {
-        return None;
-    }
-    arena.reserve(payload.len());
-    arena.extend_from_slice(payload);
-    Some(arena.split().freeze())
 }
 
 fn read_error(error: &WsError, max_message_size: usize) -> String {

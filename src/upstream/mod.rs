@@ -17,6 +17,7 @@
 
 pub mod app_ping;
 pub use crate::backoff;
+mod arena;
 pub mod before_connect;
 pub mod checks;
 pub mod connect;

@@ -1,7 +1,8 @@
-//! The reading side's unit tests: payloads whole, kept in dense batches and copied in sparse ones, and the message limit, `reply`.
+//! The reading side's unit tests: payloads whole, small ones copied as taken, the message limit, `reply`.
 
 use super::*;
 use crate::jq::Program;
+use crate::upstream::arena::COPY_BELOW;
 
 fn frames() -> Frames {
     Frames::new(
@@ -11,8 +12,8 @@ fn frames() -> Frames {
     )
 }
 
-/// Feeds `messages` as one batch, then settles it as `take_ready` does; returns, per event,
-/// whether the payload is the same and whether it stayed where it was.
+/// Feeds `messages` as one batch; returns, per event, whether the payload is the same and
+/// whether it stayed where tungstenite put it.
 fn batch_of(messages: &[Message]) -> Vec<(bool, bool, usize)> {
     let mut frames = frames();
     let mut originals = Vec::new();
@@ -25,7 +26,6 @@ fn batch_of(messages: &[Message]) -> Vec<(bool, bool, usize)> {
         frames.on_frame(Some(Ok(message.clone())), Instant::now(), 0, usize::MAX);
         originals.push(original);
     }
-    frames.detach_sparse();
     assert_eq!(frames.batch.len(), messages.len());
     let mut seen = Vec::new();
     for ((event, message), original) in frames.batch.iter().zip(messages).zip(originals) {
@@ -62,36 +62,22 @@ fn messages(sizes: &[usize], rounds: u8) -> Vec<Message> {
 }
 
 #[test]
-fn a_dense_batch_keeps_every_payload_where_it_was_read() {
-    let sizes = [0, 1, 64, 4096, DETACH_BELOW - 1, DETACH_BELOW, 100_000];
-    for (same, kept, len) in batch_of(&messages(&sizes, 20)) {
-        assert!(same, "payload changed");
-        assert!(kept, "a payload of {len} bytes was copied");
-    }
-    // Many small ones make a dense batch too.
-    let small: Vec<_> = (0..=DENSE_BATCH / 64)
-        .map(|i| Message::text(format!("{i:064}")))
-        .collect();
-    assert!(batch_of(&small).iter().all(|&(same, kept, _)| same && kept));
-}
-
-#[test]
-fn a_sparse_batch_copies_its_small_payloads() {
-    let sizes = [0, 1, 64, 4096, DETACH_BELOW - 100];
-    for n in [1, 2, 5] {
-        for (same, kept, len) in batch_of(&messages(&sizes, 1)[..n]) {
+fn small_payloads_are_copied_as_they_are_taken_and_large_ones_kept() {
+    for rounds in [1, 20] {
+        let small = [0, 1, 64, 4096, COPY_BELOW - 100];
+        for (same, kept, len) in batch_of(&messages(&small, rounds)) {
             assert!(same, "payload changed");
-            assert!(!kept, "a payload of {len} bytes in a sparse batch was kept");
+            assert!(
+                !kept,
+                "a payload of {len} bytes was kept in tungstenite's buffer"
+            );
+        }
+        // `COPY_BELOW` and more: the payload has a block of its own, kept as it is.
+        for (same, kept, len) in batch_of(&messages(&[COPY_BELOW, 100_000], rounds)) {
+            assert!(same, "payload changed");
+            assert!(kept, "a payload of {len} bytes was copied");
         }
     }
-    // A large one fills its block: kept, and the small ones beside it are copied.
-    let seen = batch_of(&messages(&[10, DETACH_BELOW + 1], 1));
-    assert_eq!(
-        seen.iter()
-            .map(|&(same, kept, _)| (same, kept))
-            .collect::<Vec<_>>(),
-        [(true, false), (true, true)]
-    );
 }
 
 #[test]
