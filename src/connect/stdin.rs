@@ -3,7 +3,7 @@
 use std::io::Read;
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::mpsc;
+use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
@@ -29,6 +29,8 @@ pub(super) struct StdinReader {
 const READ_SIZE: usize = 64 * 1024;
 /// A read smaller than this has its messages copied out of the read buffer.
 const SMALL_READ: usize = 16 * 1024;
+/// At most this many messages are queued at once.
+const GROUP: usize = 256;
 
 impl StdinReader {
     pub(super) fn spawn<R: Read + Send + 'static>(self, stdin: R) -> std::io::Result<()> {
@@ -53,6 +55,8 @@ impl StdinReader {
             // Messages share the read buffer, which saves a copy when stdin comes in large
             // reads; after a small read they are copied, so that a slow trickle of lines
             // queued while reconnecting does not pin a 64 KiB buffer each.
+            // A read's messages are queued a group at a time (see [`StdinReader::send_all`]).
+            let mut group = Vec::with_capacity(GROUP);
             if self.binary && !self.ndjson {
                 // One message per read chunk, as websocat's --binary does.
                 let chunk = buf.split();
@@ -61,8 +65,8 @@ impl StdinReader {
                 } else {
                     chunk.freeze()
                 };
-                if !chunk.is_empty() && !self.send(Message::Binary(chunk)) {
-                    return;
+                if !chunk.is_empty() {
+                    group.push(Message::Binary(chunk));
                 }
             } else {
                 loop {
@@ -74,11 +78,15 @@ impl StdinReader {
                     let Ok(Some(line)) = line else { break };
                     number += 1;
                     if let Some(message) = self.message(number, line, small) {
-                        if !self.send(message) {
-                            return;
-                        }
+                        group.push(message);
+                    }
+                    if group.len() == GROUP && !self.send_all(&mut group) {
+                        return;
                     }
                 }
+            }
+            if !self.send_all(&mut group) {
+                return;
             }
             if at_eof {
                 break;
@@ -124,6 +132,28 @@ impl StdinReader {
     /// Queues a message, waiting for room; false once the connection is gone.
     fn send(&self, message: Message) -> bool {
         self.queue.blocking_send(message).is_ok()
+    }
+
+    /// Queues `messages` (emptying it): room for all of them at once where the queue has it,
+    /// one semaphore operation rather than one per message (the connection's thread takes
+    /// them as many at once); else one at a time, waiting for room. False once the
+    /// connection is gone.
+    fn send_all(&self, messages: &mut Vec<Message>) -> bool {
+        let mut rest = messages.drain(..);
+        while rest.len() > 0 {
+            match self.queue.try_reserve_many(rest.len()) {
+                Ok(permits) => permits.zip(rest.by_ref()).for_each(|(p, m)| p.send(m)),
+                Err(TrySendError::Closed(())) => return false,
+                Err(TrySendError::Full(())) => {
+                    if let Some(message) = rest.next() {
+                        if !self.send(message) {
+                            return false;
+                        }
+                    }
+                }
+            }
+        }
+        true
     }
 }
 

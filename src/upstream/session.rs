@@ -28,6 +28,9 @@ use super::Upstream;
 use crate::hub::Batch;
 use crate::record::Event;
 
+/// Room kept for messages taken from the queue between bursts.
+const KEEP_QUEUED: usize = 64;
+
 impl Upstream {
     /// One open connection: `on_connect` (this attempt's: `before_connect` may replace it), then frames, queued messages and keepalive until it
     /// ends. Returns how it ended.
@@ -67,6 +70,8 @@ impl Upstream {
         let timer = tokio::time::sleep_until(frames.deadline());
         tokio::pin!(timer);
         let mut queue_open = true;
+        // What the queue gave at once (taken together: one release of room for them all).
+        let mut queued = Vec::new();
         let mut outgoing = Outgoing::default();
         // The Close that `connect` queued at stdin EOF, held back until the peer is done
         // (see [`Linger`]).
@@ -159,14 +164,11 @@ impl Upstream {
                     }
                 }
                 // Only once what was sent before is written: tungstenite's buffer stays bounded.
-                message = self.queue.recv(), if queue_open && lingering.is_none() && outgoing.idle() && frames.peer_close.is_none() => match message {
-                    Some(message) => {
+                taken = self.queue.recv_many(&mut queued, MAX_BATCH), if queue_open && lingering.is_none() && outgoing.idle() && frames.peer_close.is_none() => match taken {
+                    0 => queue_open = false,
+                    _ => {
                         // `connect` at stdin EOF queues a Close behind its last line.
-                        let close = match message {
-                            Message::Close(frame) => Some(frame),
-                            message => self.send_queued(&mut outgoing, message),
-                        };
-                        match close {
+                        match self.send_queued(&mut outgoing, &mut queued) {
                             Some(frame) if self.linger.is_zero() => {
                                 let (code, reason) = frame.as_ref().map_or((1005, String::new()), |f| (f.code.into(), f.reason.to_string()));
                                 self.close(&mut ws, &mut outgoing, frame, &mut frames, name).await;
@@ -183,7 +185,6 @@ impl Upstream {
                             None => {}
                         }
                     }
-                    None => queue_open = false,
                 },
                 _ = &mut linger, if lingering.is_some() => {
                     let frame = lingering.take().and_then(|l| l.frame);
@@ -224,29 +225,32 @@ impl Upstream {
         end
     }
 
-    /// Sends a queued message and the data messages queued behind it, while tungstenite takes
-    /// them without waiting; they go out in one flush. Returns the Close frame if a Close (from
-    /// `connect` at stdin EOF) followed them.
+    /// Sends the messages taken from the queue (at most [`MAX_BATCH`]): tungstenite takes them
+    /// without waiting, and they go out in one flush. Returns the Close frame if a Close (from
+    /// `connect` at stdin EOF) came among them.
     fn send_queued(
         &mut self,
         outgoing: &mut Outgoing,
-        first: Message,
+        queued: &mut Vec<Message>,
     ) -> Option<Option<CloseFrame>> {
-        outgoing.send(first);
-        let mut sent = 1u64;
+        let mut sent = 0u64;
         let mut closing = None;
-        while sent < MAX_BATCH as u64 {
-            match self.queue.try_recv() {
-                Ok(Message::Close(frame)) => {
+        // Nothing follows our Close: what was queued behind it is not sent.
+        for message in queued.drain(..) {
+            match message {
+                Message::Close(frame) => {
                     closing = Some(frame);
                     break;
                 }
-                Ok(message) => {
+                message => {
                     outgoing.send(message);
                     sent += 1;
                 }
-                Err(_) => break,
             }
+        }
+        // A connection that sent a burst keeps no room for the next one.
+        if queued.capacity() > KEEP_QUEUED {
+            *queued = Vec::new();
         }
         self.stats.messages_sent.fetch_add(sent, Ordering::Relaxed);
         closing
