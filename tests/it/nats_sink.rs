@@ -74,27 +74,24 @@ async fn read_stream(port: u16, expect_at_least: u64) -> Vec<(u64, u64)> {
     out
 }
 
-/// The stream's message count, polled until it reaches `count` (or stays below).
+/// Waits until the stream holds at least `count` messages.
 async fn wait_stream_count(port: u16, count: u64) {
     let client = async_nats::connect(format!("nats://127.0.0.1:{port}"))
         .await
         .expect("connect");
-    let js = jetstream::new(client);
-    let deadline = tokio::time::Instant::now() + FEED_TIME;
-    loop {
-        if let Ok(mut stream) = js.get_stream("FEED").await {
-            if let Ok(info) = stream.info().await {
-                if info.state.messages >= count {
-                    return;
-                }
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the stream never held {count} messages"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let js = &jetstream::new(client);
+    let what = format!("the stream holding {count} messages");
+    wait_until(FEED_TIME, &what, || async move {
+        let mut stream = js.get_stream("FEED").await.map_err(|e| e.to_string())?;
+        let held = stream
+            .info()
+            .await
+            .map_err(|e| e.to_string())?
+            .state
+            .messages;
+        (held >= count).then_some(()).ok_or(format!("{held}"))
+    })
+    .await
 }
 
 async fn start(server: &ServerProcess, extra: &str) -> (TestServer, Daemon, SocketAddr) {
@@ -141,7 +138,7 @@ async fn jetstream_holds_every_record_once_in_order() {
 }
 
 /// Kills the server (`kill -9`) once the daemon has had `at` records acknowledged or
-/// dropped, waits a moment, starts it again on the same port and store.
+/// dropped, leaves it down for half a second, starts it again on the same port and store.
 /// With `notice`, waits until the sink has noticed (it notices when it next sends).
 async fn kill_at(server: &mut ServerProcess, metrics: SocketAddr, at: u64, notice: bool) {
     wait_status(metrics, FEED_TIME, "progress", |s| {
@@ -157,6 +154,8 @@ async fn kill_at(server: &mut ServerProcess, metrics: SocketAddr, at: u64, notic
         })
         .await;
     }
+    // The outage is the point, not a condition: records wait (block) or are dropped (drop)
+    // while the server is down.
     tokio::time::sleep(Duration::from_millis(500)).await;
     server.restart().await;
 }
