@@ -4,21 +4,12 @@
 use crate::common::*;
 
 fn config(url: &str, extra: &str) -> String {
-    format!(
-        r#"
-[daemon]
-shutdown_timeout = "2s"
-
-[[upstream]]
-name = "feed"
-url = "{url}"
-reconnect = {{ initial = "100ms", max = "300ms", jitter = 0.0 }}
-{extra}
-
-[[sink]]
-type = "stdout"
-"#
-    )
+    let reconnect = r#"reconnect = { initial = "100ms", max = "300ms", jitter = 0.0 }"#;
+    TestConfig::new()
+        .shutdown_timeout("2s")
+        .upstream("feed", url, &format!("{reconnect}\n{extra}"))
+        .stdout_sink()
+        .to_string()
 }
 
 /// A shell script in `dir` (run as `/bin/sh <path>`: no exec bit needed on tmpfs mounts).

@@ -15,20 +15,11 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::common::*;
 
 fn config(url: &str, extra: &str) -> String {
-    format!(
-        r#"
-[daemon]
-shutdown_timeout = "2s"
-
-[[upstream]]
-name = "feed"
-url = "{url}"
-{extra}
-
-[[sink]]
-type = "stdout"
-"#
-    )
+    TestConfig::new()
+        .shutdown_timeout("2s")
+        .upstream("feed", url, extra)
+        .stdout_sink()
+        .to_string()
 }
 
 fn gzip(data: &[u8], level: Compression) -> Vec<u8> {

@@ -58,21 +58,12 @@ fn ts(record: &Value) -> i64 {
 
 /// A daemon config with one upstream `feed` (fast, deterministic backoff) and stdout.
 fn one_upstream(url: &str, extra: &str) -> String {
-    format!(
-        r#"
-[daemon]
-shutdown_timeout = "1s"
-
-[[upstream]]
-name = "feed"
-url = "{url}"
-reconnect = {{ initial = "100ms", max = "500ms", jitter = 0.0 }}
-{extra}
-
-[[sink]]
-type = "stdout"
-"#
-    )
+    let reconnect = r#"reconnect = { initial = "100ms", max = "500ms", jitter = 0.0 }"#;
+    TestConfig::new()
+        .shutdown_timeout("1s")
+        .upstream("feed", url, &format!("{reconnect}\n{extra}"))
+        .stdout_sink()
+        .to_string()
 }
 
 /// Sends a signal with kill(1), as the common fixture does (no libc bindings).

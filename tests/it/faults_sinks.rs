@@ -166,26 +166,15 @@ impl Rig {
     async fn start(sink_settings: &str) -> (Rig, Conn) {
         let mut server = TestServer::start(ServerOptions::default()).await;
         let (sink_port, metrics_port) = (free_port(), free_port());
-        let config = format!(
-            r#"
-[daemon]
-shutdown_timeout = "2s"
-
-[metrics]
-listen = "127.0.0.1:{metrics_port}"
-
-[[upstream]]
-name = "feed"
-url = "{url}"
-
-[[sink]]
-type = "tcp"
-listen = "127.0.0.1:{sink_port}"
-{sink_settings}
-"#,
-            url = server.url("/"),
-        );
-        let daemon = Daemon::start(&config).await;
+        let config = TestConfig::new()
+            .shutdown_timeout("2s")
+            .metrics(metrics_port)
+            .upstream("feed", &server.url("/"), "")
+            .sink(
+                "tcp",
+                &format!("listen = \"127.0.0.1:{sink_port}\"\n{sink_settings}"),
+            );
+        let daemon = Daemon::start(&config.to_string()).await;
         let conn = server.accept().await;
         let pid = daemon.child.id().expect("running");
         eprintln!(
@@ -605,11 +594,11 @@ async fn slow_reader_block_stalls_the_upstream_and_loses_nothing() {
 #[tokio::test]
 async fn invalid_utf8_in_a_text_frame_is_an_error_record_then_a_reconnect() {
     let mut server = TestServer::start(ServerOptions::default()).await;
-    let config = format!(
-        "[[upstream]]\nname = \"feed\"\nurl = \"{}\"\nreconnect = {{ initial = \"100ms\", max = \"500ms\" }}\n[[sink]]\ntype = \"stdout\"\n",
-        server.url("/")
-    );
-    let mut daemon = Daemon::start(&config).await;
+    let reconnect = r#"reconnect = { initial = "100ms", max = "500ms" }"#;
+    let config = TestConfig::new()
+        .upstream("feed", &server.url("/"), reconnect)
+        .stdout_sink();
+    let mut daemon = Daemon::start(&config.to_string()).await;
     let mut conn = server.accept().await;
     daemon.record_where("open", |r| r["type"] == "open").await;
     conn.send_text("before").await;
@@ -684,12 +673,14 @@ async fn two_clients(
     let mut server = TestServer::start(ServerOptions::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("feed.sock");
-    let config = format!(
-        "[[upstream]]\nname = \"feed\"\nurl = \"{}\"\nmax_message_size = \"{max_message_size}\"\n[[sink]]\ntype = \"unix\"\npath = \"{}\"\n",
-        server.url("/"),
-        sock.display()
-    );
-    let daemon = Daemon::start_in(dir, &config).await;
+    let config = TestConfig::new()
+        .upstream(
+            "feed",
+            &server.url("/"),
+            &format!("max_message_size = \"{max_message_size}\""),
+        )
+        .sink("unix", &format!("path = \"{}\"", sock.display()));
+    let daemon = Daemon::start_in(dir, &config.to_string()).await;
     let mut conn = server.accept().await;
     let (read_half, writer) = connect_unix(&sock).await.into_split();
     wait_for_client(&daemon, 1).await;
@@ -847,12 +838,11 @@ async fn a_thousand_clients_come_and_go_and_nothing_leaks() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("churn.sock");
     let metrics = free_port();
-    let config = format!(
-        "[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n[[upstream]]\nname = \"feed\"\nurl = \"{}\"\n[[sink]]\ntype = \"unix\"\npath = \"{}\"\n",
-        server.url("/"),
-        sock.display()
-    );
-    let daemon = Daemon::start_in(dir, &config).await;
+    let config = TestConfig::new()
+        .metrics(metrics)
+        .upstream("feed", &server.url("/"), "")
+        .sink("unix", &format!("path = \"{}\"", sock.display()));
+    let daemon = Daemon::start_in(dir, &config.to_string()).await;
     let pid = daemon.child.id().unwrap();
     let mut conn = server.accept().await;
     let mut watcher = RecordReader::new(connect_unix(&sock).await);
@@ -996,11 +986,14 @@ async fn a_thousand_clients_come_and_go_and_nothing_leaks() {
 async fn clients_that_leave_a_quiet_sink_are_released() {
     let mut server = TestServer::start(ServerOptions::default()).await;
     let (port, metrics) = (free_port(), free_port());
-    let config = format!(
-        "[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n[[upstream]]\nname = \"feed\"\nurl = \"{}\"\n[[sink]]\ntype = \"tcp\"\nlisten = \"127.0.0.1:{port}\"\nmax_clients = 4\n",
-        server.url("/"),
-    );
-    let daemon = Daemon::start(&config).await;
+    let config = TestConfig::new()
+        .metrics(metrics)
+        .upstream("feed", &server.url("/"), "")
+        .sink(
+            "tcp",
+            &format!("listen = \"127.0.0.1:{port}\"\nmax_clients = 4"),
+        );
+    let daemon = Daemon::start(&config.to_string()).await;
     let pid = daemon.child.id().unwrap();
     let _conn = server.accept().await;
     // Settled: the upstream is open (its socket counted) before the baseline is taken; from
@@ -1056,10 +1049,10 @@ async fn a_directory_at_the_socket_path_stops_the_daemon_and_is_left_alone() {
     let config = dir.path().join("c.toml");
     std::fs::write(
         &config,
-        format!(
-            "[[upstream]]\nname = \"a\"\nurl = \"ws://127.0.0.1:1/\"\n[[sink]]\ntype = \"unix\"\npath = \"{}\"\n",
-            taken.display()
-        ),
+        TestConfig::new()
+            .upstream("a", "ws://127.0.0.1:1/", "")
+            .sink("unix", &format!("path = \"{}\"", taken.display()))
+            .to_string(),
     )
     .unwrap();
     let out = timeout(
@@ -1104,11 +1097,10 @@ async fn a_directory_at_the_socket_path_stops_the_daemon_and_is_left_alone() {
 async fn a_new_sink_that_cannot_bind_on_reload_is_logged_and_the_running_ones_stay() {
     let mut server = TestServer::start(ServerOptions::default()).await;
     let (port, new_port) = (free_port(), free_port());
-    let base = format!(
-        "[[upstream]]\nname = \"feed\"\nurl = \"{}\"\n[[sink]]\ntype = \"tcp\"\nlisten = \"127.0.0.1:{port}\"\n",
-        server.url("/")
-    );
-    let mut daemon = Daemon::start(&base).await;
+    let base = TestConfig::new()
+        .upstream("feed", &server.url("/"), "")
+        .sink("tcp", &format!("listen = \"127.0.0.1:{port}\""));
+    let mut daemon = Daemon::start(&base.to_string()).await;
     let mut conn = server.accept().await;
     let mut client = RecordReader::new(connect_tcp(([127, 0, 0, 1], port).into()).await);
     wait_for_client(&daemon, 1).await;
@@ -1116,9 +1108,11 @@ async fn a_new_sink_that_cannot_bind_on_reload_is_logged_and_the_running_ones_st
     assert_eq!(client.record_where(is_data).await["data"], "before");
 
     let taken = std::net::TcpListener::bind(("127.0.0.1", new_port)).unwrap();
-    daemon.write_config(&format!(
-        "{base}[[sink]]\ntype = \"tcp\"\nlisten = \"127.0.0.1:{new_port}\"\n"
-    ));
+    daemon.write_config(
+        &base
+            .sink("tcp", &format!("listen = \"127.0.0.1:{new_port}\""))
+            .to_string(),
+    );
     daemon.signal(1);
     daemon.wait_for_log("reload refused").await;
     let stderr = daemon.stderr();
@@ -1165,12 +1159,10 @@ async fn a_stalled_client_of_2_mb_messages_costs_megabytes_and_the_other_gets_ev
     let mut server = TestServer::start(ServerOptions::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("feed.sock");
-    let config = format!(
-        "[[upstream]]\nname = \"feed\"\nurl = \"{}\"\n[[sink]]\ntype = \"unix\"\npath = \"{}\"\n",
-        server.url("/"),
-        sock.display()
-    );
-    let daemon = Daemon::start_in(dir, &config).await;
+    let config = TestConfig::new()
+        .upstream("feed", &server.url("/"), "")
+        .sink("unix", &format!("path = \"{}\"", sock.display()));
+    let daemon = Daemon::start_in(dir, &config.to_string()).await;
     let pid = daemon.child.id().unwrap();
     let conn = server.accept().await;
     let stalled = connect_unix(&sock).await;
@@ -1237,12 +1229,14 @@ async fn a_thousand_unix_clients_against_max_clients_64_and_healthz_answers_thro
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("many.sock");
     let metrics = free_port();
-    let config = format!(
-        "[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n[[upstream]]\nname = \"feed\"\nurl = \"{}\"\n[[sink]]\ntype = \"unix\"\npath = \"{}\"\nmax_clients = 64\n",
-        server.url("/"),
-        sock.display()
-    );
-    let daemon = Daemon::start_in(dir, &config).await;
+    let config = TestConfig::new()
+        .metrics(metrics)
+        .upstream("feed", &server.url("/"), "")
+        .sink(
+            "unix",
+            &format!("path = \"{}\"\nmax_clients = 64", sock.display()),
+        );
+    let daemon = Daemon::start_in(dir, &config.to_string()).await;
     let _conn = server.accept().await;
     let mut kept = Vec::new();
     for id in 1..=64 {
@@ -1312,13 +1306,11 @@ async fn an_inbound_message_over_its_upstreams_max_message_size_is_refused_to_th
     let mut small = TestServer::start(ServerOptions::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("in.sock");
-    let config = format!(
-        "[[upstream]]\nname = \"big\"\nurl = \"{}\"\nmax_message_size = \"64MiB\"\n[[upstream]]\nname = \"small\"\nurl = \"{}\"\nmax_message_size = \"1MiB\"\n[[sink]]\ntype = \"unix\"\npath = \"{}\"\n",
-        big.url("/"),
-        small.url("/"),
-        sock.display()
-    );
-    let daemon = Daemon::start_in(dir, &config).await;
+    let config = TestConfig::new()
+        .upstream("big", &big.url("/"), r#"max_message_size = "64MiB""#)
+        .upstream("small", &small.url("/"), r#"max_message_size = "1MiB""#)
+        .sink("unix", &format!("path = \"{}\"", sock.display()));
+    let daemon = Daemon::start_in(dir, &config.to_string()).await;
     let _big = big.accept().await;
     let mut small = small.accept().await;
     let (read_half, mut writer) = connect_unix(&sock).await.into_split();

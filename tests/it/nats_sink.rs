@@ -24,10 +24,7 @@ async fn nats_server() -> ServerProcess {
 }
 
 fn nats_sink(port: u16, extra: &str) -> String {
-    format!(
-        "[[sink]]\ntype = \"nats\"\nurl = \"nats://127.0.0.1:{port}\"\nsubject = \"wsbridge.{{upstream}}\"\n\
-         jetstream = true\nevents = false\nstream = {{ name = \"FEED\", subjects = [\"wsbridge.>\"] }}\n{extra}\n"
-    )
+    nats_sink_keys(port, "wsbridge.{upstream}", extra)
 }
 
 /// Every message of stream FEED: (Wsbridge-Seq, the fed number), in stream order.
@@ -97,7 +94,8 @@ async fn wait_stream_count(port: u16, count: u64) {
 async fn start(server: &ServerProcess, extra: &str) -> (TestServer, Daemon, SocketAddr) {
     let ws = TestServer::start(ServerOptions::default()).await;
     let (head, metrics) = daemon_head(&ws.url("/"));
-    let daemon = Daemon::start(&format!("{head}{}", nats_sink(server.port, extra))).await;
+    let config = head.sink("nats", &nats_sink(server.port, extra));
+    let daemon = Daemon::start(&config.to_string()).await;
     (ws, daemon, metrics)
 }
 
@@ -235,9 +233,9 @@ async fn two_daemons_on_one_feed_store_each_message_once() {
     let sink = nats_sink(server.port, "msg_id = \"content\"");
     let (head_a, metrics_a) = daemon_head(&ws.url("/"));
     let (head_b, metrics_b) = daemon_head(&ws.url("/"));
-    let _a = Daemon::start(&format!("{head_a}{sink}")).await;
+    let _a = Daemon::start(&head_a.sink("nats", &sink).to_string()).await;
     let feed_a = feed(&mut ws, N).await;
-    let _b = Daemon::start(&format!("{head_b}{sink}")).await;
+    let _b = Daemon::start(&head_b.sink("nats", &sink).to_string()).await;
     let feed_b = feed(&mut ws, N).await;
     for metrics in [metrics_a, metrics_b] {
         wait_status(metrics, FEED_TIME, "acknowledgement of every record", |s| {
@@ -269,11 +267,13 @@ async fn a_server_that_never_answers_fills_the_buffer_and_other_sinks_keep_flowi
     });
     let mut ws = TestServer::start(ServerOptions::default()).await;
     let (head, metrics) = daemon_head(&ws.url("/"));
-    let sinks = format!(
-        "{}[[sink]]\ntype = \"stdout\"\nevents = false\n",
-        nats_sink(port, "on_slow = \"drop\"\nbuffer = \"16KiB\"")
-    );
-    let mut daemon = Daemon::start(&format!("{head}{sinks}")).await;
+    let config = head
+        .sink(
+            "nats",
+            &nats_sink(port, "on_slow = \"drop\"\nbuffer = \"16KiB\""),
+        )
+        .sink("stdout", "events = false");
+    let mut daemon = Daemon::start(&config.to_string()).await;
     let _feed = feed(&mut ws, N).await;
     for n in 1..=N {
         let record = daemon.next_record().await;

@@ -13,23 +13,12 @@ use crate::common::*;
 const PONG: &str = r#"select(type == "object" and has("ping")) | {pong: .ping}"#;
 
 fn config(url: &str, metrics: u16, reply: &str) -> String {
-    format!(
-        r#"
-[daemon]
-shutdown_timeout = "2s"
-
-[metrics]
-listen = "127.0.0.1:{metrics}"
-
-[[upstream]]
-name = "feed"
-url = "{url}"
-reply = '{reply}'
-
-[[sink]]
-type = "stdout"
-"#
-    )
+    TestConfig::new()
+        .shutdown_timeout("2s")
+        .metrics(metrics)
+        .upstream("feed", url, &format!("reply = '{reply}'"))
+        .stdout_sink()
+        .to_string()
 }
 
 /// `GET path` on the metrics listener: the body.

@@ -173,21 +173,12 @@ impl WssServer {
 
 /// A config with one upstream (plus `extra` keys) and a stdout sink.
 pub fn one_upstream(url: &str, extra: &str) -> String {
-    format!(
-        r#"
-[daemon]
-shutdown_timeout = "1s"
-
-[[upstream]]
-name = "feed"
-url = "{url}"
-reconnect = {{ initial = "200ms", max = "1s" }}
-{extra}
-
-[[sink]]
-type = "stdout"
-"#
-    )
+    let reconnect = r#"reconnect = { initial = "200ms", max = "1s" }"#;
+    TestConfig::new()
+        .shutdown_timeout("1s")
+        .upstream("feed", url, &format!("{reconnect}\n{extra}"))
+        .stdout_sink()
+        .to_string()
 }
 
 pub fn error_text(record: &Value) -> &str {
