@@ -16,11 +16,9 @@ ping_interval = "100ms"
 reconnect = { initial = "100ms", max = "300ms", jitter = 0.0 }
 app_ping = { message = '{"op":"ping"}', interval = "300ms", expect = "pong", timeout = "1s" }
 "#;
-    TestConfig::new()
+    TestConfig::feed_to_stdout(url, keys)
         .shutdown_timeout("2s")
         .metrics(metrics)
-        .upstream("feed", url, keys)
-        .stdout_sink()
         .to_string()
 }
 

@@ -5,10 +5,8 @@ use crate::common::*;
 
 fn config(url: &str, extra: &str) -> String {
     let reconnect = r#"reconnect = { initial = "100ms", max = "300ms", jitter = 0.0 }"#;
-    TestConfig::new()
+    TestConfig::feed_to_stdout(url, &format!("{reconnect}\n{extra}"))
         .shutdown_timeout("2s")
-        .upstream("feed", url, &format!("{reconnect}\n{extra}"))
-        .stdout_sink()
         .to_string()
 }
 

@@ -391,6 +391,12 @@ impl TestConfig {
         TestConfig::default()
     }
 
+    /// The shape most upstream-side tests run: one upstream named `feed` at `url` with
+    /// `keys`, into a `stdout` sink.
+    pub fn feed_to_stdout(url: &str, keys: &str) -> TestConfig {
+        TestConfig::new().upstream("feed", url, keys).stdout_sink()
+    }
+
     /// `[daemon] shutdown_timeout = "…"` (tests keep it short so that they end quickly).
     pub fn shutdown_timeout(mut self, timeout: &str) -> TestConfig {
         self.shutdown_timeout = Some(timeout.to_string());

@@ -15,10 +15,8 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::common::*;
 
 fn config(url: &str, extra: &str) -> String {
-    TestConfig::new()
+    TestConfig::feed_to_stdout(url, extra)
         .shutdown_timeout("2s")
-        .upstream("feed", url, extra)
-        .stdout_sink()
         .to_string()
 }
 

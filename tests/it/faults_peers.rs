@@ -59,10 +59,8 @@ fn ts(record: &Value) -> i64 {
 /// A daemon config with one upstream `feed` (fast, deterministic backoff) and stdout.
 fn one_upstream(url: &str, extra: &str) -> String {
     let reconnect = r#"reconnect = { initial = "100ms", max = "500ms", jitter = 0.0 }"#;
-    TestConfig::new()
+    TestConfig::feed_to_stdout(url, &format!("{reconnect}\n{extra}"))
         .shutdown_timeout("1s")
-        .upstream("feed", url, &format!("{reconnect}\n{extra}"))
-        .stdout_sink()
         .to_string()
 }
 

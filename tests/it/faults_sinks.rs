@@ -595,9 +595,7 @@ async fn slow_reader_block_stalls_the_upstream_and_loses_nothing() {
 async fn invalid_utf8_in_a_text_frame_is_an_error_record_then_a_reconnect() {
     let mut server = TestServer::start(ServerOptions::default()).await;
     let reconnect = r#"reconnect = { initial = "100ms", max = "500ms" }"#;
-    let config = TestConfig::new()
-        .upstream("feed", &server.url("/"), reconnect)
-        .stdout_sink();
+    let config = TestConfig::feed_to_stdout(&server.url("/"), reconnect);
     let mut daemon = Daemon::start(&config.to_string()).await;
     let mut conn = server.accept().await;
     daemon.record_where("open", |r| r["type"] == "open").await;

@@ -39,11 +39,9 @@ async fn refusing_server(response: &'static str) -> (String, mpsc::UnboundedRece
 
 fn config(url: &str, metrics: u16) -> String {
     let reconnect = r#"reconnect = { initial = "100ms", max = "2s", jitter = 0.0 }"#;
-    TestConfig::new()
+    TestConfig::feed_to_stdout(url, reconnect)
         .shutdown_timeout("2s")
         .metrics(metrics)
-        .upstream("feed", url, reconnect)
-        .stdout_sink()
         .to_string()
 }
 

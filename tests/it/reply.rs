@@ -13,11 +13,9 @@ use crate::common::*;
 const PONG: &str = r#"select(type == "object" and has("ping")) | {pong: .ping}"#;
 
 fn config(url: &str, metrics: u16, reply: &str) -> String {
-    TestConfig::new()
+    TestConfig::feed_to_stdout(url, &format!("reply = '{reply}'"))
         .shutdown_timeout("2s")
         .metrics(metrics)
-        .upstream("feed", url, &format!("reply = '{reply}'"))
-        .stdout_sink()
         .to_string()
 }
 

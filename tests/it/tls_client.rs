@@ -174,10 +174,8 @@ impl WssServer {
 /// A config with one upstream (plus `extra` keys) and a stdout sink.
 pub fn one_upstream(url: &str, extra: &str) -> String {
     let reconnect = r#"reconnect = { initial = "200ms", max = "1s" }"#;
-    TestConfig::new()
+    TestConfig::feed_to_stdout(url, &format!("{reconnect}\n{extra}"))
         .shutdown_timeout("1s")
-        .upstream("feed", url, &format!("{reconnect}\n{extra}"))
-        .stdout_sink()
         .to_string()
 }
 
