@@ -1,17 +1,16 @@
 //! Fixtures for the integration tests: a real WebSocket server on loopback
 //! (tokio-tungstenite) whose connections the test drives by hand, and the real `wsbridge`
-//! binary run as a child process with its stdout read line by line.
+//! binary run as a child process with its stdout read line by line. `config` builds the
+//! configs it runs on; `wait` waits for events instead of sleeping.
 
 #![allow(dead_code)]
 // each area uses a different part of this module
 // tungstenite's handshake callback returns a large `Err` by design.
 #![allow(clippy::result_large_err)]
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -26,6 +25,12 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+
+mod config;
+mod wait;
+
+pub use config::TestConfig;
+pub use wait::{status_of, wait_until, wait_until_still};
 
 /// Generous bound for things that should happen "at once", for loaded CI machines.
 pub const SOON: Duration = Duration::from_secs(10);
@@ -251,66 +256,6 @@ impl TestServer {
     }
 }
 
-/// Waits for a condition instead of sleeping for a time that usually suffices: polls `check`
-/// every 20 ms until it gives `Ok`, and returns that value. After `within`, panics saying
-/// that `what` did not happen and what the last check saw instead (its `Err`).
-pub async fn wait_until<T, Fut>(within: Duration, what: &str, mut check: impl FnMut() -> Fut) -> T
-where
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        match check().await {
-            Ok(value) => return value,
-            Err(seen) if Instant::now() >= deadline => {
-                panic!("{what} did not happen within {within:?}; last seen: {seen}")
-            }
-            // The polling interval of the wait, not a condition.
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
-}
-
-/// Waits until `counter` is at least `min` and has not moved for `quiet` (back-pressure has
-/// reached whatever increments it); returns its value. Panics if it is still moving after
-/// `within`.
-pub async fn wait_until_still(
-    counter: &AtomicU64,
-    min: u64,
-    quiet: Duration,
-    within: Duration,
-) -> u64 {
-    let deadline = Instant::now() + within;
-    let mut value = counter.load(Ordering::Relaxed);
-    let mut since = Instant::now();
-    loop {
-        // The sampling interval of a "nothing moves for `quiet`" check, not a condition.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let now = counter.load(Ordering::Relaxed);
-        if now != value || now < min {
-            value = now;
-            since = Instant::now();
-        } else if since.elapsed() >= quiet {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still moving (or under {min}) at {value} after {within:?}"
-        );
-    }
-}
-
-/// `/status` of a daemon whose `[metrics]` listens on `metrics`, retrying while the
-/// listener is not up yet.
-pub async fn status_of(metrics: SocketAddr) -> wsbridge::metrics::Status {
-    wait_until(SOON, "an answer from /status", || async move {
-        wsbridge::status_client::fetch_status(metrics)
-            .await
-            .map_err(|e| e.to_string())
-    })
-    .await
-}
-
 /// Binds, retrying briefly while a just-closed listener's port is still held.
 pub async fn bind_retrying(addr: SocketAddr) -> TcpListener {
     let deadline = Instant::now() + SOON;
@@ -365,98 +310,6 @@ pub fn run_ok(command: &mut std::process::Command) -> std::process::Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
-}
-
-/// A `wsbridge run` config, built from the sections most tests share: `[daemon]`'s
-/// shutdown timeout, `[metrics]` on a loopback port, upstreams and sinks, each given as its
-/// name or type plus the test's own keys as TOML lines. Written out (by `Display`) in the
-/// order the file format reads best: daemon, metrics, other tables, upstreams, sinks.
-#[derive(Clone, Debug, Default)]
-pub struct TestConfig {
-    /// `[daemon] shutdown_timeout`, if the test wants a short one.
-    shutdown_timeout: Option<String>,
-    /// The `[metrics]` listen port on 127.0.0.1.
-    metrics: Option<u16>,
-    /// Other tables (`[defaults]`, `[cluster]` …), verbatim.
-    tables: String,
-    /// `[[upstream]]` entries.
-    upstreams: String,
-    /// `[[sink]]` entries.
-    sinks: String,
-}
-
-impl TestConfig {
-    /// An empty config.
-    pub fn new() -> TestConfig {
-        TestConfig::default()
-    }
-
-    /// The shape most upstream-side tests run: one upstream named `feed` at `url` with
-    /// `keys`, into a `stdout` sink.
-    pub fn feed_to_stdout(url: &str, keys: &str) -> TestConfig {
-        TestConfig::new().upstream("feed", url, keys).stdout_sink()
-    }
-
-    /// `[daemon] shutdown_timeout = "…"` (tests keep it short so that they end quickly).
-    pub fn shutdown_timeout(mut self, timeout: &str) -> TestConfig {
-        self.shutdown_timeout = Some(timeout.to_string());
-        self
-    }
-
-    /// `[metrics] listen = "127.0.0.1:PORT"`.
-    pub fn metrics(mut self, port: u16) -> TestConfig {
-        self.metrics = Some(port);
-        self
-    }
-
-    /// Another table, verbatim (`"[defaults]\nsequence = \".u\""`).
-    pub fn table(mut self, toml: &str) -> TestConfig {
-        self.tables.push_str(&format!("\n{}\n", toml.trim()));
-        self
-    }
-
-    /// An `[[upstream]]` named `name` at `url`, with `keys` (TOML lines, maybe empty).
-    pub fn upstream(mut self, name: &str, url: &str, keys: &str) -> TestConfig {
-        self.upstreams.push_str(&format!(
-            "\n[[upstream]]\nname = \"{name}\"\nurl = \"{url}\"\n{}",
-            lines(keys)
-        ));
-        self
-    }
-
-    /// A `[[sink]]` of type `kind` with `keys` (TOML lines, maybe empty).
-    pub fn sink(mut self, kind: &str, keys: &str) -> TestConfig {
-        self.sinks
-            .push_str(&format!("\n[[sink]]\ntype = \"{kind}\"\n{}", lines(keys)));
-        self
-    }
-
-    /// A `stdout` sink with its defaults: what [`Daemon::next_record`] reads.
-    pub fn stdout_sink(self) -> TestConfig {
-        self.sink("stdout", "")
-    }
-}
-
-/// `keys` as TOML lines, each ending in a newline.
-fn lines(keys: &str) -> String {
-    let keys = keys.trim();
-    if keys.is_empty() {
-        String::new()
-    } else {
-        format!("{keys}\n")
-    }
-}
-
-impl std::fmt::Display for TestConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if let Some(timeout) = &self.shutdown_timeout {
-            writeln!(f, "[daemon]\nshutdown_timeout = \"{timeout}\"\n")?;
-        }
-        if let Some(port) = self.metrics {
-            writeln!(f, "[metrics]\nlisten = \"127.0.0.1:{port}\"\n")?;
-        }
-        write!(f, "{}{}{}", self.tables, self.upstreams, self.sinks)
-    }
 }
 
 /// A running `wsbridge run` with its stdout parsed as NDJSON.
