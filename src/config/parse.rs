@@ -147,11 +147,14 @@ impl Parsed {
                 Ok(table) => return Some(table),
                 Err(e) => e,
             };
-            let message = plain_types(error.message().trim_end());
             let path = error
                 .span()
                 .map(|s| key_path(&value, &s))
                 .unwrap_or_default();
+            let message = match error.message().trim_end() {
+                ENUM_TYPE => choices::<T>(&value, &path).unwrap_or_else(|| ENUM_TYPE.into()),
+                message => plain_types(message),
+            };
             if path.is_empty() {
                 // The table as a whole: a required key is missing. If that key was removed
                 // above, its problem is already reported.
@@ -314,6 +317,45 @@ fn key_path(table: &Spanned<DeValue<'_>>, span: &Range<usize>) -> Vec<String> {
     Vec::new()
 }
 
+/// What toml says, and nothing more, when a key that takes one of a few words (an enum such
+/// as `on_gap` or `on_slow`) has a value of another type.
+const ENUM_TYPE: &str = "wanted string or table";
+
+/// For a key at `path` that takes one of a few words but has a value of another type: says
+/// which words. They are found by reading the table again with an empty string there, which
+/// serde answers with "unknown variant ``, expected …".
+fn choices<T: DeserializeOwned>(table: &Spanned<DeValue<'_>>, path: &[String]) -> Option<String> {
+    let mut probe = table.clone();
+    let slot = value_at(&mut probe, path)?;
+    let found = slot.get_ref().type_str();
+    *slot.get_mut() = DeValue::String("".into());
+    let error = T::deserialize(probe.into_deserializer()).err()?;
+    let words = error
+        .message()
+        .trim_end()
+        .strip_prefix("unknown variant ``, expected ")?
+        .to_string();
+    Some(format!("invalid type: {found}, expected {words}"))
+}
+
+/// The value of the key at `path`, if there is one.
+fn value_at<'a, 'i>(
+    table: &'a mut Spanned<DeValue<'i>>,
+    path: &[String],
+) -> Option<&'a mut Spanned<DeValue<'i>>> {
+    let Some((first, rest)) = path.split_first() else {
+        return Some(table);
+    };
+    let DeValue::Table(entries) = table.get_mut() else {
+        return None;
+    };
+    let value = entries
+        .iter_mut()
+        .find(|(k, _)| k.get_ref() == first)
+        .map(|(_, v)| v)?;
+    value_at(value, rest)
+}
+
 /// Removes the key at `path`; false if there was none.
 fn remove(table: &mut Spanned<DeValue<'_>>, path: &[String]) -> bool {
     let DeValue::Table(entries) = table.get_mut() else {
@@ -334,9 +376,12 @@ fn remove(table: &mut Spanned<DeValue<'_>>, path: &[String]) -> bool {
     }
 }
 
-/// serde names Rust types in type errors; say what to write instead.
+/// serde names Rust types in type errors; say what to write instead, in TOML's words (an
+/// array is no "sequence", which is also a key's name).
 fn plain_types(message: &str) -> String {
     message
+        .replace("invalid type: sequence,", "invalid type: array,")
+        .replace("invalid type: map,", "invalid type: table,")
         .replace("expected i64", "expected a whole number")
         .replace("expected f64", "expected a number such as 2.0")
         .replace("expected a boolean", "expected true or false")

@@ -15,7 +15,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use crate::common::{python, Daemon, SOON};
+use crate::common::{python, Daemon, TestConfig, SOON};
 use base64::Engine as _;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -182,32 +182,21 @@ impl AiohttpServer {
 }
 
 /// A daemon config with a stdout sink and the given `[[upstream]]` tables.
-fn config(upstreams: &str) -> String {
-    format!(
-        r#"
-[daemon]
-shutdown_timeout = "1s"
-
-{upstreams}
-
-[[sink]]
-type = "stdout"
-"#
-    )
+fn config(upstreams: &[Upstream]) -> String {
+    let reconnect = r#"reconnect = { initial = "100ms", max = "1s" }"#;
+    let mut config = TestConfig::new().shutdown_timeout("1s");
+    for (name, url, extra) in upstreams {
+        let keys = format!("connect_timeout = \"5s\"\n{reconnect}\n{extra}");
+        config = config.upstream(name, url, &keys);
+    }
+    config.stdout_sink().to_string()
 }
 
-/// An `[[upstream]]` table with short reconnect settings and `extra` keys.
-fn upstream(name: &str, url: &str, extra: &str) -> String {
-    format!(
-        r#"
-[[upstream]]
-name = "{name}"
-url = "{url}"
-connect_timeout = "5s"
-reconnect = {{ initial = "100ms", max = "1s" }}
-{extra}
-"#
-    )
+/// An upstream of [`config`], which gives it short reconnect settings: name, URL, extra keys.
+type Upstream<'a> = (&'a str, String, &'a str);
+
+fn upstream<'a>(name: &'a str, url: &str, extra: &'a str) -> Upstream<'a> {
+    (name, url.to_string(), extra)
 }
 
 /// The next record of upstream `name` whose type is `kind`.
@@ -259,14 +248,14 @@ fn short(record: &Value) -> String {
 #[ignore = "needs Python with aiohttp: tests/run.sh sets it up and runs it"]
 async fn headers_cookies_and_origin_reach_the_aiohttp_handler() {
     let server = AiohttpServer::start().await;
-    let mut daemon = Daemon::start(&config(&upstream(
+    let mut daemon = Daemon::start(&config(&[upstream(
         "echo",
         &server.url("/echo"),
         r#"headers = { X-Api-Key = "k-123", X-Trace = "t1" }
 cookies = { session = "abc", theme = "dark" }
 origin = "https://example.com"
 on_connect = ["hello from wsbridge"]"#,
-    )))
+    )]))
     .await;
 
     let open = record_of(&mut daemon, "echo", "open").await;
@@ -341,8 +330,7 @@ async fn subprotocol_is_the_one_aiohttp_picks() {
             &server.url("/protocols"),
             r#"subprotocols = ["v9.example", "superchat"]"#,
         ),
-    ]
-    .concat();
+    ];
     let mut daemon = Daemon::start(&config(&upstreams)).await;
 
     let cases = [
@@ -388,11 +376,11 @@ async fn subprotocol_is_the_one_aiohttp_picks() {
 #[ignore = "needs Python with aiohttp: tests/run.sh sets it up and runs it"]
 async fn no_common_subprotocol_opens_without_one_like_aiohttp() {
     let server = AiohttpServer::start().await;
-    let mut daemon = Daemon::start(&config(&upstream(
+    let mut daemon = Daemon::start(&config(&[upstream(
         "disjoint",
         &server.url("/protocols"),
         r#"subprotocols = ["v9.example"]"#,
-    )))
+    )]))
     .await;
     let first = daemon
         .record_where("open or error", |r| {
@@ -412,11 +400,11 @@ async fn aiohttp_heartbeat_pings_are_answered_in_time() {
     // heartbeat=0.5: aiohttp pings every 0.5 s of silence from us and drops the connection
     // (1006, "No PONG received") if the Pong is not back within 0.25 s. We send nothing, so
     // only our Pongs keep it open while it sends tick 1..6 over ~3 s, then "done".
-    let mut daemon = Daemon::start(&config(&upstream(
+    let mut daemon = Daemon::start(&config(&[upstream(
         "hb",
         &server.url("/heartbeat?count=6&every=0.5"),
         "",
-    )))
+    )]))
     .await;
     let open = daemon.next_record().await;
     assert_eq!(open["type"], "open", "{open}");
@@ -477,11 +465,11 @@ async fn aiohttp_heartbeat_pings_are_answered_in_time() {
 #[ignore = "needs Python with aiohttp: tests/run.sh sets it up and runs it"]
 async fn aiohttp_close_code_and_reason_reach_the_close_record() {
     let server = AiohttpServer::start().await;
-    let mut daemon = Daemon::start(&config(&upstream(
+    let mut daemon = Daemon::start(&config(&[upstream(
         "closer",
         &server.url("/close?code=4001&reason=custom%20bye"),
         "",
-    )))
+    )]))
     .await;
     let open = daemon.next_record().await;
     assert_eq!(open["type"], "open", "{open}");
@@ -531,8 +519,7 @@ async fn max_message_size_lets_the_limit_through_and_refuses_more() {
             &server.url(&format!("/big?size={}&kind=text", LIMIT + 1)),
             r#"max_message_size = "1MiB""#,
         ),
-    ]
-    .concat();
+    ];
     let mut daemon = Daemon::start(&config(&upstreams)).await;
 
     let seen = first_of_each(
@@ -634,11 +621,11 @@ async fn max_message_size_lets_the_limit_through_and_refuses_more() {
 #[ignore = "needs Python with aiohttp: tests/run.sh sets it up and runs it"]
 async fn oversized_message_is_refused_with_close_1009_like_aiohttp() {
     let server = AiohttpServer::start().await;
-    let mut daemon = Daemon::start(&config(&upstream(
+    let mut daemon = Daemon::start(&config(&[upstream(
         "too_big",
         &server.url("/big?size=2048&kind=text"),
         r#"max_message_size = "1KiB""#,
-    )))
+    )]))
     .await;
     let error = record_of(&mut daemon, "too_big", "error").await;
     assert!(
@@ -661,8 +648,7 @@ async fn rejected_handshakes_name_the_status_and_retry() {
     let upstreams = [
         upstream("r401", &server.url("/reject401"), ""),
         upstream("r403", &server.url("/reject403"), ""),
-    ]
-    .concat();
+    ];
     let mut daemon = Daemon::start(&config(&upstreams)).await;
     for (name, status) in [("r401", "401"), ("r403", "403")] {
         let error = record_of(&mut daemon, name, "error").await;
@@ -699,15 +685,14 @@ async fn rejected_handshakes_name_the_status_and_retry() {
 async fn reply_keeps_a_strict_ping_server_answered_for_ten_seconds() {
     let server = AiohttpServer::start().await;
     let reply = r#"reply = 'select(type == "object" and has("ping")) | {pong: .ping}'"#;
-    let mut daemon = Daemon::start(&config(&format!(
-        "{}{}",
+    let mut daemon = Daemon::start(&config(&[
         upstream(
             "answered",
             &server.url("/strict-ping?every=0.25&grace=1"),
-            reply
+            reply,
         ),
         upstream("silent", &server.url("/strict-ping?every=0.25&grace=1"), ""),
-    )))
+    ]))
     .await;
     // Forty ticks of the answered upstream, one after the other, none of them a ping.
     let mut tick = 0;

@@ -11,25 +11,15 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::common::*;
 
 fn config(url: &str, metrics: u16) -> String {
-    format!(
-        r#"
-[daemon]
-shutdown_timeout = "2s"
-
-[metrics]
-listen = "127.0.0.1:{metrics}"
-
-[[upstream]]
-name = "feed"
-url = "{url}"
+    let keys = r#"
 ping_interval = "100ms"
-reconnect = {{ initial = "100ms", max = "300ms", jitter = 0.0 }}
-app_ping = {{ message = '{{"op":"ping"}}', interval = "300ms", expect = "pong", timeout = "1s" }}
-
-[[sink]]
-type = "stdout"
-"#
-    )
+reconnect = { initial = "100ms", max = "300ms", jitter = 0.0 }
+app_ping = { message = '{"op":"ping"}', interval = "300ms", expect = "pong", timeout = "1s" }
+"#;
+    TestConfig::feed_to_stdout(url, keys)
+        .shutdown_timeout("2s")
+        .metrics(metrics)
+        .to_string()
 }
 
 async fn metric(port: u16, name: &str) -> u64 {

@@ -4,21 +4,10 @@
 use crate::common::*;
 
 fn config(url: &str, extra: &str) -> String {
-    format!(
-        r#"
-[daemon]
-shutdown_timeout = "2s"
-
-[[upstream]]
-name = "feed"
-url = "{url}"
-reconnect = {{ initial = "100ms", max = "300ms", jitter = 0.0 }}
-{extra}
-
-[[sink]]
-type = "stdout"
-"#
-    )
+    let reconnect = r#"reconnect = { initial = "100ms", max = "300ms", jitter = 0.0 }"#;
+    TestConfig::feed_to_stdout(url, &format!("{reconnect}\n{extra}"))
+        .shutdown_timeout("2s")
+        .to_string()
 }
 
 /// A shell script in `dir` (run as `/bin/sh <path>`: no exec bit needed on tmpfs mounts).

@@ -198,11 +198,30 @@ pub async fn wait_status(
     }
 }
 
-/// The config's upstream and metrics sections, for a feed at `feed` and metrics on a free port.
-pub fn daemon_head(feed: &str) -> (String, SocketAddr) {
+/// The config's upstream and metrics sections, for a feed at `feed` and metrics on a free
+/// port; the test adds its sinks.
+pub fn daemon_head(feed: &str) -> (TestConfig, SocketAddr) {
     let metrics: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let head = format!(
-        "[metrics]\nlisten = \"{metrics}\"\n\n[[upstream]]\nname = \"feed\"\nurl = \"{feed}\"\n\n"
-    );
+    let head = TestConfig::new()
+        .metrics(metrics.port())
+        .upstream("feed", feed, "");
     (head, metrics)
+}
+
+/// A JetStream `nats` sink's keys: publishing to `subject` on the server at `port`, into the
+/// stream FEED (`wsbridge.>`), data records only.
+pub fn nats_sink_keys(port: u16, subject: &str, extra: &str) -> String {
+    format!(
+        "url = \"nats://127.0.0.1:{port}\"\nsubject = \"{subject}\"\njetstream = true\nevents = false\n\
+         stream = {{ name = \"FEED\", subjects = [\"wsbridge.>\"] }}\n{extra}"
+    )
+}
+
+/// A `redis` sink's keys: `XADD`s to `stream` on the server at `port`, untrimmed, data
+/// records only, blocking when it falls behind.
+pub fn redis_sink_keys(port: u16, stream: &str) -> String {
+    format!(
+        "url = \"redis://127.0.0.1:{port}/0\"\nstream = \"{stream}\"\nmaxlen = 0\nevents = false\n\
+         on_slow = \"block\""
+    )
 }

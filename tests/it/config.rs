@@ -274,3 +274,57 @@ fn the_shipped_example_config_passes_check_without_its_variables() {
         "check printed the token:\n{printed}"
     );
 }
+
+/// `sequence`, `on_gap` and `event_time` (issue 27): `check` reports a program that does not
+/// compile, a word that is not a choice and a value of the wrong type at its line, column
+/// and key, in `[defaults]` and in an upstream alike; a good one is shown as it will run.
+#[test]
+fn check_reports_feed_check_mistakes_at_their_place_and_shows_good_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let errors = refused(
+        dir.path(),
+        &format!(
+            "[defaults]\non_gap = \"bogus\"\nevent_time = true\n\n\
+             {UPSTREAM}sequence = '.u |'\non_gap = 2\nevent_time = '.E | todate('\n\
+             [[sink]]\ntype = \"stdout\"\n"
+        ),
+    );
+    assert_eq!(errors.len(), 5, "{errors:#?}");
+    assert_has(
+        &errors,
+        "2:10: defaults.on_gap: unknown variant `bogus`, expected `record` or `reconnect`",
+    );
+    assert_has(
+        &errors,
+        "3:14: defaults.event_time: invalid type: boolean `true`, expected a string",
+    );
+    assert_has(
+        &errors,
+        "8:17: upstream[0].sequence: the jq program does not compile: expected term",
+    );
+    assert_has(
+        &errors,
+        "9:10: upstream[0].on_gap: invalid type: integer, expected `record` or `reconnect`",
+    );
+    assert_has(
+        &errors,
+        "10:27: upstream[0].event_time: the jq program does not compile: expected closing parenthesis",
+    );
+
+    let (code, stdout, stderr) = check_in(
+        dir.path(),
+        &format!(
+            "[defaults]\nevent_time = '.E'\n\n{UPSTREAM}sequence = '.u'\non_gap = \"reconnect\"\n\
+             [[sink]]\ntype = \"stdout\"\n"
+        ),
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("  sequence       .u (checked per connection; on_gap = \"reconnect\")"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("  event_time     .E (lag_ms on each data record)"),
+        "{stdout}"
+    );
+}

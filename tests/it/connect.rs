@@ -2,6 +2,7 @@
 //! tokio-tungstenite server on loopback.
 
 use std::process::{Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::common::*;
@@ -172,7 +173,8 @@ async fn recv_only_with_stdin_at_eof_receives_until_the_server_closes() {
         .spawn()
         .unwrap();
     let mut conn = server.accept().await;
-    // Stdin is already at EOF; the connection must stay up anyway.
+    // Stdin is already at EOF; the connection must stay up anyway. Not a condition: a window
+    // in which a client that (wrongly) ends at stdin's EOF would close first.
     tokio::time::sleep(Duration::from_millis(300)).await;
     for i in 1..=5 {
         conn.send_text(&format!("late {i}")).await;
@@ -289,7 +291,8 @@ async fn lagging_reader_gets_every_line_in_order(socket: bool) {
                 break;
             }
             out.extend_from_slice(&chunk[..n]);
-            // Bursts: a pause after every fourth read, so stdout is sometimes full.
+            // Bursts, not a condition: a pause after every fourth read, so stdout is
+            // sometimes full.
             if reads % 4 == 3 {
                 tokio::time::sleep(Duration::from_millis(3)).await;
             }
@@ -355,17 +358,29 @@ async fn sigterm_while_stdout_is_not_read_exits_within_twice_the_shutdown_timeou
     let mut child = spawn_piped(&[&url, "-U", "--shutdown-timeout", "1s"]);
     let unread_stdout = child.stdout.take().unwrap();
     let mut conn = server.accept().await;
-    let flood = tokio::spawn(async move {
-        let message = "x".repeat(16 << 10);
-        // 16 MiB, more than all the buffers on the way hold; the send waits once they are full.
-        for _ in 0..1024 {
-            if conn.ws.send(Message::text(message.as_str())).await.is_err() {
-                break;
+    let sent = std::sync::Arc::new(AtomicU64::new(0));
+    let flood = tokio::spawn({
+        let sent = sent.clone();
+        async move {
+            let message = "x".repeat(16 << 10);
+            // 16 MiB, more than all the buffers on the way hold; the send waits once they
+            // are full.
+            for _ in 0..1024 {
+                if conn.ws.send(Message::text(message.as_str())).await.is_err() {
+                    break;
+                }
+                sent.fetch_add(1, Ordering::Relaxed);
             }
+            conn
         }
-        conn
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The buffers are full once the server's sends stop: connect holds output stdout will
+    // not take.
+    let stalled_at = wait_until_still(&sent, 1, Duration::from_millis(500), EVENTUALLY).await;
+    assert!(
+        stalled_at < 1024,
+        "the server sent all 16 MiB to an unread stdout"
+    );
     let status = std::process::Command::new("kill")
         .arg("-TERM")
         .arg(child.id().expect("running").to_string())
@@ -400,9 +415,12 @@ async fn a_stalled_stdout_reader_loses_nothing_and_the_servers_ping_is_answered_
     // 24 MiB: more than the pipe, stdout's input and both socket buffers hold together.
     let count = 768usize;
     let payload = |i: usize| format!("{i:08}{}", "x".repeat(32 << 10));
+    let sent = std::sync::Arc::new(AtomicU64::new(0));
+    let sent_by_server = sent.clone();
     let server_side = tokio::spawn(async move {
         for i in 0..count {
             conn.ws.send(Message::text(payload(i))).await.unwrap();
+            sent_by_server.fetch_add(1, Ordering::Relaxed);
         }
         conn.ws
             .send(Message::Ping("still there?".into()))
@@ -418,9 +436,10 @@ async fn a_stalled_stdout_reader_loses_nothing_and_the_servers_ping_is_answered_
         conn.send_close(1000, "").await;
         pong
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Held back: the server's sends stop short of the end while nobody reads stdout.
+    let stalled_at = wait_until_still(&sent, 1, Duration::from_millis(500), EVENTUALLY).await;
     assert!(
-        !server_side.is_finished(),
+        stalled_at < count as u64 && !server_side.is_finished(),
         "a reader that does not read took all the output"
     );
     let mut out = Vec::new();
@@ -513,7 +532,13 @@ async fn reconnect_survives_a_server_restart_and_keeps_delivering_stdin() {
         }
     }
     stdin.write_all(b"line 2\n").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Still down after the line was typed: an attempt failed since.
+    loop {
+        let line = log.next_line().await.expect("stderr open");
+        if line.contains("cannot connect") {
+            break;
+        }
+    }
     let mut server = TestServer::start_on(addr, ServerOptions::default()).await;
     let mut conn = server.accept().await;
     assert_eq!(conn.recv_text().await, "hello");
@@ -586,6 +611,36 @@ fn rss_kib(pid: u32) -> u64 {
     proc_status_kib(pid, "VmRSS").expect("VmRSS in /proc/PID/status")
 }
 
+/// Bytes that connect's stdin thread (`wsbridge-stdin`) has read: its `rchar`, as that thread
+/// reads nothing but stdin. 0 until the thread exists.
+fn stdin_bytes_read(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .map(|task| task.path())
+        .find(|path| {
+            std::fs::read_to_string(path.join("comm")).is_ok_and(|c| c.trim() == "wsbridge-stdin")
+        })
+        .and_then(|path| std::fs::read_to_string(path.join("io")).ok())
+        .and_then(|io| {
+            io.lines()
+                .find_map(|l| l.strip_prefix("rchar:")?.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Waits until connect's stdin thread has read `bytes` in all.
+async fn wait_stdin_read(pid: u32, bytes: u64) {
+    let what = format!("connect reading {bytes} bytes of stdin");
+    wait_until(EVENTUALLY, &what, || async move {
+        let read = stdin_bytes_read(pid);
+        (read >= bytes).then_some(()).ok_or(format!("{read} read"))
+    })
+    .await
+}
+
 #[tokio::test]
 async fn lines_trickling_in_while_reconnecting_are_queued_without_pinning_read_buffers() {
     // Nothing listens: the lines wait in the send queue (1,024) while it retries.
@@ -599,18 +654,19 @@ async fn lines_trickling_in_while_reconnecting_are_queued_without_pinning_read_b
     let pid = child.id().unwrap();
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"warm-up\n").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut written = "warm-up\n".len() as u64;
+    wait_stdin_read(pid, written).await;
     let before = rss_kib(pid);
     // One short line per read: were each kept in its own 64 KiB read buffer, 1,000 of them
     // would hold ~64 MiB.
     for i in 0..1000 {
-        stdin
-            .write_all(format!("line {i}\n").as_bytes())
-            .await
-            .unwrap();
+        let line = format!("line {i}\n");
+        stdin.write_all(line.as_bytes()).await.unwrap();
+        written += line.len() as u64;
+        // Pacing, not a condition: one line per read is what the test is about.
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_stdin_read(pid, written).await;
     let after = rss_kib(pid);
     eprintln!("FIGURES trickle: VmRSS {before} -> {after} KiB over 1,000 queued lines");
     assert!(

@@ -15,20 +15,9 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::common::*;
 
 fn config(url: &str, extra: &str) -> String {
-    format!(
-        r#"
-[daemon]
-shutdown_timeout = "2s"
-
-[[upstream]]
-name = "feed"
-url = "{url}"
-{extra}
-
-[[sink]]
-type = "stdout"
-"#
-    )
+    TestConfig::feed_to_stdout(url, extra)
+        .shutdown_timeout("2s")
+        .to_string()
 }
 
 fn gzip(data: &[u8], level: Compression) -> Vec<u8> {

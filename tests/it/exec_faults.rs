@@ -13,28 +13,17 @@ use tokio::time::{sleep, Instant};
 use crate::common::*;
 
 fn config(server: &TestServer, metrics: u16, command: &[&str], extra: &str) -> String {
-    format!(
-        r#"
-[daemon]
-shutdown_timeout = "4s"
-
-[metrics]
-listen = "127.0.0.1:{metrics}"
-
-[[upstream]]
-name = "feed"
-url = "{url}"
-
-[[sink]]
-type = "exec"
-events = false
-command = {command}
-restart = {{ initial = "20ms", max = "100ms" }}
-{extra}
-"#,
-        url = server.url("/"),
-        command = serde_json::to_string(command).unwrap(),
-    )
+    let command = serde_json::to_string(command).unwrap();
+    let restart = r#"restart = { initial = "20ms", max = "100ms" }"#;
+    TestConfig::new()
+        .shutdown_timeout("4s")
+        .metrics(metrics)
+        .upstream("feed", &server.url("/"), "")
+        .sink(
+            "exec",
+            &format!("events = false\ncommand = {command}\n{restart}\n{extra}"),
+        )
+        .to_string()
 }
 
 /// The one sink's figures in `/status`.

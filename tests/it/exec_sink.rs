@@ -11,22 +11,11 @@ use tokio::time::{sleep, Instant};
 use crate::common::*;
 
 fn exec_config(server: &TestServer, sink: &str) -> String {
-    format!(
-        r#"
-[daemon]
-shutdown_timeout = "2s"
-
-[[upstream]]
-name = "feed"
-url = "{url}"
-
-[[sink]]
-type = "exec"
-events = false
-{sink}
-"#,
-        url = server.url("/"),
-    )
+    TestConfig::new()
+        .shutdown_timeout("2s")
+        .upstream("feed", &server.url("/"), "")
+        .sink("exec", &format!("events = false\n{sink}"))
+        .to_string()
 }
 
 /// A TOML array of strings.

@@ -71,6 +71,7 @@ impl RssSampler {
         tokio::spawn(async move {
             while !s.load(Ordering::Relaxed) {
                 p.fetch_max(proc_status(pid, key), Ordering::Relaxed);
+                // The sampling interval: the peak over the samples is the measure.
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         });
@@ -165,26 +166,15 @@ impl Rig {
     async fn start(sink_settings: &str) -> (Rig, Conn) {
         let mut server = TestServer::start(ServerOptions::default()).await;
         let (sink_port, metrics_port) = (free_port(), free_port());
-        let config = format!(
-            r#"
-[daemon]
-shutdown_timeout = "2s"
-
-[metrics]
-listen = "127.0.0.1:{metrics_port}"
-
-[[upstream]]
-name = "feed"
-url = "{url}"
-
-[[sink]]
-type = "tcp"
-listen = "127.0.0.1:{sink_port}"
-{sink_settings}
-"#,
-            url = server.url("/"),
-        );
-        let daemon = Daemon::start(&config).await;
+        let config = TestConfig::new()
+            .shutdown_timeout("2s")
+            .metrics(metrics_port)
+            .upstream("feed", &server.url("/"), "")
+            .sink(
+                "tcp",
+                &format!("listen = \"127.0.0.1:{sink_port}\"\n{sink_settings}"),
+            );
+        let daemon = Daemon::start(&config.to_string()).await;
         let conn = server.accept().await;
         let pid = daemon.child.id().expect("running");
         eprintln!(
@@ -202,9 +192,7 @@ listen = "127.0.0.1:{sink_port}"
     }
 
     async fn status(&self) -> wsbridge::metrics::Status {
-        wsbridge::status_client::fetch_status(self.metrics)
-            .await
-            .expect("/status")
+        status_of(self.metrics).await
     }
 
     /// Connects a client and waits until the sink has registered it as client `id`.
@@ -223,32 +211,33 @@ async fn wait_for_client(daemon: &Daemon, id: u64) {
 /// Waits until the daemon logged that client `id` of the sink whose name contains `sink`
 /// connected (ids count per sink, from 1).
 async fn wait_for_client_of(daemon: &Daemon, sink: &str, id: u64) {
-    let needle = format!(" id={id}");
-    let deadline = Instant::now() + SOON;
-    while !daemon.stderr().lines().any(|l| {
-        l.contains("client connected")
-            && l.contains(sink)
-            && (l.ends_with(&needle) || l.contains(&format!("{needle} ")))
-    }) {
-        assert!(
-            Instant::now() < deadline,
-            "client {id} of {sink:?} never connected; stderr:\n{}",
-            daemon.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let needle = &format!(" id={id}");
+    let what = format!("client {id} of {sink:?} connecting");
+    wait_until(EVENTUALLY, &what, || async move {
+        let stderr = daemon.stderr();
+        let connected = stderr.lines().any(|l| {
+            l.contains("client connected")
+                && l.contains(sink)
+                && (l.ends_with(needle.as_str()) || l.contains(&format!("{needle} ")))
+        });
+        connected.then_some(()).ok_or(stderr)
+    })
+    .await
 }
 
-/// Polls `/status` until the sink holds no bytes for its clients; returns the last value.
-async fn until_nothing_buffered(rig: &Rig) -> u64 {
-    let deadline = Instant::now() + SOON;
-    loop {
-        let buffered = rig.status().await.sinks[0].bytes_buffered;
-        if buffered == 0 || Instant::now() > deadline {
-            return buffered;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// Waits until `/status` says the sink holds no bytes for its clients (every queue drained).
+async fn wait_nothing_buffered(rig: &Rig) {
+    wait_until(
+        EVENTUALLY,
+        "bytes_buffered back to 0 (or it leaked)",
+        || async move {
+            let status = rig.status().await;
+            (status.sinks[0].bytes_buffered == 0)
+                .then_some(())
+                .ok_or(format!("{status:?}"))
+        },
+    )
+    .await
 }
 
 /// The bulk message: 64 KiB of binary, shared by every send (cloning it is a reference
@@ -391,11 +380,7 @@ async fn slow_reader_disconnect_bounded_memory_and_the_other_client_misses_nothi
         sink.dropped_by_reason.get("slow").copied().unwrap_or(0),
         "{status:?}"
     );
-    assert_eq!(
-        until_nothing_buffered(&rig).await,
-        0,
-        "bytes_buffered leaked"
-    );
+    wait_nothing_buffered(&rig).await;
 
     eprintln!(
         "FIGURES disconnect: {}; the stalled client read {got} whole records ({:.1} MiB) then EOF, last line cut at {partial} bytes; {}",
@@ -460,10 +445,11 @@ async fn slow_reader_drop_counts_and_reports_the_gap_exactly() {
             }
         }
     });
-    // Draining ~10 MiB takes milliseconds; the records below must find its queue empty.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The records below must find its queue empty.
+    wait_nothing_buffered(&rig).await;
     for i in 0..extra {
         conn.send_text(&format!("after {i}")).await;
+        // Pacing, not a condition: a trickle the resumed client keeps up with.
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     read_all_in_order(&mut reader, total + 1, extra, None, None).await;
@@ -512,11 +498,7 @@ async fn slow_reader_drop_counts_and_reports_the_gap_exactly() {
     );
     assert_eq!(status.sinks[0].clients, 2, "{status:?}");
     rig.daemon.wait_for_log("slow client caught up").await;
-    assert_eq!(
-        until_nothing_buffered(&rig).await,
-        0,
-        "bytes_buffered leaked"
-    );
+    wait_nothing_buffered(&rig).await;
 
     eprintln!(
         "FIGURES drop: {}; the stalled client got seq 1..={} then {notices} notice(s) totalling {total_announced} dropped = records_dropped {}, then every record to {last}; {}",
@@ -525,24 +507,6 @@ async fn slow_reader_drop_counts_and_reports_the_gap_exactly() {
         status.sinks[0].records_dropped,
         check_peak_rss(rig.pid, &rss, "drop")
     );
-}
-
-/// Polls `counter` until it is at least `min` and has not moved for `quiet`; returns it.
-async fn until_flat(counter: &AtomicU64, min: u64, quiet: Duration, within: Duration) -> u64 {
-    let deadline = Instant::now() + within;
-    let mut value = counter.load(Ordering::Relaxed);
-    let mut since = Instant::now();
-    loop {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let now = counter.load(Ordering::Relaxed);
-        if now != value || now < min {
-            value = now;
-            since = Instant::now();
-        } else if since.elapsed() >= quiet {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "still moving at {value}");
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -579,7 +543,7 @@ async fn slow_reader_block_stalls_the_upstream_and_loses_nothing() {
     // Before it can stall, the daemon must hold the stalled client's queue (`BUFFER`) and
     // its sink input (32 batches of up to 1 MiB) full; then nothing moves for 2 s.
     let at_least = BUFFER as u64;
-    let sent_stalled = until_flat(&sent, at_least, Duration::from_secs(2), SOON * 2).await;
+    let sent_stalled = wait_until_still(&sent, at_least, Duration::from_secs(2), SOON * 2).await;
     let read_stalled = read.load(Ordering::Relaxed);
     let stalled_at = started.elapsed();
     assert!(
@@ -587,7 +551,7 @@ async fn slow_reader_block_stalls_the_upstream_and_loses_nothing() {
         "the server sent everything while the client was stalled"
     );
     assert_eq!(
-        until_flat(&read, 0, Duration::from_millis(500), SOON).await,
+        wait_until_still(&read, 0, Duration::from_millis(500), SOON).await,
         read_stalled,
         "the other client kept reading"
     );
@@ -611,11 +575,7 @@ async fn slow_reader_block_stalls_the_upstream_and_loses_nothing() {
     let status = rig.status().await;
     assert_eq!(status.sinks[0].records_dropped, 0, "{status:?}");
     assert_eq!(status.sinks[0].clients, 2, "{status:?}");
-    assert_eq!(
-        until_nothing_buffered(&rig).await,
-        0,
-        "bytes_buffered leaked"
-    );
+    wait_nothing_buffered(&rig).await;
 
     eprintln!(
         "FIGURES block: the server's sends stalled at {sent_stalled}/{total} messages ({:.0} MiB in flight) after {stalled_at:.1?}, the other client at {read_stalled}; while stalled RSS {:.1} MiB, bytes_buffered {:.1} MiB; after resuming: {}; {}",
@@ -634,11 +594,9 @@ async fn slow_reader_block_stalls_the_upstream_and_loses_nothing() {
 #[tokio::test]
 async fn invalid_utf8_in_a_text_frame_is_an_error_record_then_a_reconnect() {
     let mut server = TestServer::start(ServerOptions::default()).await;
-    let config = format!(
-        "[[upstream]]\nname = \"feed\"\nurl = \"{}\"\nreconnect = {{ initial = \"100ms\", max = \"500ms\" }}\n[[sink]]\ntype = \"stdout\"\n",
-        server.url("/")
-    );
-    let mut daemon = Daemon::start(&config).await;
+    let reconnect = r#"reconnect = { initial = "100ms", max = "500ms" }"#;
+    let config = TestConfig::feed_to_stdout(&server.url("/"), reconnect);
+    let mut daemon = Daemon::start(&config.to_string()).await;
     let mut conn = server.accept().await;
     daemon.record_where("open", |r| r["type"] == "open").await;
     conn.send_text("before").await;
@@ -713,12 +671,14 @@ async fn two_clients(
     let mut server = TestServer::start(ServerOptions::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("feed.sock");
-    let config = format!(
-        "[[upstream]]\nname = \"feed\"\nurl = \"{}\"\nmax_message_size = \"{max_message_size}\"\n[[sink]]\ntype = \"unix\"\npath = \"{}\"\n",
-        server.url("/"),
-        sock.display()
-    );
-    let daemon = Daemon::start_in(dir, &config).await;
+    let config = TestConfig::new()
+        .upstream(
+            "feed",
+            &server.url("/"),
+            &format!("max_message_size = \"{max_message_size}\""),
+        )
+        .sink("unix", &format!("path = \"{}\"", sock.display()));
+    let daemon = Daemon::start_in(dir, &config.to_string()).await;
     let mut conn = server.accept().await;
     let (read_half, writer) = connect_unix(&sock).await.into_split();
     wait_for_client(&daemon, 1).await;
@@ -781,6 +741,7 @@ async fn a_10_mb_line_without_newline_is_refused_and_the_client_carries_on() {
     let feed = tokio::spawn(async move {
         for i in 0..200 {
             conn.send_text(&format!("m{i}")).await;
+            // Pacing, not a condition: the feed runs while the long line is written.
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         conn
@@ -833,9 +794,7 @@ async fn a_10_mb_line_without_newline_is_refused_and_the_client_carries_on() {
 
 /// `/status` of a daemon with `[metrics]` on `port`.
 async fn status_at(port: u16) -> wsbridge::metrics::Status {
-    wsbridge::status_client::fetch_status(([127, 0, 0, 1], port).into())
-        .await
-        .expect("/status")
+    status_of(([127, 0, 0, 1], port).into()).await
 }
 
 /// One short-lived client of the unix sink; what it does depends on `i`.
@@ -877,48 +836,70 @@ async fn a_thousand_clients_come_and_go_and_nothing_leaks() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("churn.sock");
     let metrics = free_port();
-    let config = format!(
-        "[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n[[upstream]]\nname = \"feed\"\nurl = \"{}\"\n[[sink]]\ntype = \"unix\"\npath = \"{}\"\n",
-        server.url("/"),
-        sock.display()
-    );
-    let daemon = Daemon::start_in(dir, &config).await;
+    let config = TestConfig::new()
+        .metrics(metrics)
+        .upstream("feed", &server.url("/"), "")
+        .sink("unix", &format!("path = \"{}\"", sock.display()));
+    let daemon = Daemon::start_in(dir, &config.to_string()).await;
     let pid = daemon.child.id().unwrap();
     let mut conn = server.accept().await;
     let mut watcher = RecordReader::new(connect_unix(&sock).await);
     wait_for_client(&daemon, 1).await;
     conn.send_text("warm-up").await;
-    watcher.record_where(is_data).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = status_at(metrics).await;
+    let mut read = 1;
+    while !is_data(&watcher.next().await) {
+        read += 1;
+    }
+    // Settled: what the watcher read (the warm-up, maybe the open record) counted as written.
+    let before = wait_until(
+        EVENTUALLY,
+        "the warm-up counted as written",
+        || async move {
+            let status = status_at(metrics).await;
+            if status.sinks[0].records_written >= read {
+                Ok(status)
+            } else {
+                Err(format!("{read} read, {status:?}"))
+            }
+        },
+    )
+    .await;
     let fds_before = fds_of(pid);
     assert_eq!(before.sinks[0].clients, 1);
 
     // The feed runs throughout: one record per millisecond or so.
     let stop = Arc::new(AtomicBool::new(false));
+    let fed = Arc::new(AtomicU64::new(0));
     let feed = tokio::spawn({
-        let stop = stop.clone();
+        let (stop, fed) = (stop.clone(), fed.clone());
         async move {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
                 conn.send_text(&format!("r{n}")).await;
+                fed.store(n, Ordering::Relaxed);
+                // Pacing, not a condition: a steady feed while the clients churn.
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             (conn, n)
         }
     });
-    let watch = tokio::spawn(async move {
-        // seq 1 was the warm-up.
-        let mut expected = 2u64;
-        loop {
-            let r = watcher.next().await;
-            if is_data(&r) {
-                assert_eq!(r["seq"].as_u64(), Some(expected), "gap in seq: {r}");
-                expected += 1;
-            }
-            if r["data"] == "last" {
-                return (watcher, expected - 1);
+    let watched = Arc::new(AtomicU64::new(0));
+    let watch = tokio::spawn({
+        let watched = watched.clone();
+        async move {
+            // seq 1 was the warm-up.
+            let mut expected = 2u64;
+            loop {
+                let r = watcher.next().await;
+                if is_data(&r) {
+                    assert_eq!(r["seq"].as_u64(), Some(expected), "gap in seq: {r}");
+                    watched.store(expected, Ordering::Relaxed);
+                    expected += 1;
+                }
+                if r["data"] == "last" {
+                    return (watcher, expected - 1);
+                }
             }
         }
     });
@@ -936,8 +917,18 @@ async fn a_thousand_clients_come_and_go_and_nothing_leaks() {
         r.unwrap();
     }
     let churn_time = started.elapsed();
-    // A few more records: a client that left is noticed when a write to it fails.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A hundred more records through the daemon (`r{n}` is seq n + 1): a client that left
+    // is noticed at the latest when a write to it fails.
+    let target = fed.load(Ordering::Relaxed) + 1 + 100;
+    wait_until(EVENTUALLY, "100 more records reaching the watcher", || {
+        let seen = watched.load(Ordering::Relaxed);
+        async move {
+            (seen >= target)
+                .then_some(())
+                .ok_or(format!("seq {seen} of {target}"))
+        }
+    })
+    .await;
     stop.store(true, Ordering::Relaxed);
     let (mut conn, sent) = feed.await.unwrap();
     conn.send_text("last").await;
@@ -948,29 +939,29 @@ async fn a_thousand_clients_come_and_go_and_nothing_leaks() {
     assert_eq!(seen, sent + 2, "the watcher saw every record");
 
     // Everything the clients held is released: the count, the tasks, the descriptors.
-    let deadline = Instant::now() + SOON;
-    let (after, fds_after) = loop {
-        let status = status_at(metrics).await;
-        let fds = fds_of(pid);
-        if (status.sinks[0].clients == 1 && status.tasks <= before.tasks + 2 && fds <= fds_before)
-            || Instant::now() > deadline
-        {
-            break (status, fds);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let before_tasks = before.tasks;
+    let (after, fds_after) = wait_until(
+        EVENTUALLY,
+        "the churned clients' count, tasks and descriptors released",
+        || async move {
+            let status = status_at(metrics).await;
+            let fds = fds_of(pid);
+            if status.sinks[0].clients == 1 && status.tasks <= before_tasks + 2 && fds <= fds_before
+            {
+                Ok((status, fds))
+            } else {
+                Err(format!(
+                    "clients {}, tasks {before_tasks} -> {}, fds {fds_before} -> {fds}",
+                    status.sinks[0].clients, status.tasks
+                ))
+            }
+        },
+    )
+    .await;
     eprintln!(
         "FIGURES churn: {clients} clients in {churn_time:.1?} while {sent} records flowed, none missed; clients {} -> {}; tasks {} -> {}; fds {fds_before} -> {fds_after}",
         before.sinks[0].clients, after.sinks[0].clients, before.tasks, after.tasks
     );
-    assert_eq!(after.sinks[0].clients, 1, "{after:?}");
-    assert!(
-        after.tasks <= before.tasks + 2,
-        "tasks {} -> {}",
-        before.tasks,
-        after.tasks
-    );
-    assert!(fds_after <= fds_before, "fds {fds_before} -> {fds_after}");
     // Clients that left with records queued for them count those as dropped (`io`); every
     // record routed is written or counted.
     let sink = &after.sinks[0];
@@ -993,11 +984,14 @@ async fn a_thousand_clients_come_and_go_and_nothing_leaks() {
 async fn clients_that_leave_a_quiet_sink_are_released() {
     let mut server = TestServer::start(ServerOptions::default()).await;
     let (port, metrics) = (free_port(), free_port());
-    let config = format!(
-        "[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n[[upstream]]\nname = \"feed\"\nurl = \"{}\"\n[[sink]]\ntype = \"tcp\"\nlisten = \"127.0.0.1:{port}\"\nmax_clients = 4\n",
-        server.url("/"),
-    );
-    let daemon = Daemon::start(&config).await;
+    let config = TestConfig::new()
+        .metrics(metrics)
+        .upstream("feed", &server.url("/"), "")
+        .sink(
+            "tcp",
+            &format!("listen = \"127.0.0.1:{port}\"\nmax_clients = 4"),
+        );
+    let daemon = Daemon::start(&config.to_string()).await;
     let pid = daemon.child.id().unwrap();
     let _conn = server.accept().await;
     // Settled: the upstream is open (its socket counted) before the baseline is taken; from
@@ -1008,32 +1002,32 @@ async fn clients_that_leave_a_quiet_sink_are_released() {
         drop(connect_tcp(([127, 0, 0, 1], port).into()).await);
         wait_for_client(&daemon, id).await;
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let status = loop {
-        let status = status_at(metrics).await;
-        if status.sinks[0].clients == 0 || Instant::now() > deadline {
-            break status;
+    wait_until(
+        EVENTUALLY,
+        "the clients that left no longer counted",
+        || async move {
+            let status = status_at(metrics).await;
+            (status.sinks[0].clients == 0)
+                .then_some(())
+                .ok_or(format!("{status:?}"))
+        },
+    )
+    .await;
+    // Their sockets closed (the /status requests above are connections too, closed as well).
+    wait_until(EVENTUALLY, "the clients' sockets closed", || async move {
+        let fds_after = fds_of(pid);
+        if fds_after <= fds_before {
+            return Ok(());
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert_eq!(
-        status.sinks[0].clients, 0,
-        "clients that left are still counted"
-    );
-    // The /status requests above are connections too: give their tasks a moment to close.
-    let fds_deadline = Instant::now() + Duration::from_secs(3);
-    while fds_of(pid) > fds_before && Instant::now() < fds_deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let fds_after = fds_of(pid);
-    let links: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .collect();
-    assert!(
-        fds_after <= fds_before,
-        "their sockets are still open: {fds_before} -> {fds_after}: {links:?}"
-    );
+        let links: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|dir| {
+                dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Err(format!("{fds_before} -> {fds_after}: {links:?}"))
+    })
+    .await;
     // A new client is served, not refused.
     let mut fresh = RecordReader::new(connect_tcp(([127, 0, 0, 1], port).into()).await);
     let refused = timeout(Duration::from_millis(500), fresh.next_line()).await;
@@ -1053,10 +1047,10 @@ async fn a_directory_at_the_socket_path_stops_the_daemon_and_is_left_alone() {
     let config = dir.path().join("c.toml");
     std::fs::write(
         &config,
-        format!(
-            "[[upstream]]\nname = \"a\"\nurl = \"ws://127.0.0.1:1/\"\n[[sink]]\ntype = \"unix\"\npath = \"{}\"\n",
-            taken.display()
-        ),
+        TestConfig::new()
+            .upstream("a", "ws://127.0.0.1:1/", "")
+            .sink("unix", &format!("path = \"{}\"", taken.display()))
+            .to_string(),
     )
     .unwrap();
     let out = timeout(
@@ -1101,11 +1095,10 @@ async fn a_directory_at_the_socket_path_stops_the_daemon_and_is_left_alone() {
 async fn a_new_sink_that_cannot_bind_on_reload_is_logged_and_the_running_ones_stay() {
     let mut server = TestServer::start(ServerOptions::default()).await;
     let (port, new_port) = (free_port(), free_port());
-    let base = format!(
-        "[[upstream]]\nname = \"feed\"\nurl = \"{}\"\n[[sink]]\ntype = \"tcp\"\nlisten = \"127.0.0.1:{port}\"\n",
-        server.url("/")
-    );
-    let mut daemon = Daemon::start(&base).await;
+    let base = TestConfig::new()
+        .upstream("feed", &server.url("/"), "")
+        .sink("tcp", &format!("listen = \"127.0.0.1:{port}\""));
+    let mut daemon = Daemon::start(&base.to_string()).await;
     let mut conn = server.accept().await;
     let mut client = RecordReader::new(connect_tcp(([127, 0, 0, 1], port).into()).await);
     wait_for_client(&daemon, 1).await;
@@ -1113,9 +1106,11 @@ async fn a_new_sink_that_cannot_bind_on_reload_is_logged_and_the_running_ones_st
     assert_eq!(client.record_where(is_data).await["data"], "before");
 
     let taken = std::net::TcpListener::bind(("127.0.0.1", new_port)).unwrap();
-    daemon.write_config(&format!(
-        "{base}[[sink]]\ntype = \"tcp\"\nlisten = \"127.0.0.1:{new_port}\"\n"
-    ));
+    daemon.write_config(
+        &base
+            .sink("tcp", &format!("listen = \"127.0.0.1:{new_port}\""))
+            .to_string(),
+    );
     daemon.signal(1);
     daemon.wait_for_log("reload refused").await;
     let stderr = daemon.stderr();
@@ -1162,12 +1157,10 @@ async fn a_stalled_client_of_2_mb_messages_costs_megabytes_and_the_other_gets_ev
     let mut server = TestServer::start(ServerOptions::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("feed.sock");
-    let config = format!(
-        "[[upstream]]\nname = \"feed\"\nurl = \"{}\"\n[[sink]]\ntype = \"unix\"\npath = \"{}\"\n",
-        server.url("/"),
-        sock.display()
-    );
-    let daemon = Daemon::start_in(dir, &config).await;
+    let config = TestConfig::new()
+        .upstream("feed", &server.url("/"), "")
+        .sink("unix", &format!("path = \"{}\"", sock.display()));
+    let daemon = Daemon::start_in(dir, &config.to_string()).await;
     let pid = daemon.child.id().unwrap();
     let conn = server.accept().await;
     let stalled = connect_unix(&sock).await;
@@ -1234,12 +1227,14 @@ async fn a_thousand_unix_clients_against_max_clients_64_and_healthz_answers_thro
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("many.sock");
     let metrics = free_port();
-    let config = format!(
-        "[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n[[upstream]]\nname = \"feed\"\nurl = \"{}\"\n[[sink]]\ntype = \"unix\"\npath = \"{}\"\nmax_clients = 64\n",
-        server.url("/"),
-        sock.display()
-    );
-    let daemon = Daemon::start_in(dir, &config).await;
+    let config = TestConfig::new()
+        .metrics(metrics)
+        .upstream("feed", &server.url("/"), "")
+        .sink(
+            "unix",
+            &format!("path = \"{}\"\nmax_clients = 64", sock.display()),
+        );
+    let daemon = Daemon::start_in(dir, &config.to_string()).await;
     let _conn = server.accept().await;
     let mut kept = Vec::new();
     for id in 1..=64 {
@@ -1257,6 +1252,7 @@ async fn a_thousand_unix_clients_against_max_clients_64_and_healthz_answers_thro
                     Ok(200) => answers += 1,
                     other => panic!("/healthz answered {other:?}"),
                 }
+                // Pacing, not a condition: asking throughout, without hammering.
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             answers
@@ -1308,13 +1304,11 @@ async fn an_inbound_message_over_its_upstreams_max_message_size_is_refused_to_th
     let mut small = TestServer::start(ServerOptions::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("in.sock");
-    let config = format!(
-        "[[upstream]]\nname = \"big\"\nurl = \"{}\"\nmax_message_size = \"64MiB\"\n[[upstream]]\nname = \"small\"\nurl = \"{}\"\nmax_message_size = \"1MiB\"\n[[sink]]\ntype = \"unix\"\npath = \"{}\"\n",
-        big.url("/"),
-        small.url("/"),
-        sock.display()
-    );
-    let daemon = Daemon::start_in(dir, &config).await;
+    let config = TestConfig::new()
+        .upstream("big", &big.url("/"), r#"max_message_size = "64MiB""#)
+        .upstream("small", &small.url("/"), r#"max_message_size = "1MiB""#)
+        .sink("unix", &format!("path = \"{}\"", sock.display()));
+    let daemon = Daemon::start_in(dir, &config.to_string()).await;
     let _big = big.accept().await;
     let mut small = small.accept().await;
     let (read_half, mut writer) = connect_unix(&sock).await.into_split();

@@ -11,25 +11,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::common::*;
 
 fn config(url: &str, metrics: u16, keys: &str) -> String {
-    format!(
-        r#"
-[daemon]
-shutdown_timeout = "2s"
-
-[metrics]
-listen = "127.0.0.1:{metrics}"
-
-[[upstream]]
-name = "book"
-url = "{url}"
-on_connect = ['{{"op":"subscribe"}}']
-reconnect = {{ initial = "50ms", max = "200ms", jitter = 0.0 }}
-{keys}
-
-[[sink]]
-type = "stdout"
-"#
-    )
+    let subscribe = r#"
+on_connect = ['{"op":"subscribe"}']
+reconnect = { initial = "50ms", max = "200ms", jitter = 0.0 }
+"#;
+    TestConfig::new()
+        .shutdown_timeout("2s")
+        .metrics(metrics)
+        .upstream("book", url, &format!("{subscribe}{keys}"))
+        .stdout_sink()
+        .to_string()
 }
 
 /// `GET path` on the metrics listener: the body.

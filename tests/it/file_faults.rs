@@ -63,11 +63,14 @@ async fn fsync_is_a_file_sink_key_that_check_shows() {
 }
 
 fn config(server: &TestServer, path: &Path) -> String {
-    format!(
-        "[[upstream]]\nname = \"feed\"\nurl = \"{}\"\n[[sink]]\ntype = \"file\"\npath = \"{}\"\nevents = false\nfsync = \"200ms\"\n",
-        server.url("/"),
+    let sink = format!(
+        "path = \"{}\"\nevents = false\nfsync = \"200ms\"",
         path.display()
-    )
+    );
+    TestConfig::new()
+        .upstream("feed", &server.url("/"), "")
+        .sink("file", &sink)
+        .to_string()
 }
 
 /// Every line of `text` as a record; panics on one that is not whole.

@@ -16,26 +16,12 @@ fn payload(n: u64) -> String {
     format!("{{\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(80))
 }
 
-fn file_config(server: &TestServer, path: &Path, rotate: &str, extra_sink: &str) -> String {
-    format!(
-        r#"
-[daemon]
-shutdown_timeout = "30s"
-
-[[upstream]]
-name = "feed"
-url = "{url}"
-
-[[sink]]
-type = "file"
-path = "{path}"
-events = false
-{rotate}
-{extra_sink}
-"#,
-        url = server.url("/"),
-        path = path.display(),
-    )
+fn file_config(server: &TestServer, path: &Path, rotate: &str) -> TestConfig {
+    let sink = format!("path = \"{}\"\nevents = false\n{rotate}", path.display());
+    TestConfig::new()
+        .shutdown_timeout("30s")
+        .upstream("feed", &server.url("/"), "")
+        .sink("file", &sink)
 }
 
 /// The rotated files of `live` (`.gz` or not), oldest first.
@@ -137,7 +123,7 @@ async fn rotation_run(count: u64, size: &str) {
     let live = dir.path().join("feed.ndjson");
     let mut server = TestServer::start(ServerOptions::default()).await;
     let rotate = format!(r#"rotate = {{ size = "{size}", keep = 5, compress = true }}"#);
-    let mut daemon = Daemon::start_in(dir, &file_config(&server, &live, &rotate, "")).await;
+    let mut daemon = Daemon::start_in(dir, &file_config(&server, &live, &rotate).to_string()).await;
     let _conn = feed(&mut server, count).await;
     wait_for_seq(&live, count).await;
     daemon.signal(15);
@@ -194,7 +180,7 @@ async fn move_then_reload_loses_nothing() {
     let live = dir.path().join("feed.ndjson");
     let moved = dir.path().join("feed.ndjson.1");
     let mut server = TestServer::start(ServerOptions::default()).await;
-    let mut daemon = Daemon::start_in(dir, &file_config(&server, &live, "", "")).await;
+    let mut daemon = Daemon::start_in(dir, &file_config(&server, &live, "").to_string()).await;
     let mut conn = server.accept().await;
     for n in 1..=500 {
         conn.send_text(&payload(n)).await;
@@ -226,9 +212,10 @@ async fn move_then_reload_loses_nothing() {
     assert!(daemon.wait().await.success());
 }
 
-/// A tcp sink beside the file sink, for "the other sinks go on".
-fn tcp_sink(port: u16) -> String {
-    format!("[[sink]]\ntype = \"tcp\"\nlisten = \"127.0.0.1:{port}\"\nevents = false\non_slow = \"block\"\n")
+/// The file sink's config with a tcp sink beside it, for "the other sinks go on".
+fn with_tcp_sink(server: &TestServer, path: &Path, port: u16) -> String {
+    let tcp = format!("listen = \"127.0.0.1:{port}\"\nevents = false\non_slow = \"block\"");
+    file_config(server, path, "").sink("tcp", &tcp).to_string()
 }
 
 #[tokio::test]
@@ -239,7 +226,7 @@ async fn a_removed_directory_is_counted_and_writing_resumes() {
     let live = sub.join("feed.ndjson");
     let port = free_port();
     let mut server = TestServer::start(ServerOptions::default()).await;
-    let config = file_config(&server, &live, "", &tcp_sink(port));
+    let config = with_tcp_sink(&server, &live, port);
     let mut daemon = Daemon::start_in(dir, &config).await;
     let mut reader = RecordReader::new(connect_tcp(([127, 0, 0, 1], port).into()).await);
     let mut conn = server.accept().await;
@@ -311,7 +298,7 @@ async fn a_full_disk_is_counted_and_writing_resumes_when_space_returns() {
     let filler = mount.join("filler");
     let port = free_port();
     let mut server = TestServer::start(ServerOptions::default()).await;
-    let config = file_config(&server, &live, "", &tcp_sink(port));
+    let config = with_tcp_sink(&server, &live, port);
     let mut daemon = Daemon::start_in(dir, &config).await;
     let mut reader = RecordReader::new(connect_tcp(([127, 0, 0, 1], port).into()).await);
     let mut conn = server.accept().await;

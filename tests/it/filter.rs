@@ -8,20 +8,14 @@ use serde_json::Value;
 
 use crate::common::*;
 
-fn config(server: &TestServer, sinks: &str, metrics: Option<u16>) -> String {
-    let metrics = metrics.map_or(String::new(), |port| {
-        format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n")
-    });
-    format!(
-        "{metrics}\n[[upstream]]\nname = \"feed\"\nurl = \"{}\"\n{sinks}",
-        server.url("/")
-    )
+/// The upstream `feed` at `server`; the test adds its sinks.
+fn config(server: &TestServer) -> TestConfig {
+    TestConfig::new().upstream("feed", &server.url("/"), "")
 }
 
+/// A blocking tcp sink's keys, with `rest`.
 fn tcp_sink(port: u16, rest: &str) -> String {
-    format!(
-        "\n[[sink]]\ntype = \"tcp\"\nlisten = \"127.0.0.1:{port}\"\non_slow = \"block\"\n{rest}\n"
-    )
+    format!("listen = \"127.0.0.1:{port}\"\non_slow = \"block\"\n{rest}")
 }
 
 fn addr(port: u16) -> SocketAddr {
@@ -32,11 +26,11 @@ fn addr(port: u16) -> SocketAddr {
 async fn csv_recipe_line_for_line() {
     let (csv_port, all_port) = (free_port(), free_port());
     let mut server = TestServer::start(ServerOptions::default()).await;
-    let sinks = tcp_sink(
-        csv_port,
-        "format = \"raw\"\nfilter = '\"\\(.ts),\\(.data.price)\"'",
-    ) + &tcp_sink(all_port, "events = false");
-    let mut daemon = Daemon::start(&config(&server, &sinks, None)).await;
+    let csv_filter = "format = \"raw\"\nfilter = '\"\\(.ts),\\(.data.price)\"'";
+    let config = config(&server)
+        .sink("tcp", &tcp_sink(csv_port, csv_filter))
+        .sink("tcp", &tcp_sink(all_port, "events = false"));
+    let mut daemon = Daemon::start(&config.to_string()).await;
     let mut csv = RecordReader::new(connect_tcp(addr(csv_port)).await);
     let mut all = RecordReader::new(connect_tcp(addr(all_port)).await);
     let mut conn = server.accept().await;
@@ -59,8 +53,10 @@ async fn a_runtime_error_drops_only_its_record_and_counts() {
     let (port, metrics) = (free_port(), free_port());
     let mut server = TestServer::start(ServerOptions::default()).await;
     let filter = r#"filter = 'select(.data.symbol? == "BTC") | {seq, p: (.data.price + 1)}'"#;
-    let sinks = tcp_sink(port, filter);
-    let mut daemon = Daemon::start(&config(&server, &sinks, Some(metrics))).await;
+    let config = config(&server)
+        .metrics(metrics)
+        .sink("tcp", &tcp_sink(port, filter));
+    let mut daemon = Daemon::start(&config.to_string()).await;
     let mut reader = RecordReader::new(connect_tcp(addr(port)).await);
     let mut conn = server.accept().await;
     for message in [

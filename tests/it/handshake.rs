@@ -38,23 +38,11 @@ async fn refusing_server(response: &'static str) -> (String, mpsc::UnboundedRece
 }
 
 fn config(url: &str, metrics: u16) -> String {
-    format!(
-        r#"
-[daemon]
-shutdown_timeout = "2s"
-
-[metrics]
-listen = "127.0.0.1:{metrics}"
-
-[[upstream]]
-name = "feed"
-url = "{url}"
-reconnect = {{ initial = "100ms", max = "2s", jitter = 0.0 }}
-
-[[sink]]
-type = "stdout"
-"#
-    )
+    let reconnect = r#"reconnect = { initial = "100ms", max = "2s", jitter = 0.0 }"#;
+    TestConfig::feed_to_stdout(url, reconnect)
+        .shutdown_timeout("2s")
+        .metrics(metrics)
+        .to_string()
 }
 
 async fn next_accept(rx: &mut mpsc::UnboundedReceiver<Instant>) -> Instant {

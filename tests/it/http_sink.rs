@@ -129,14 +129,14 @@ async fn start(addr: SocketAddr, extra: &str) -> (TestServer, Daemon, SocketAddr
     let ws = TestServer::start(ServerOptions::default()).await;
     let (head, metrics) = daemon_head(&ws.url("/"));
     let sink = format!(
-        "[[sink]]\ntype = \"http\"\nurl = \"http://{addr}/ingest\"\n\
+        "url = \"http://{addr}/ingest\"\n\
          headers = {{ Authorization = \"Bearer ${{WSB_HTTP_TEST_TOKEN}}\" }}\n\
          events = false\non_slow = \"block\"\n{extra}"
     );
     // The daemon expands ${WSB_HTTP_TEST_TOKEN} from its environment.
     let daemon = Daemon::start_with_env(
         tempfile::tempdir().unwrap(),
-        &format!("{head}{sink}"),
+        &head.sink("http", &sink).to_string(),
         &[("WSB_HTTP_TEST_TOKEN", "s3cret")],
     )
     .await;

@@ -9,23 +9,13 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::Instant;
 
 fn two_upstreams(a: &str, b: Option<&str>) -> String {
-    let mut config = format!(
-        r#"
-[daemon]
-shutdown_timeout = "2s"
-
-[[upstream]]
-name = "steady"
-url = "{a}"
-"#
-    );
+    let mut config = TestConfig::new()
+        .shutdown_timeout("2s")
+        .upstream("steady", a, "");
     if let Some(b) = b {
-        config.push_str(&format!(
-            "\n[[upstream]]\nname = \"extra\"\nurl = \"{b}\"\n"
-        ));
+        config = config.upstream("extra", b, "");
     }
-    config.push_str("\n[[sink]]\ntype = \"stdout\"\n");
-    config
+    config.stdout_sink().to_string()
 }
 
 #[tokio::test]

@@ -51,22 +51,15 @@ async fn wait_for_sample(port: u16, series: &str, want: f64) -> String {
 }
 
 fn config(url: &str, metrics_port: u16, sink_port: u16) -> String {
-    format!(
-        r#"
-[metrics]
-listen = "127.0.0.1:{metrics_port}"
-
-[[upstream]]
-name = "feed"
-url = "{url}"
+    let upstream = r#"
 required = true
-reconnect = {{ initial = "200ms", max = "1s" }}
-
-[[sink]]
-type = "tcp"
-listen = "127.0.0.1:{sink_port}"
-"#
-    )
+reconnect = { initial = "200ms", max = "1s" }
+"#;
+    TestConfig::new()
+        .metrics(metrics_port)
+        .upstream("feed", url, upstream)
+        .sink("tcp", &format!("listen = \"127.0.0.1:{sink_port}\""))
+        .to_string()
 }
 
 #[tokio::test]

@@ -30,22 +30,6 @@ async fn nats_server() -> ServerProcess {
     .await
 }
 
-/// A nats sink on `subject` into stream FEED (which takes `wsbridge.>`).
-fn nats_sink(port: u16, subject: &str, extra: &str) -> String {
-    format!(
-        "[[sink]]\ntype = \"nats\"\nurl = \"nats://127.0.0.1:{port}\"\nsubject = \"{subject}\"\n\
-         jetstream = true\nevents = false\nstream = {{ name = \"FEED\", subjects = [\"wsbridge.>\"] }}\n{extra}\n"
-    )
-}
-
-fn upstream(name: &str, url: &str) -> String {
-    format!("[[upstream]]\nname = \"{name}\"\nurl = \"{url}\"\n\n")
-}
-
-fn metrics_head(metrics: SocketAddr) -> String {
-    format!("[metrics]\nlisten = \"{metrics}\"\n\n")
-}
-
 /// One message of the stream: its subject, upstream, seq and fed number.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Stored {
@@ -173,18 +157,18 @@ async fn an_upstream_removed_and_added_back_keeps_every_record() {
     let mut ws = TestServer::start(ServerOptions::default()).await;
     let idle = TestServer::start(ServerOptions::default()).await;
     let metrics: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let sink = nats_sink(server.port, "wsbridge.{upstream}", "");
-    let with_feed = format!(
-        "{}{}{}{sink}",
-        metrics_head(metrics),
-        upstream("feed", &ws.url("/")),
-        upstream("idle", &idle.url("/"))
-    );
-    let without = format!(
-        "{}{}{sink}",
-        metrics_head(metrics),
-        upstream("idle", &idle.url("/"))
-    );
+    let sink = nats_sink_keys(server.port, "wsbridge.{upstream}", "");
+    let with_feed = TestConfig::new()
+        .metrics(metrics.port())
+        .upstream("feed", &ws.url("/"), "")
+        .upstream("idle", &idle.url("/"), "")
+        .sink("nats", &sink)
+        .to_string();
+    let without = TestConfig::new()
+        .metrics(metrics.port())
+        .upstream("idle", &idle.url("/"), "")
+        .sink("nats", &sink)
+        .to_string();
     let daemon = Daemon::start(&with_feed).await;
     let first = feed(&mut ws, N).await;
     wait_acknowledged(metrics, N).await;
@@ -224,14 +208,18 @@ async fn two_sinks_into_one_stream_keep_every_record() {
     let server = nats_server().await;
     let mut ws = TestServer::start(ServerOptions::default()).await;
     let metrics: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let config = format!(
-        "{}{}{}{}",
-        metrics_head(metrics),
-        upstream("feed", &ws.url("/")),
-        nats_sink(server.port, "wsbridge.raw.{upstream}", ""),
-        nats_sink(server.port, "wsbridge.copy.{upstream}", ""),
-    );
-    let _daemon = Daemon::start(&config).await;
+    let config = TestConfig::new()
+        .metrics(metrics.port())
+        .upstream("feed", &ws.url("/"), "")
+        .sink(
+            "nats",
+            &nats_sink_keys(server.port, "wsbridge.raw.{upstream}", ""),
+        )
+        .sink(
+            "nats",
+            &nats_sink_keys(server.port, "wsbridge.copy.{upstream}", ""),
+        );
+    let _daemon = Daemon::start(&config.to_string()).await;
     let _feed = feed(&mut ws, N).await;
     wait_acknowledged(metrics, N).await;
     let stored = read_stream(server.port).await;
@@ -262,17 +250,16 @@ async fn replicas_with_a_jq_msg_id_store_each_message_once() {
     for _ in 0..2 {
         let mut ws = TestServer::start(ServerOptions::default()).await;
         let metrics: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let config = format!(
-            "{}{}{}",
-            metrics_head(metrics),
-            upstream("feed", &ws.url("/")),
-            nats_sink(
-                server.port,
-                "wsbridge.{upstream}",
-                "msg_id = { jq = \".n\" }"
-            ),
+        let sink = nats_sink_keys(
+            server.port,
+            "wsbridge.{upstream}",
+            "msg_id = { jq = \".n\" }",
         );
-        daemons.push(Daemon::start(&config).await);
+        let config = TestConfig::new()
+            .metrics(metrics.port())
+            .upstream("feed", &ws.url("/"), "")
+            .sink("nats", &sink);
+        daemons.push(Daemon::start(&config.to_string()).await);
         feeds.push(feed(&mut ws, N).await);
         feeds.push(tokio::spawn(async move {
             let _keep = ws;
@@ -316,17 +303,16 @@ async fn a_storm_of_reloads_loses_no_record_silently() {
         urls.push(ws.url("/"));
         feed_every_connection(ws, Duration::from_millis(2), stop.clone());
     }
-    let sink = nats_sink(server.port, "wsbridge.{upstream}", "");
+    let sink = nats_sink_keys(server.port, "wsbridge.{upstream}", "");
     // A non-empty subset of the upstreams, by the bits of `mask`.
     let config = |mask: usize| {
-        let mut text = metrics_head(metrics);
+        let mut config = TestConfig::new().metrics(metrics.port());
         for (i, name) in NAMES.iter().enumerate() {
             if mask & (1 << i) != 0 {
-                text.push_str(&upstream(name, &urls[i]));
+                config = config.upstream(name, &urls[i], "");
             }
         }
-        text.push_str(&sink);
-        text
+        config.sink("nats", &sink).to_string()
     };
     let daemon = Daemon::start(&config(0b111)).await;
     let started = Instant::now();

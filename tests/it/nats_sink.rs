@@ -24,10 +24,7 @@ async fn nats_server() -> ServerProcess {
 }
 
 fn nats_sink(port: u16, extra: &str) -> String {
-    format!(
-        "[[sink]]\ntype = \"nats\"\nurl = \"nats://127.0.0.1:{port}\"\nsubject = \"wsbridge.{{upstream}}\"\n\
-         jetstream = true\nevents = false\nstream = {{ name = \"FEED\", subjects = [\"wsbridge.>\"] }}\n{extra}\n"
-    )
+    nats_sink_keys(port, "wsbridge.{upstream}", extra)
 }
 
 /// Every message of stream FEED: (Wsbridge-Seq, the fed number), in stream order.
@@ -74,33 +71,31 @@ async fn read_stream(port: u16, expect_at_least: u64) -> Vec<(u64, u64)> {
     out
 }
 
-/// The stream's message count, polled until it reaches `count` (or stays below).
+/// Waits until the stream holds at least `count` messages.
 async fn wait_stream_count(port: u16, count: u64) {
     let client = async_nats::connect(format!("nats://127.0.0.1:{port}"))
         .await
         .expect("connect");
-    let js = jetstream::new(client);
-    let deadline = tokio::time::Instant::now() + FEED_TIME;
-    loop {
-        if let Ok(mut stream) = js.get_stream("FEED").await {
-            if let Ok(info) = stream.info().await {
-                if info.state.messages >= count {
-                    return;
-                }
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the stream never held {count} messages"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let js = &jetstream::new(client);
+    let what = format!("the stream holding {count} messages");
+    wait_until(FEED_TIME, &what, || async move {
+        let mut stream = js.get_stream("FEED").await.map_err(|e| e.to_string())?;
+        let held = stream
+            .info()
+            .await
+            .map_err(|e| e.to_string())?
+            .state
+            .messages;
+        (held >= count).then_some(()).ok_or(format!("{held}"))
+    })
+    .await
 }
 
 async fn start(server: &ServerProcess, extra: &str) -> (TestServer, Daemon, SocketAddr) {
     let ws = TestServer::start(ServerOptions::default()).await;
     let (head, metrics) = daemon_head(&ws.url("/"));
-    let daemon = Daemon::start(&format!("{head}{}", nats_sink(server.port, extra))).await;
+    let config = head.sink("nats", &nats_sink(server.port, extra));
+    let daemon = Daemon::start(&config.to_string()).await;
     (ws, daemon, metrics)
 }
 
@@ -141,7 +136,7 @@ async fn jetstream_holds_every_record_once_in_order() {
 }
 
 /// Kills the server (`kill -9`) once the daemon has had `at` records acknowledged or
-/// dropped, waits a moment, starts it again on the same port and store.
+/// dropped, leaves it down for half a second, starts it again on the same port and store.
 /// With `notice`, waits until the sink has noticed (it notices when it next sends).
 async fn kill_at(server: &mut ServerProcess, metrics: SocketAddr, at: u64, notice: bool) {
     wait_status(metrics, FEED_TIME, "progress", |s| {
@@ -157,6 +152,8 @@ async fn kill_at(server: &mut ServerProcess, metrics: SocketAddr, at: u64, notic
         })
         .await;
     }
+    // The outage is the point, not a condition: records wait (block) or are dropped (drop)
+    // while the server is down.
     tokio::time::sleep(Duration::from_millis(500)).await;
     server.restart().await;
 }
@@ -236,9 +233,9 @@ async fn two_daemons_on_one_feed_store_each_message_once() {
     let sink = nats_sink(server.port, "msg_id = \"content\"");
     let (head_a, metrics_a) = daemon_head(&ws.url("/"));
     let (head_b, metrics_b) = daemon_head(&ws.url("/"));
-    let _a = Daemon::start(&format!("{head_a}{sink}")).await;
+    let _a = Daemon::start(&head_a.sink("nats", &sink).to_string()).await;
     let feed_a = feed(&mut ws, N).await;
-    let _b = Daemon::start(&format!("{head_b}{sink}")).await;
+    let _b = Daemon::start(&head_b.sink("nats", &sink).to_string()).await;
     let feed_b = feed(&mut ws, N).await;
     for metrics in [metrics_a, metrics_b] {
         wait_status(metrics, FEED_TIME, "acknowledgement of every record", |s| {
@@ -270,11 +267,13 @@ async fn a_server_that_never_answers_fills_the_buffer_and_other_sinks_keep_flowi
     });
     let mut ws = TestServer::start(ServerOptions::default()).await;
     let (head, metrics) = daemon_head(&ws.url("/"));
-    let sinks = format!(
-        "{}[[sink]]\ntype = \"stdout\"\nevents = false\n",
-        nats_sink(port, "on_slow = \"drop\"\nbuffer = \"16KiB\"")
-    );
-    let mut daemon = Daemon::start(&format!("{head}{sinks}")).await;
+    let config = head
+        .sink(
+            "nats",
+            &nats_sink(port, "on_slow = \"drop\"\nbuffer = \"16KiB\""),
+        )
+        .sink("stdout", "events = false");
+    let mut daemon = Daemon::start(&config.to_string()).await;
     let _feed = feed(&mut ws, N).await;
     for n in 1..=N {
         let record = daemon.next_record().await;

@@ -258,10 +258,10 @@ async fn start(server: &PgServer, events: bool) -> (TestServer, Daemon, std::net
     let ws = TestServer::start(ServerOptions::default()).await;
     let (head, metrics) = daemon_head(&ws.url("/"));
     let sink = format!(
-        "[[sink]]\ntype = \"postgres\"\nurl = \"{}\"\ntable = \"wsbridge\"\nevents = {events}\non_slow = \"block\"\n",
+        "url = \"{}\"\ntable = \"wsbridge\"\nevents = {events}\non_slow = \"block\"",
         server.url()
     );
-    let daemon = Daemon::start(&format!("{head}{sink}")).await;
+    let daemon = Daemon::start(&head.sink("postgres", &sink).to_string()).await;
     (ws, daemon, metrics)
 }
 

@@ -145,14 +145,12 @@ impl ProxyProcess {
 
 /// A config with named upstreams (`[name, url, extra keys]`) and a stdout sink.
 fn upstreams(list: &[(&str, &str, &str)]) -> String {
-    let mut config = "[daemon]\nshutdown_timeout = \"1s\"\n".to_string();
+    let reconnect = r#"reconnect = { initial = "200ms", max = "1s" }"#;
+    let mut config = TestConfig::new().shutdown_timeout("1s");
     for (name, url, extra) in list {
-        config.push_str(&format!(
-            "\n[[upstream]]\nname = \"{name}\"\nurl = \"{url}\"\nreconnect = {{ initial = \"200ms\", max = \"1s\" }}\n{extra}\n"
-        ));
+        config = config.upstream(name, url, &format!("{reconnect}\n{extra}"));
     }
-    config.push_str("\n[[sink]]\ntype = \"stdout\"\n");
-    config
+    config.stdout_sink().to_string()
 }
 
 fn of(upstream: &'static str, kind: &'static str) -> impl Fn(&Value) -> bool {

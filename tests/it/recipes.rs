@@ -41,7 +41,8 @@ async fn recipe_server() -> String {
     url
 }
 
-fn recipe(name: &str) -> String {
+/// The first block fenced as `lang` after recipe `name`'s marker in the README.
+fn readme_block(name: &str, lang: &str) -> String {
     let readme =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     let marker = format!("<!-- recipe: {name} -->");
@@ -50,17 +51,33 @@ fn recipe(name: &str) -> String {
         .nth(1)
         .unwrap_or_else(|| panic!("README has no recipe {name}"));
     let block = after
-        .split("```sh\n")
+        .split(&format!("```{lang}\n"))
         .nth(1)
-        .unwrap()
+        .unwrap_or_else(|| panic!("recipe {name} has no {lang} block"))
         .split("```")
         .next()
         .unwrap();
     block.to_string()
 }
 
-/// Runs a recipe in a temp dir with `wsbridge` on PATH and the stand-in server's URL.
+/// The commands of recipe `name`.
+fn recipe(name: &str) -> String {
+    readme_block(name, "sh")
+}
+
+/// Runs a recipe in a temp dir with `wsbridge` on PATH and the stand-in server's URL; it
+/// must succeed and write nothing to stderr. Returns its stdout.
 pub async fn run_recipe(name: &str) -> String {
+    let (stdout, stderr) = run_recipe_with_stderr(name).await;
+    assert!(
+        stderr.is_empty(),
+        "recipe {name} wrote to stderr:\n{stderr}"
+    );
+    stdout
+}
+
+/// Like [`run_recipe`], for a recipe whose stderr says something too: its stdout and stderr.
+pub async fn run_recipe_with_stderr(name: &str) -> (String, String) {
     let status = std::process::Command::new("jq").arg("--version").output();
     assert!(
         status.is_ok_and(|o| o.status.success()),
@@ -89,18 +106,13 @@ pub async fn run_recipe(name: &str) -> String {
         .expect("the recipe finishes")
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         out.status.success(),
-        "recipe {name} failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
+        "recipe {name} failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
         out.status,
-        String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        out.stderr.is_empty(),
-        "recipe {name} wrote to stderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    (stdout, stderr)
 }
 
 #[tokio::test]
@@ -150,4 +162,68 @@ async fn record_replay() {
             "{out}"
         );
     }
+}
+
+/// The README's "Feeds you can check" example (issue 27): a recording with a gap, replayed and
+/// checked by `connect --sequence --event-time`, prints what the README shows: every message
+/// in order, one gap record where 5 and 6 are missing, `lag_ms` of at least the 250 ms the
+/// recipe backdates its messages by (the README's figures are one run's), and the warning on
+/// stderr.
+#[tokio::test]
+async fn feed_gap() {
+    let (out, stderr) = run_recipe_with_stderr("feed-gap").await;
+    let lines = |text: &str| -> Vec<serde_json::Value> {
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    };
+    let (got, shown) = (lines(&out), lines(&readme_block("feed-gap", "text")));
+    // The same records but for the lag, which is one run's.
+    let without_lag = |records: &[serde_json::Value]| -> Vec<serde_json::Value> {
+        records
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                if let Some(fields) = r.as_object_mut() {
+                    fields.remove("lag_ms");
+                }
+                r
+            })
+            .collect()
+    };
+    assert_eq!(
+        without_lag(&got),
+        without_lag(&shown),
+        "the recipe printed:\n{out}"
+    );
+    assert_eq!(
+        got.iter().filter(|r| r.get("gap").is_some()).count(),
+        1,
+        "{out}"
+    );
+    for r in got.iter().filter(|r| r.get("u").is_some()) {
+        let lag = r["lag_ms"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no lag_ms: {r}"));
+        // Backdated 250 ms; a unit mistake (seconds for ms) would be off by far more than the
+        // minute allowed for a loaded machine.
+        assert!((250..60_000).contains(&lag), "lag_ms {lag} in {r}");
+    }
+    // The README quotes the warning as `WARN … the feed skipped …`: each part is in it.
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let quoted = readme
+        .split("<!-- recipe: feed-gap -->")
+        .nth(1)
+        .and_then(|after| after.split("(stderr: `").nth(1))
+        .and_then(|quote| quote.split('`').next())
+        .expect("the README quotes the recipe's stderr");
+    let warning = stderr
+        .lines()
+        .find(|l| l.contains("the feed skipped sequence numbers"))
+        .unwrap_or_else(|| panic!("no warning about the gap:\n{stderr}"));
+    for part in quoted.split('…').map(str::trim) {
+        assert!(warning.contains(part), "{part:?} is not in {warning:?}");
+    }
+    assert!(quoted.contains("expected=5 got=7"), "{quoted}");
 }

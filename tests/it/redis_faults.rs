@@ -83,13 +83,6 @@ async fn dropped_for(metrics: SocketAddr, reason: &str) -> u64 {
         .unwrap_or_else(|| panic!("no dropped series for {reason} in:\n{text}")) as u64
 }
 
-fn redis_sink(port: u16, stream: &str) -> String {
-    format!(
-        "[[sink]]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:{port}/0\"\nstream = \"{stream}\"\n\
-         maxlen = 0\nevents = false\non_slow = \"block\"\n"
-    )
-}
-
 /// Waits until everything routed to the sink is written or dropped (its queue empty).
 async fn settled(metrics: SocketAddr, routed_at_least: u64) -> wsbridge::metrics::SinkStatus {
     wait_status(metrics, FEED_TIME, "every routed record settled", |s| {
@@ -106,11 +99,8 @@ async fn redis_another_writer_on_the_key_never_makes_a_lost_record_count_as_writ
     let server = redis_server().await;
     let mut ws = TestServer::start(ServerOptions::default()).await;
     let (head, metrics) = daemon_head(&ws.url("/"));
-    let daemon = Daemon::start(&format!(
-        "{head}{}",
-        redis_sink(server.port, "wsbridge:{upstream}")
-    ))
-    .await;
+    let sink = redis_sink_keys(server.port, "wsbridge:{upstream}");
+    let daemon = Daemon::start(&head.sink("redis", &sink).to_string()).await;
     // The other writer: `XADD key * …` about once a millisecond while the feed flows.
     let stop = Arc::new(AtomicBool::new(false));
     let other = {
@@ -209,15 +199,15 @@ async fn redis_reload_storm_leaves_every_record_once_in_the_stream_or_counted() 
     let metrics: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     // One key for every upstream: the sink is its only writer, whatever the reloads do.
     let config = |extra: &[usize]| {
-        let mut text = format!(
-            "[metrics]\nlisten = \"{metrics}\"\n\n[[upstream]]\nname = \"steady\"\nurl = \"{url}\"\n\n"
-        );
+        let mut config = TestConfig::new()
+            .metrics(metrics.port())
+            .upstream("steady", &url, "");
         for k in extra {
-            text.push_str(&format!(
-                "[[upstream]]\nname = \"x{k}\"\nurl = \"{url}\"\n\n"
-            ));
+            config = config.upstream(&format!("x{k}"), &url, "");
         }
-        text + &redis_sink(server.port, "wsbridge:all")
+        config
+            .sink("redis", &redis_sink_keys(server.port, "wsbridge:all"))
+            .to_string()
     };
     let daemon = Daemon::start(&config(&[])).await;
     // Signals are handled once the sink runs.

@@ -85,12 +85,8 @@ async fn read_stream(port: u16) -> Vec<(u64, u64)> {
 async fn start(server: &ServerProcess) -> (TestServer, Daemon, std::net::SocketAddr) {
     let ws = TestServer::start(ServerOptions::default()).await;
     let (head, metrics) = daemon_head(&ws.url("/"));
-    let sink = format!(
-        "[[sink]]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:{}/0\"\nstream = \"wsbridge:{{upstream}}\"\n\
-         maxlen = 0\nevents = false\non_slow = \"block\"\n",
-        server.port
-    );
-    let daemon = Daemon::start(&format!("{head}{sink}")).await;
+    let sink = redis_sink_keys(server.port, "wsbridge:{upstream}");
+    let daemon = Daemon::start(&head.sink("redis", &sink).to_string()).await;
     (ws, daemon, metrics)
 }
 

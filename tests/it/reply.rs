@@ -13,23 +13,10 @@ use crate::common::*;
 const PONG: &str = r#"select(type == "object" and has("ping")) | {pong: .ping}"#;
 
 fn config(url: &str, metrics: u16, reply: &str) -> String {
-    format!(
-        r#"
-[daemon]
-shutdown_timeout = "2s"
-
-[metrics]
-listen = "127.0.0.1:{metrics}"
-
-[[upstream]]
-name = "feed"
-url = "{url}"
-reply = '{reply}'
-
-[[sink]]
-type = "stdout"
-"#
-    )
+    TestConfig::feed_to_stdout(url, &format!("reply = '{reply}'"))
+        .shutdown_timeout("2s")
+        .metrics(metrics)
+        .to_string()
 }
 
 /// `GET path` on the metrics listener: the body.

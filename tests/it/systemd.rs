@@ -123,21 +123,16 @@ impl Manager {
 
 /// An upstream and tcp sinks on `ports`, plus a unix sink at `unix` if given.
 fn config(upstream: &str, ports: &[u16], unix: Option<&Path>) -> String {
-    let mut config = format!(
-        "[daemon]\nshutdown_timeout = \"2s\"\n\n[[upstream]]\nname = \"feed\"\nurl = \"{upstream}\"\n"
-    );
+    let mut config = TestConfig::new()
+        .shutdown_timeout("2s")
+        .upstream("feed", upstream, "");
     for port in ports {
-        config.push_str(&format!(
-            "\n[[sink]]\ntype = \"tcp\"\nlisten = \"127.0.0.1:{port}\"\n"
-        ));
+        config = config.sink("tcp", &format!("listen = \"127.0.0.1:{port}\""));
     }
     if let Some(path) = unix {
-        config.push_str(&format!(
-            "\n[[sink]]\ntype = \"unix\"\npath = \"{}\"\n",
-            path.display()
-        ));
+        config = config.sink("unix", &format!("path = \"{}\"", path.display()));
     }
-    config
+    config.to_string()
 }
 
 /// One connection attempt, no retry: after READY=1 the listener must already be there.

@@ -173,21 +173,10 @@ impl WssServer {
 
 /// A config with one upstream (plus `extra` keys) and a stdout sink.
 pub fn one_upstream(url: &str, extra: &str) -> String {
-    format!(
-        r#"
-[daemon]
-shutdown_timeout = "1s"
-
-[[upstream]]
-name = "feed"
-url = "{url}"
-reconnect = {{ initial = "200ms", max = "1s" }}
-{extra}
-
-[[sink]]
-type = "stdout"
-"#
-    )
+    let reconnect = r#"reconnect = { initial = "200ms", max = "1s" }"#;
+    TestConfig::feed_to_stdout(url, &format!("{reconnect}\n{extra}"))
+        .shutdown_timeout("1s")
+        .to_string()
 }
 
 pub fn error_text(record: &Value) -> &str {

@@ -8,23 +8,12 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use crate::common::*;
 
 fn config(url: &str, metrics: u16) -> String {
-    format!(
-        r#"
-[metrics]
-listen = "127.0.0.1:{metrics}"
-
-[[upstream]]
-name = "book-feed"
-url = "{url}"
-
-[[upstream]]
-name = "trade-feed"
-url = "{url}"
-
-[[sink]]
-type = "stdout"
-"#
-    )
+    TestConfig::new()
+        .metrics(metrics)
+        .upstream("book-feed", url, "")
+        .upstream("trade-feed", url, "")
+        .stdout_sink()
+        .to_string()
 }
 
 /// Runs (with the system python3: the standard library only) `wsbridge top -c CONFIG` in a 30x120 pseudo-terminal until the screen shows every

@@ -28,25 +28,12 @@ fn receiver(socket: std::net::UdpSocket) -> UdpSocket {
 }
 
 fn config(server: &TestServer, metrics: u16, sink_keys: &str) -> String {
-    format!(
-        r#"
-[daemon]
-shutdown_timeout = "5s"
-
-[metrics]
-listen = "127.0.0.1:{metrics}"
-
-[[upstream]]
-name = "feed"
-url = "{url}"
-
-[[sink]]
-type = "udp"
-events = false
-{sink_keys}
-"#,
-        url = server.url("/"),
-    )
+    TestConfig::new()
+        .shutdown_timeout("5s")
+        .metrics(metrics)
+        .upstream("feed", &server.url("/"), "")
+        .sink("udp", &format!("events = false\n{sink_keys}"))
+        .to_string()
 }
 
 /// Reads datagrams until `count` data records came, checking they are numbered 1.. in order.

@@ -8,21 +8,10 @@ use futures_util::StreamExt;
 use tokio::time::Instant;
 
 fn upstream_config(url: &str, extra: &str) -> String {
-    format!(
-        r#"
-[daemon]
-shutdown_timeout = "2s"
-
-[[upstream]]
-name = "feed"
-url = "{url}"
-reconnect = {{ initial = "100ms", max = "500ms", jitter = 0.0 }}
-{extra}
-
-[[sink]]
-type = "stdout"
-"#
-    )
+    let reconnect = r#"reconnect = { initial = "100ms", max = "500ms", jitter = 0.0 }"#;
+    TestConfig::feed_to_stdout(url, &format!("{reconnect}\n{extra}"))
+        .shutdown_timeout("2s")
+        .to_string()
 }
 
 #[tokio::test]

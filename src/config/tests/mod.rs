@@ -13,6 +13,7 @@ use crate::sink::stdout::StdoutSettings;
 use crate::sink::unix::settings::UnixSettings;
 
 mod errors;
+mod feed;
 mod file_exec;
 mod transport;
 

@@ -1,6 +1,7 @@
 //! Fixtures for the integration tests: a real WebSocket server on loopback
 //! (tokio-tungstenite) whose connections the test drives by hand, and the real `wsbridge`
-//! binary run as a child process with its stdout read line by line.
+//! binary run as a child process with its stdout read line by line. `config` builds the
+//! configs it runs on; `wait` waits for events instead of sleeping.
 
 #![allow(dead_code)]
 // each area uses a different part of this module
@@ -25,8 +26,18 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+mod config;
+mod wait;
+
+pub use config::TestConfig;
+pub use wait::{status_of, wait_until, wait_until_still};
+
 /// Generous bound for things that should happen "at once", for loaded CI machines.
 pub const SOON: Duration = Duration::from_secs(10);
+
+/// Generous bound for a condition a test waits for (a client registered, a record arrived,
+/// a process gone) on a loaded 2-core machine; reaching it is a failure, not a slow pass.
+pub const EVENTUALLY: Duration = Duration::from_secs(30);
 
 /// One accepted WebSocket connection, driven by the test.
 pub struct Conn {
