@@ -3,6 +3,7 @@
 //! with stdout as its only sink ([`stdout`]: written on the connection's thread where that
 //! cannot block it) and stdin feeding its send queue ([`stdin`]: a thread of its own).
 
+mod gather;
 mod stdin;
 mod stdout;
 

@@ -28,7 +28,7 @@
 //! `connect` exits saying what it could not write.
 
 use std::fs::File;
-use std::io::{self, IsTerminal as _, Write as _};
+use std::io::{self, IoSlice, IsTerminal as _, Write as _};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
@@ -39,18 +39,17 @@ use tokio::sync::mpsc::error::TryRecvError;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::{Batch, SinkReceiver};
-use crate::record::{Encoding, LineEnd};
+use super::gather::{write_all_with, Gather};
+use crate::hub::SinkReceiver;
+use crate::record::Encoding;
 use crate::sink::{SinkError, SinkStats, StdoutSink};
 
-/// The buffer is written once it holds this much, even while more batches are waiting (as
-/// the daemon's stdout sink does).
-const WRITE_AT: usize = 64 * 1024;
-/// A buffer grown past this (by one large message) is given back after its write.
+/// Lines are written once this much is gathered, even while more batches are waiting.
+const WRITE_AT: usize = 256 * 1024;
+/// ... or once the buffer of encoded lines holds this much.
+const BUFFER: usize = 64 * 1024;
+/// A buffer grown past this (by one large line) is given back after its write.
 const KEEP: usize = 1 << 20;
-/// A payload this large whose line is the payload as it is ([`Encoding::verbatim`]) is
-/// written from where it is: no copy into the buffer, which then never grows for it.
-const VERBATIM_FROM: usize = WRITE_AT;
 
 /// Where `connect` writes, chosen once from what stdout is.
 pub(super) enum Stdout {
@@ -116,80 +115,66 @@ fn reopen_nonblocking(stdout: &File) -> io::Result<pipe::Sender> {
 }
 
 impl Inline {
-    /// Encodes each batch into one buffer (with the one encoder of the wire format,
-    /// [`Encoding`]) and writes it when it passes [`WRITE_AT`] or nothing more is waiting:
-    /// `| jq` sees data at once, a burst costs few writes.
+    /// Gathers each batch's lines (encoded with the one encoder of the wire format,
+    /// [`Encoding`], large payloads by reference: [`Gather`]) and writes them when they pass
+    /// [`WRITE_AT`] or nothing more is waiting: `| jq` sees data at once, a burst costs few
+    /// writes.
     async fn run(mut self, mut input: SinkReceiver, encoding: Encoding) -> Result<(), SinkError> {
-        let mut buffer = Vec::with_capacity(WRITE_AT);
+        let mut lines = Gather::with_capacity(BUFFER);
         loop {
             let delivery = match input.try_recv() {
                 Ok(delivery) => delivery,
                 Err(TryRecvError::Disconnected) => break,
                 Err(TryRecvError::Empty) => {
-                    self.write(&mut buffer).await?;
+                    self.write(&mut lines).await?;
                     match input.recv().await {
                         Some(delivery) => delivery,
                         None => break,
                     }
                 }
             };
-            self.encode(&delivery.batch, encoding, &mut buffer).await?;
-            // Gives the batch's share of the input's byte budget back.
+            for event in &delivery.batch.events {
+                lines.push(&delivery.batch.upstream, event, encoding);
+                if lines.full() {
+                    self.write(&mut lines).await?;
+                }
+            }
+            // Gives the batch's share of the input's byte budget back (payloads held by
+            // reference are not counted: they are at most `WRITE_AT` more).
             drop(delivery);
-            if buffer.len() >= WRITE_AT {
-                self.write(&mut buffer).await?;
+            if lines.len() >= WRITE_AT || lines.buffered() >= BUFFER {
+                self.write(&mut lines).await?;
             }
         }
-        self.write(&mut buffer).await
+        self.write(&mut lines).await
     }
 
-    /// Appends the lines of `batch` to `buffer`, except large payloads written as they are:
-    /// those are written from where they are, after what `buffer` gathered before them.
-    async fn encode(
-        &mut self,
-        batch: &Batch,
-        encoding: Encoding,
-        buffer: &mut Vec<u8>,
-    ) -> Result<(), SinkError> {
-        for event in &batch.events {
-            // The size first: `verbatim` looks for line breaks, which `encode` does again.
-            let verbatim = (event.payload_len() >= VERBATIM_FROM)
-                .then(|| encoding.verbatim(event))
-                .flatten();
-            match verbatim {
-                Some((payload, end)) => {
-                    self.write(buffer).await?;
-                    self.write_all(payload).await?;
-                    if end == LineEnd::Newline {
-                        buffer.push(b'\n');
-                    }
-                }
-                _ => {
-                    encoding.encode(&batch.upstream, event, buffer);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes and empties `buffer`.
-    async fn write(&mut self, buffer: &mut Vec<u8>) -> Result<(), SinkError> {
-        if buffer.is_empty() {
+    /// Writes and empties `lines`.
+    async fn write(&mut self, lines: &mut Gather) -> Result<(), SinkError> {
+        if lines.is_empty() {
             return Ok(());
         }
-        self.write_all(buffer).await?;
-        buffer.clear();
-        if buffer.capacity() > KEEP {
-            *buffer = Vec::with_capacity(WRITE_AT);
-        }
-        Ok(())
-    }
-
-    async fn write_all(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
+        let mut slices = lines.slices();
         let written = match self {
-            Inline::File(file) => file.write_all(bytes),
-            Inline::Pipe(pipe) => pipe.write_all(bytes).await,
+            Inline::File(file) => write_all_with(&mut slices, |s| file.write_vectored(s)),
+            Inline::Pipe(pipe) => {
+                let mut rest = &mut slices[..];
+                let mut result = Ok(());
+                while !rest.is_empty() {
+                    match pipe.write_vectored(rest).await {
+                        Ok(0) => result = Err(io::ErrorKind::WriteZero.into()),
+                        Ok(n) => IoSlice::advance_slices(&mut rest, n),
+                        Err(e) => result = Err(e),
+                    }
+                    if result.is_err() {
+                        break;
+                    }
+                }
+                result
+            }
         };
+        drop(slices);
+        lines.clear(KEEP);
         written.map_err(|e| match e.kind() {
             io::ErrorKind::BrokenPipe => SinkError::BrokenPipe,
             _ => SinkError::Stdout(e),
