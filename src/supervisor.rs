@@ -3,11 +3,12 @@
 //!
 //! Startup binds every sink first (so a port in use stops the daemon before anything
 //! connects), then starts one task per upstream. Controls arrive as a typed stream of
-//! [`Control`] values, so tests drive the supervisor without sending signals. Reloads are
-//! applied in `reload`.
+//! [`Control`] values, so tests drive the supervisor without sending signals. Tasks are
+//! started in `spawn`; reloads are applied in `reload`; leases decide what runs in `cluster`.
 
 mod cluster;
 mod reload;
+mod spawn;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,9 +18,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn, Instrument};
+use tracing::{error, info, warn};
 
 use crate::cluster::Cluster;
 use crate::config::{Config, ConfigErrors, SinkConfig, UpstreamConfig};
@@ -27,8 +27,8 @@ use crate::fence::Fence;
 use crate::hub::{self, Hub, SendQueue, SinkInput};
 use crate::metrics::Metrics;
 use crate::notify;
-use crate::sink::{self, BoundSink, SinkContext, SinkError, SinkStats};
-use crate::upstream::{RunMode, State, Upstream, UpstreamExit, UpstreamStats};
+use crate::sink::{self, SinkError, SinkStats};
+use crate::upstream::{State, UpstreamExit, UpstreamStats};
 
 /// What the outside world asks of a running supervisor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,104 +255,6 @@ impl Supervisor {
             cluster.release_all(deadline).await;
         }
         info!("stopped");
-    }
-
-    fn spawn_sink(&mut self, config: Arc<SinkConfig>, bound: BoundSink) {
-        let (input, receiver) = hub::sink_input(SINK_INPUT, SINK_INPUT_BYTES);
-        let cancel = CancellationToken::new();
-        let stats = Arc::new(SinkStats::named(config.name()));
-        let input = input.counted_by(stats.clone());
-        let reopen = Arc::new(Notify::new());
-        let ctx = SinkContext {
-            config: config.clone(),
-            input: receiver,
-            directory: self.hub.directory(),
-            shutdown: cancel.clone(),
-            stats: stats.clone(),
-            max_line: self.max_line(),
-            reopen: reopen.clone(),
-            shutdown_timeout: self.config.daemon.shutdown_timeout,
-        };
-        let failures = self.failures_tx.clone();
-        let name = config.name();
-        let span = tracing::info_span!("sink", sink = %name);
-        let task = tokio::spawn(
-            async move {
-                if let Err(e) = bound.run(ctx).await {
-                    let _ = failures.send((name, e)).await;
-                }
-            }
-            .instrument(span),
-        );
-        self.sinks.push(RunningSink {
-            config,
-            input: Some(input),
-            cancel,
-            task,
-            stats,
-            reopen,
-        });
-    }
-
-    fn spawn_upstream(&mut self, config: Arc<UpstreamConfig>) {
-        let (fence, close_timeout) = match self.fence_of(&config.name) {
-            None => (None, self.config.daemon.shutdown_timeout / 2),
-            // Its lease was lost meanwhile: it starts when one is held again.
-            Some(None) => return,
-            Some(Some(fence)) => {
-                let ttl = self
-                    .config
-                    .cluster
-                    .as_ref()
-                    .map_or(Duration::MAX, |c| c.lease_ttl);
-                // A lost lease closes the connection within lease_ttl / 5, answered or not.
-                let close = (self.config.daemon.shutdown_timeout / 2).min(ttl / 5);
-                (Some(fence), close)
-            }
-        };
-        let (queue, receiver) = mpsc::channel(config.send_queue);
-        let cancel = CancellationToken::new();
-        if let Some(fence) = fence.clone() {
-            // The upstream stops the moment its lease is no longer proven, without waiting
-            // for the lease task or this supervisor to notice.
-            let cancel = cancel.clone();
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = fence.lapsed() => cancel.cancel(),
-                    _ = cancel.cancelled() => {}
-                }
-            });
-        }
-        let seq = self.seqs.entry(config.name.clone()).or_default().clone();
-        let stats = self
-            .upstream_stats
-            .entry(config.name.clone())
-            .or_insert_with(|| Arc::new(UpstreamStats::with_seq(seq)))
-            .clone();
-        let upstream = Upstream {
-            config: config.clone(),
-            stats,
-            outlet: self.hub.outlet(&config.name).fenced_by(fence.clone()),
-            queue: receiver,
-            shutdown: cancel.clone(),
-            goodbye: CloseCode::Away,
-            mode: RunMode::Reconnect,
-            close_timeout,
-            max_messages: None,
-            linger: Duration::ZERO,
-        };
-        let span = tracing::info_span!("upstream", upstream = %config.name);
-        let task = tokio::spawn(upstream.run().instrument(span));
-        self.upstreams.insert(
-            config.name.clone(),
-            RunningUpstream {
-                config,
-                queue,
-                cancel,
-                task,
-                fence,
-            },
-        );
     }
 
     fn publish_metrics(&self) {

@@ -18,13 +18,14 @@
 //! A round's acknowledgement says which of its records were not stored for good ([`Settled`]:
 //! refused by the server, taken by another writer's entry): those are counted dropped with
 //! their reason, the others written.
+//! That acknowledgement's type is in `ack`.
 
+mod ack;
 pub mod settings;
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -32,67 +33,12 @@ use tracing::{info, warn};
 
 use super::{DropReason, Encoded, QueueReader, SinkStats};
 use crate::backoff::Backoff;
+pub use ack::{all_stored, Ack, Settled};
 use settings::broker_reconnect;
 
 /// Records published and not yet acknowledged, at most: enough to keep a distant server
 /// busy, while `buffer` (in bytes) stays the bound on memory.
 const WINDOW_RECORDS: u64 = 16 * 1024;
-
-/// The answer to one round: resolves once the server has stored every record of it, but
-/// those that [`Settled`] names as not stored for good.
-pub type Ack = Pin<Box<dyn Future<Output = Result<Settled, BrokerError>> + Send>>;
-
-/// What became of a round: the records the server will never store, per run; every other
-/// record of the round is stored.
-#[derive(Debug, Default)]
-pub struct Settled {
-    refused: Vec<Refusal>,
-}
-
-/// Records of one run of a round that were not stored, for one reason.
-#[derive(Debug)]
-struct Refusal {
-    /// The run's index in the round.
-    run: usize,
-    reason: DropReason,
-    records: u64,
-    /// The first answer that said so, for the log.
-    why: String,
-}
-
-impl Settled {
-    /// Every record of the round stored.
-    pub fn all_stored() -> Settled {
-        Settled::default()
-    }
-
-    /// One more record of run `run` (its index in the round) not stored, for `reason`.
-    pub fn refused(&mut self, run: usize, reason: DropReason, why: impl FnOnce() -> String) {
-        match self
-            .refused
-            .iter_mut()
-            .find(|r| r.run == run && r.reason == reason)
-        {
-            Some(r) => r.records += 1,
-            None => self.refused.push(Refusal {
-                run,
-                reason,
-                records: 1,
-                why: why(),
-            }),
-        }
-    }
-
-    /// Records not stored.
-    pub fn dropped(&self) -> u64 {
-        self.refused.iter().map(|r| r.records).sum()
-    }
-}
-
-/// The acknowledgement of a publisher whose rounds are stored whole or not at all.
-pub fn all_stored(ack: impl Future<Output = Result<(), BrokerError>> + Send + 'static) -> Ack {
-    Box::pin(async move { ack.await.map(|()| Settled::all_stored()) })
-}
 
 /// Why a round was not acknowledged; the round is sent again after a reconnect.
 #[derive(Debug, thiserror::Error)]

@@ -13,12 +13,6 @@ use wsbridge::metrics::{SinkStatus, Status};
 use crate::brokers::{fed_number, feed};
 use crate::common::*;
 
-async fn status(metrics: SocketAddr) -> Status {
-    wsbridge::status_client::fetch_status(metrics)
-        .await
-        .expect("/status answers")
-}
-
 fn sink<'a>(status: &'a Status, name: &str) -> &'a SinkStatus {
     status
         .sinks
@@ -31,7 +25,7 @@ fn sink<'a>(status: &'a Status, name: &str) -> &'a SinkStatus {
 async fn settled(metrics: SocketAddr, within: Duration) -> Status {
     let deadline = Instant::now() + within;
     loop {
-        let status = status(metrics).await;
+        let status = status_of(metrics).await;
         if status.sinks.iter().all(|s| {
             s.bytes_buffered == 0 && s.records_routed == s.records_written + s.records_dropped
         }) {
@@ -83,7 +77,7 @@ on_slow = "block"
     let client = connect_tcp(([127, 0, 0, 1], tcp).into()).await;
     // The tcp sink must have its client before the feed starts, or it misses the start.
     let deadline = Instant::now() + SOON;
-    while sink(&status(metrics.into_addr()).await, "tcp").clients == 0 {
+    while sink(&status_of(metrics.into_addr()).await, "tcp").clients == 0 {
         assert!(Instant::now() < deadline, "the tcp client never registered");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -116,7 +110,7 @@ on_slow = "block"
     // Every record reached the exec sink's accounting too: most of them dropped.
     let deadline = Instant::now() + SOON;
     let status = loop {
-        let status = status(metrics.into_addr()).await;
+        let status = status_of(metrics.into_addr()).await;
         let exec = sink(&status, "exec");
         if exec.records_routed >= COUNT {
             break status;
@@ -273,7 +267,7 @@ stream = "acct:{{upstream}}"
     let tcp_client = connect_tcp(tcp.into_addr()).await;
     let deadline = Instant::now() + SOON;
     loop {
-        let s = status(metrics).await;
+        let s = status_of(metrics).await;
         if sink(&s, "unix").clients == 1 && sink(&s, "tcp").clients == 1 {
             break;
         }
@@ -303,7 +297,7 @@ stream = "acct:{{upstream}}"
             Instant::now() < deadline,
             "the feed did not get through the faults in time"
         );
-        let s = status(metrics).await;
+        let s = status_of(metrics).await;
         let routed = sink(&s, "file").records_routed;
         while let Some(&(at, fault)) = pending.peek() {
             if routed < at {
@@ -344,7 +338,7 @@ stream = "acct:{{upstream}}"
     // Every record of the feed reached every sink's accounting, and the queues drained.
     let deadline = Instant::now() + SOON * 6;
     loop {
-        let s = status(metrics).await;
+        let s = status_of(metrics).await;
         if s.upstreams[0].messages_received >= COUNT {
             break;
         }

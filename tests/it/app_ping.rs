@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::common::*;
@@ -23,13 +22,7 @@ app_ping = { message = '{"op":"ping"}', interval = "300ms", expect = "pong", tim
 }
 
 async fn metric(port: u16, name: &str) -> u64 {
-    let mut stream = connect_tcp(([127, 0, 0, 1], port).into()).await;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    stream.read_to_string(&mut out).await.unwrap();
+    let out = http_get(port, "/metrics").await;
     out.lines()
         .find_map(|l| l.strip_prefix(&format!("{name}{{upstream=\"feed\"}} ")))
         .and_then(|v| v.trim().parse().ok())

@@ -11,7 +11,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
-use wsbridge::metrics::{SinkStatus, Status};
+use wsbridge::metrics::SinkStatus;
 
 use crate::common::*;
 
@@ -171,10 +171,12 @@ pub fn fed_number(data: &[u8]) -> u64 {
 
 /// The first sink's status, fetched from the daemon's metrics endpoint.
 pub async fn sink_status(metrics: SocketAddr) -> SinkStatus {
-    let status: Status = wsbridge::status_client::fetch_status(metrics)
+    status_of(metrics)
         .await
-        .expect("/status answers");
-    status.sinks.into_iter().next().expect("a sink")
+        .sinks
+        .into_iter()
+        .next()
+        .expect("a sink")
 }
 
 /// Polls the first sink's status until `done` says so; fails after `within`.

@@ -265,9 +265,7 @@ async fn three_instances_one_owner_each_four_apiece() {
         connects,
         "upstreams moved after the spread converged"
     );
-    let status = wsbridge::status_client::fetch_status(instances[0].metrics)
-        .await
-        .unwrap();
+    let status = status_of(instances[0].metrics).await;
     let cluster = status.cluster.expect("a cluster section in /status");
     assert_eq!(cluster.members, ["a", "b", "c"]);
     assert!(

@@ -24,7 +24,6 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::Message;
-use wsbridge::metrics::Status;
 
 use crate::brokers::*;
 use crate::common::*;
@@ -229,10 +228,6 @@ async fn instance(
     }
 }
 
-async fn status(i: &Instance) -> Option<Status> {
-    wsbridge::status_client::fetch_status(i.metrics).await.ok()
-}
-
 /// Every message of the stream FEED: (publishing instance, upstream, n).
 async fn stored(nats: u16) -> Vec<(String, String, u64)> {
     let client = async_nats::connect(format!("nats://127.0.0.1:{nats}"))
@@ -294,9 +289,11 @@ async fn a_holder_woken_after_a_takeover_publishes_nothing_that_arrived_after_it
     // b's /status shows it running the upstream.
     let deadline = Instant::now() + SOON;
     loop {
-        let open = status(&b)
+        let open = status_of(b.metrics)
             .await
-            .is_some_and(|s| s.upstreams.iter().any(|u| u.state == "open"));
+            .upstreams
+            .iter()
+            .any(|u| u.state == "open");
         if open {
             break;
         }

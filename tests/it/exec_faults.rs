@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::time::{sleep, Instant};
 
+use crate::brokers::sink_status;
 use crate::common::*;
 
 fn config(server: &TestServer, metrics: u16, command: &[&str], extra: &str) -> String {
@@ -26,19 +27,11 @@ fn config(server: &TestServer, metrics: u16, command: &[&str], extra: &str) -> S
         .to_string()
 }
 
-/// The one sink's figures in `/status`.
-async fn sink_status(port: u16) -> wsbridge::metrics::SinkStatus {
-    let status = wsbridge::status_client::fetch_status(([127, 0, 0, 1], port).into())
-        .await
-        .expect("/status");
-    status.sinks.into_iter().next().expect("one sink")
-}
-
 /// Waits until all `count` records are routed and each is written or dropped.
 async fn settled(port: u16, count: u64) -> wsbridge::metrics::SinkStatus {
     let deadline = Instant::now() + SOON * 6;
     loop {
-        let sink = sink_status(port).await;
+        let sink = sink_status(([127, 0, 0, 1], port).into()).await;
         if sink.records_routed == count
             && sink.records_written + sink.records_dropped == sink.records_routed
         {

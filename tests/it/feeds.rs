@@ -6,7 +6,6 @@ use std::process::Stdio;
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::*;
 
@@ -21,25 +20,6 @@ reconnect = { initial = "50ms", max = "200ms", jitter = 0.0 }
         .upstream("book", url, &format!("{subscribe}{keys}"))
         .stdout_sink()
         .to_string()
-}
-
-/// `GET path` on the metrics listener: the body.
-pub async fn get(port: u16, path: &str) -> String {
-    let mut stream = connect_tcp(([127, 0, 0, 1], port).into()).await;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    stream.read_to_string(&mut out).await.unwrap();
-    match out.split_once("\r\n\r\n") {
-        Some((_, body)) => body.to_string(),
-        None => panic!("not an HTTP response: {out}"),
-    }
-}
-
-async fn upstream_status(port: u16) -> Value {
-    let body = get(port, "/status").await;
-    let status: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
-    status["upstreams"][0].clone()
 }
 
 /// The feed's own number of a data record.
@@ -92,7 +72,7 @@ async fn one_gap_record_after_the_last_message_before_it_and_every_message_deliv
         (&1.into(), &1.into())
     );
     assert_eq!(status["sequence_errors"], 0);
-    let metrics = get(port, "/metrics").await;
+    let metrics = http_get(port, "/metrics").await;
     assert!(metrics.contains("wsbridge_upstream_gaps_total{upstream=\"book\"} 1"));
     assert!(metrics.contains("wsbridge_upstream_repeats_total{upstream=\"book\"} 1"));
 }
@@ -208,7 +188,7 @@ async fn lag_ms_is_the_delay_put_into_the_event_time_in_ms_s_and_rfc3339() {
         .unwrap_or_else(|| panic!("{status}"));
     assert!((2.5..=10.0).contains(&p50), "{status}");
     assert_eq!(status["lag"]["count"], 3);
-    let metrics = get(port, "/metrics").await;
+    let metrics = http_get(port, "/metrics").await;
     assert!(
         metrics.contains("wsbridge_upstream_lag_seconds_bucket{le=\"10.0\",upstream=\"book\"} 3")
             || metrics

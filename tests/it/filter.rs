@@ -81,24 +81,6 @@ async fn a_runtime_error_drops_only_its_record_and_counts() {
     assert!(daemon.wait().await.success(), "{}", daemon.stderr());
 }
 
-/// The body of a GET on the metrics endpoint.
-async fn http_get(port: u16, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = connect_tcp(addr(port)).await;
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default()
-}
-
 #[test]
 fn check_reports_a_program_that_does_not_compile_at_its_line_and_column() {
     let dir = tempfile::tempdir().unwrap();

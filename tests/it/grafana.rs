@@ -13,7 +13,6 @@ use futures_util::StreamExt;
 use serde_json::Value;
 
 use crate::common::*;
-use crate::feeds::get;
 
 /// A metric's family name: its suffixes stripped as Prometheus does.
 fn family(name: &str) -> String {
@@ -95,7 +94,7 @@ subject = "feeds.{{upstream}}"
     tokio::spawn(async move { while conn.ws.next().await.is_some() {} });
     let deadline = tokio::time::Instant::now() + SOON;
     let exported = loop {
-        let scraped = get(metrics, "/metrics").await;
+        let scraped = http_get(metrics, "/metrics").await;
         let exported: BTreeSet<String> = scraped
             .lines()
             .filter(|l| !l.starts_with('#'))

@@ -52,17 +52,6 @@ async fn next_accept(rx: &mut mpsc::UnboundedReceiver<Instant>) -> Instant {
         .expect("server running")
 }
 
-async fn metrics_text(port: u16) -> String {
-    let mut stream = connect_tcp(([127, 0, 0, 1], port).into()).await;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    stream.read_to_string(&mut out).await.unwrap();
-    out
-}
-
 #[tokio::test]
 async fn unauthorized_waits_reconnect_max_before_the_next_attempt() {
     let (url, mut accepts) = refusing_server(
@@ -87,7 +76,7 @@ async fn unauthorized_waits_reconnect_max_before_the_next_attempt() {
         "tried again after {:?}",
         second - first
     );
-    let metrics = metrics_text(port).await;
+    let metrics = http_get(port, "/metrics").await;
     assert!(
         metrics.contains(
             r#"wsbridge_upstream_disconnects_total{upstream="feed",cause="handshake_refused"} "#

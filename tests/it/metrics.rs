@@ -127,9 +127,7 @@ async fn counters_match_the_traffic_and_state_and_health_follow_the_upstream() {
     wait_for_sample(metrics_port, &written, records as f64).await;
 
     // Inbound: sent messages are counted.
-    let status = wsbridge::status_client::fetch_status(([127, 0, 0, 1], metrics_port).into())
-        .await
-        .unwrap();
+    let status = status_of(([127, 0, 0, 1], metrics_port).into()).await;
     assert_eq!(status.upstreams[0].messages_received, 251);
     assert!(status.healthy);
 

@@ -13,7 +13,6 @@ use async_nats::jetstream;
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
-use wsbridge::metrics::{SinkStatus, Status};
 
 use crate::brokers::*;
 use crate::common::*;
@@ -77,19 +76,11 @@ async fn read_stream(port: u16) -> Vec<Stored> {
     out
 }
 
-/// Every sink's status.
-async fn sinks(metrics: SocketAddr) -> Vec<SinkStatus> {
-    let status: Status = wsbridge::status_client::fetch_status(metrics)
-        .await
-        .expect("/status answers");
-    status.sinks
-}
-
 /// Polls until every sink has had `n` records acknowledged.
 async fn wait_acknowledged(metrics: SocketAddr, n: u64) {
     let deadline = Instant::now() + FEED_TIME;
     loop {
-        let all = sinks(metrics).await;
+        let all = status_of(metrics).await.sinks;
         if all
             .iter()
             .all(|s| s.broker.as_ref().is_some_and(|b| b.acknowledged >= n))
@@ -178,7 +169,7 @@ async fn an_upstream_removed_and_added_back_keeps_every_record() {
     let _second = feed(&mut ws, N).await;
     wait_acknowledged(metrics, 2 * N).await;
     let stored = read_stream(server.port).await;
-    let status = &sinks(metrics).await[0];
+    let status = &status_of(metrics).await.sinks[0];
     println!(
         "stream holds {} of {} records; written {}, dropped {}",
         stored.len(),
@@ -284,7 +275,7 @@ async fn replicas_with_a_jq_msg_id_store_each_message_once() {
     );
     assert_eq!(stored.len() as u64, N, "each once");
     for metrics in &all_metrics {
-        let status = &sinks(*metrics).await[0];
+        let status = &status_of(*metrics).await.sinks[0];
         assert_eq!(status.broker.as_ref().unwrap().msg_id_fallbacks, 0);
     }
 }
@@ -328,10 +319,10 @@ async fn a_storm_of_reloads_loses_no_record_silently() {
     // Once nothing more comes, everything routed is written or dropped.
     let deadline = Instant::now() + FEED_TIME;
     let status = loop {
-        let s = sinks(metrics).await.remove(0);
+        let s = status_of(metrics).await.sinks.remove(0);
         let settled = s.records_written + s.records_dropped == s.records_routed;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let again = sinks(metrics).await.remove(0);
+        let again = status_of(metrics).await.sinks.remove(0);
         if settled && again.records_routed == s.records_routed {
             break again;
         }

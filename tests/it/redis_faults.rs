@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -57,24 +56,9 @@ async fn entries(port: u16, key: &str) -> Vec<Fields> {
     }
 }
 
-/// A plain GET of `/metrics`.
-async fn metrics_text(addr: SocketAddr) -> String {
-    let mut stream = connect_tcp(addr).await;
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut answer = String::new();
-    tokio::time::timeout(SOON, stream.read_to_string(&mut answer))
-        .await
-        .unwrap()
-        .unwrap();
-    answer
-}
-
 /// `wsbridge_sink_records_dropped_total{…reason="REASON"}` of the (only) sink.
 async fn dropped_for(metrics: SocketAddr, reason: &str) -> u64 {
-    let text = metrics_text(metrics).await;
+    let text = http_get(metrics.port(), "/metrics").await;
     let label = format!("reason=\"{reason}\"");
     text.lines()
         .find(|l| l.starts_with("wsbridge_sink_records_dropped_total{") && l.contains(&label))

@@ -5,9 +5,6 @@
 
 use std::process::Stdio;
 
-use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 use crate::common::*;
 
 const PONG: &str = r#"select(type == "object" and has("ping")) | {pong: .ping}"#;
@@ -17,26 +14,6 @@ fn config(url: &str, metrics: u16, reply: &str) -> String {
         .shutdown_timeout("2s")
         .metrics(metrics)
         .to_string()
-}
-
-/// `GET path` on the metrics listener: the body.
-async fn get(port: u16, path: &str) -> String {
-    let mut stream = connect_tcp(([127, 0, 0, 1], port).into()).await;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    stream.read_to_string(&mut out).await.unwrap();
-    match out.split_once("\r\n\r\n") {
-        Some((_, body)) => body.to_string(),
-        None => panic!("not an HTTP response: {out}"),
-    }
-}
-
-/// The upstream's row in `/status`.
-async fn status(port: u16) -> Value {
-    let body = get(port, "/status").await;
-    let status: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
-    status["upstreams"][0].clone()
 }
 
 #[tokio::test]
@@ -67,7 +44,7 @@ async fn pings_are_answered_in_order_and_only_the_data_reaches_the_sinks() {
         assert_eq!(record["data"], format!(r#"{{"price":{n}}}"#), "{record}");
         assert_eq!(record["seq"], n + 1, "pings take no seq: {record}");
     }
-    let row = status(port).await;
+    let row = upstream_status(port).await;
     assert_eq!(row["replies_sent"], 105, "{row}");
     assert_eq!(row["reply_errors"], 0, "{row}");
     assert_eq!(
@@ -75,7 +52,7 @@ async fn pings_are_answered_in_order_and_only_the_data_reaches_the_sinks() {
         "replies are not messages_sent: {row}"
     );
     assert_eq!(row["messages_received"], 105, "{row}");
-    let metrics = get(port, "/metrics").await;
+    let metrics = http_get(port, "/metrics").await;
     assert!(
         metrics.contains("wsbridge_upstream_replies_sent_total{upstream=\"feed\"} 105"),
         "{metrics}"
@@ -100,13 +77,13 @@ async fn a_message_the_program_fails_on_is_counted_and_forwarded() {
     let record = daemon.next_record().await;
     assert_eq!(record["data"], r#"{"ping":1}"#, "{record}");
     assert_eq!(record["seq"], 1);
-    let row = status(port).await;
+    let row = upstream_status(port).await;
     assert_eq!(
         (&row["reply_errors"], &row["replies_sent"]),
         (&1.into(), &1.into()),
         "{row}"
     );
-    let metrics = get(port, "/metrics").await;
+    let metrics = http_get(port, "/metrics").await;
     assert!(
         metrics.contains("wsbridge_upstream_reply_errors_total{upstream=\"feed\"} 1"),
         "{metrics}"

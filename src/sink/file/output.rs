@@ -7,6 +7,9 @@
 //! cut back to its last whole record). The records behind a failure are dropped and counted.
 //! With `fsync`, what was written is synced to the disk at most that long after ([`Fsync`]);
 //! otherwise on rotation, reload and shutdown.
+//! The cut record's rest is kept and settled in `tail`.
+
+mod tail;
 
 use std::fs::File;
 use std::io::{self, Write as _};
@@ -201,19 +204,6 @@ impl Output {
         Ok(())
     }
 
-    /// A write failed at byte `at` of the staging buffer: keep the rest of the record it
-    /// cut, if any; returns the error and how many records are written or kept.
-    fn cut(&mut self, at: usize, first: usize, e: io::Error) -> (io::Error, usize) {
-        let whole = first + self.ends[first..].partition_point(|&end| end <= at);
-        let record_start = if whole == 0 { 0 } else { self.ends[whole - 1] };
-        if at > record_start {
-            self.tail = self.staged[at..self.ends[whole]].to_vec();
-            self.whole = self.size - (at - record_start) as u64;
-            return (e, whole + 1);
-        }
-        (e, whole)
-    }
-
     /// Makes the file ready for appending: a new one if it was deleted (`rm`, a removed
     /// directory), the tail of a cut record written, a rotation if it is time.
     fn ready(&mut self) -> io::Result<()> {
@@ -239,56 +229,6 @@ impl Output {
             self.next_rotation = next_boundary(self.rotate.as_ref());
         }
         Ok(())
-    }
-
-    fn write_tail(&mut self) -> io::Result<()> {
-        let Some(file) = &mut self.file else {
-            return Err(io::ErrorKind::NotFound.into());
-        };
-        while !self.tail.is_empty() {
-            match file.write(&self.tail) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.tail.drain(..n);
-                    self.size += n as u64;
-                    if self.tail.is_empty() {
-                        self.stats.records_written.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    /// Before leaving the file: finish the cut record, or cut the file back to its last
-    /// whole record (that record is then dropped).
-    fn settle_tail(&mut self) {
-        if self.tail.is_empty() || self.write_tail().is_ok() {
-            return;
-        }
-        if let Some(file) = &self.file {
-            match file.set_len(self.whole) {
-                Ok(()) => self.size = self.whole,
-                Err(e) => {
-                    warn!(file = %self.path.display(), error = %e, "cannot cut a half-written record off the end of the file")
-                }
-            }
-        }
-        self.drop_tail();
-    }
-
-    /// Forgets the cut record (it is counted as dropped).
-    fn drop_tail(&mut self) {
-        if !self.tail.is_empty() {
-            self.tail.clear();
-            self.stats.drop_records(
-                DropReason::Io,
-                1,
-                &"a record cut in two by a write error could not be finished",
-            );
-        }
     }
 
     /// Renames the file to its rotated name and starts a new one; false if no new file

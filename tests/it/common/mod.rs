@@ -1,7 +1,8 @@
 //! Fixtures for the integration tests: a real WebSocket server on loopback
 //! (tokio-tungstenite) whose connections the test drives by hand, and the real `wsbridge`
 //! binary run as a child process with its stdout read line by line. `config` builds the
-//! configs it runs on; `wait` waits for events instead of sleeping.
+//! configs it runs on; `wait` waits for events instead of sleeping; `http` reads the metrics
+//! listener as text.
 
 #![allow(dead_code)]
 // each area uses a different part of this module
@@ -27,9 +28,11 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 mod config;
+mod http;
 mod wait;
 
 pub use config::TestConfig;
+pub use http::{http_get, upstream_status};
 pub use wait::{status_of, wait_until, wait_until_still};
 
 /// Generous bound for things that should happen "at once", for loaded CI machines.
