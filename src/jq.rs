@@ -9,6 +9,8 @@
 //! Values are jaq's own ([`Value`]); [`parse_json`] reads JSON text into one, and
 //! [`write_compact`] writes one as compact JSON.
 
+mod path;
+
 use std::fmt;
 use std::sync::Arc;
 
@@ -32,6 +34,8 @@ pub const MAX_OUTPUTS: usize = 1024;
 pub struct Program {
     source: Arc<str>,
     filter: Arc<jaq_core::Filter<Data>>,
+    /// The keys, when the program is a plain path of them ([`path`]).
+    keys: Option<Arc<[Box<str>]>>,
 }
 
 /// Why a program does not compile: what is wrong, and where in the program.
@@ -85,12 +89,21 @@ impl Program {
         Ok(Program {
             source: source.into(),
             filter: Arc::new(filter),
+            keys: path::keys_of(source).map(Arc::from),
         })
     }
 
     /// The program's text.
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// The output of a plain path program (`.u`, `.data.E`) on the JSON text `json`, read
+    /// straight from the text, when the path is there as plain objects. `None` says nothing
+    /// about the output: run the program on the parsed document then ([`path`]).
+    pub fn path_value(&self, json: &[u8]) -> Option<Value> {
+        let raw = path::value_at(json, self.keys.as_deref()?)?;
+        parse_json(raw.get().as_bytes())
     }
 
     /// Runs the program on `input`, handing each output to `out` as it comes; stops at the

@@ -1,8 +1,9 @@
 //! The feed checks of one connection (`sequence`, `on_gap`, `event_time`): the message's
 //! own sequence number against the previous one, and its lag behind the source's clock.
 //!
-//! Both jq programs run on the upstream task, once per text message, on one parse of its
-//! JSON. Numbering is per connection: the first message of a connection may start anywhere.
+//! Both jq programs run on the upstream task, once per text message: a plain path (`.u`) is
+//! read straight from the text ([`Program::path_value`]), any other program runs on one parse
+//! of its JSON. Numbering is per connection: the first message of a connection may start anywhere.
 //! A number more than one above the previous is a gap (a `gap` record goes ahead of the
 //! message); one equal to or below it is a repeat (counted, still delivered). The previous
 //! number only grows, so a message arriving late is a repeat, not the start of a new run.
@@ -89,37 +90,34 @@ impl FeedChecker {
 
     /// Runs the checks on a text message received at `received_ms` (Unix ms).
     pub fn see(&mut self, text: &[u8], received_ms: u64) -> Seen {
-        let Some(input) = jq::parse_json(text) else {
-            if self.sequence.is_some() {
-                self.sequence_failed("the message is not JSON");
-            }
-            if self.event_time.is_some() {
-                self.time_failed("the message is not JSON");
-            }
-            return Seen::default();
-        };
+        // Read as jq values only if a program needs it, and then once.
+        let mut parsed = None;
         let mut seen = Seen::default();
         if let Some(program) = &self.sequence {
-            match first_output(program, input.clone()).map(|v| v.map(|v| sequence_number(&v))) {
-                Ok(None) => {}
-                Ok(Some(Some(n))) => seen.gap = self.number(n),
-                Ok(Some(None)) => self.sequence_failed("the program's output is not an integer"),
-                Err(e) => self.sequence_failed(&e.0),
+            match output(program, text, &mut parsed).map(|v| v.map(|v| sequence_number(&v))) {
+                Output::Ran(Ok(None)) => {}
+                Output::Ran(Ok(Some(Some(n)))) => seen.gap = self.number(n),
+                Output::Ran(Ok(Some(None))) => {
+                    self.sequence_failed("the program's output is not an integer")
+                }
+                Output::Ran(Err(e)) => self.sequence_failed(&e.0),
+                Output::NotJson => self.sequence_failed(NOT_JSON),
             }
         }
         if let Some(program) = &self.event_time {
-            match first_output(program, input).map(|v| v.map(|v| event_millis(&v))) {
-                Ok(None) => {}
-                Ok(Some(Some(event_ms))) => {
+            match output(program, text, &mut parsed).map(|v| v.map(|v| event_millis(&v))) {
+                Output::Ran(Ok(None)) => {}
+                Output::Ran(Ok(Some(Some(event_ms)))) => {
                     let lag = (received_ms as f64 - event_ms).round();
                     let lag = lag.clamp(i64::MIN as f64, i64::MAX as f64) as i64;
                     self.lag.observe(lag);
                     seen.lag_ms = Some(lag);
                 }
-                Ok(Some(None)) => self.time_failed(
+                Output::Ran(Ok(Some(None))) => self.time_failed(
                     "the program's output is not a time (Unix ms or s, or an RFC 3339 string)",
                 ),
-                Err(e) => self.time_failed(&e.0),
+                Output::Ran(Err(e)) => self.time_failed(&e.0),
+                Output::NotJson => self.time_failed(NOT_JSON),
             }
         }
         seen
@@ -194,6 +192,38 @@ impl FeedChecker {
                 failed, "event_time could not read a time from a message; it has no lag_ms"
             );
         }
+    }
+}
+
+const NOT_JSON: &str = "the message is not JSON";
+
+/// What a program made of one message.
+enum Output<T> {
+    /// Its first output, if any, or its error.
+    Ran(Result<Option<T>, jq::RunError>),
+    /// The message is not JSON: nothing to run on.
+    NotJson,
+}
+
+impl<T> Output<T> {
+    fn map<U>(self, f: impl FnOnce(Option<T>) -> Option<U>) -> Output<U> {
+        match self {
+            Output::Ran(result) => Output::Ran(result.map(f)),
+            Output::NotJson => Output::NotJson,
+        }
+    }
+}
+
+/// The first output of `program` on the message `text`: read straight from the text for a
+/// plain path that is there, else run on the message read as jq values (`parsed`, read on
+/// first use and kept for the next program).
+fn output(program: &Program, text: &[u8], parsed: &mut Option<Option<Value>>) -> Output<Value> {
+    if let Some(value) = program.path_value(text) {
+        return Output::Ran(Ok(Some(value)));
+    }
+    match parsed.get_or_insert_with(|| jq::parse_json(text)) {
+        Some(input) => Output::Ran(first_output(program, input.clone())),
+        None => Output::NotJson,
     }
 }
 
