@@ -75,6 +75,11 @@ impl Gather {
         self.buffer.len()
     }
 
+    /// The encoded lines (all of it when nothing is held by reference).
+    pub(super) fn buffer(&self) -> &[u8] {
+        &self.buffer
+    }
+
     /// No more payloads fit in one write.
     pub(super) fn full(&self) -> bool {
         self.payloads.len() >= MAX_REFERENCES

@@ -154,6 +154,12 @@ impl Inline {
         if lines.is_empty() {
             return Ok(());
         }
+        // Everything in the buffer (small lines): one plain write, no list of pieces.
+        if lines.buffered() == lines.len() {
+            let written = self.write_all(lines.buffer()).await;
+            lines.clear(KEEP);
+            return written;
+        }
         let mut slices = lines.slices();
         let written = match self {
             Inline::File(file) => write_all_with(&mut slices, |s| file.write_vectored(s)),
@@ -175,9 +181,21 @@ impl Inline {
         };
         drop(slices);
         lines.clear(KEEP);
-        written.map_err(|e| match e.kind() {
-            io::ErrorKind::BrokenPipe => SinkError::BrokenPipe,
-            _ => SinkError::Stdout(e),
-        })
+        written.map_err(stdout_error)
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
+        let written = match self {
+            Inline::File(file) => file.write_all(bytes),
+            Inline::Pipe(pipe) => pipe.write_all(bytes).await,
+        };
+        written.map_err(stdout_error)
+    }
+}
+
+fn stdout_error(e: io::Error) -> SinkError {
+    match e.kind() {
+        io::ErrorKind::BrokenPipe => SinkError::BrokenPipe,
+        _ => SinkError::Stdout(e),
     }
 }
