@@ -124,6 +124,8 @@ events = false
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    // A record reaches the clients a sink has accepted, not those still in its backlog.
+    clients_accepted(&stderr, 2).await;
     conn.send_text("hello").await;
     assert_eq!(tcp.next().await["data"], "hello");
     assert_eq!(unix.next().await["data"], "hello");
@@ -162,13 +164,29 @@ events = false
         url = server.url("/"),
     );
     let listen = [format!("127.0.0.1:{port}")];
-    let (mut child, _stderr) = activate(dir.path(), &config, &listen, Some("trades")).await;
+    let (mut child, stderr) = activate(dir.path(), &config, &listen, Some("trades")).await;
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut tcp = RecordReader::new(connect_tcp(addr).await);
     let mut conn = server.accept().await;
+    clients_accepted(&stderr, 1).await;
     conn.send_text("by name").await;
     assert_eq!(tcp.next().await["data"], "by name");
     assert!(sigterm_and_wait(&mut child).await.success());
+}
+
+/// Waits until the sinks have accepted `n` clients (wsbridge logs each at debug, which
+/// [`activate`] turns on).
+async fn clients_accepted(stderr: &Path, n: usize) {
+    let log = || std::fs::read_to_string(stderr).unwrap_or_default();
+    let deadline = Instant::now() + SOON;
+    while log().matches("client connected").count() < n {
+        assert!(
+            Instant::now() < deadline,
+            "the sinks did not accept {n} clients:\n{}",
+            log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
