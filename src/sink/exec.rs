@@ -39,8 +39,7 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
 use super::inbound::Router;
-use super::queue::Bounds;
-use super::{Driver, SinkContext};
+use super::SinkContext;
 use crate::config::ReconnectPolicy;
 use feed::Feeder;
 use program::Supervisor;
@@ -59,14 +58,7 @@ pub async fn run(mut ctx: SinkContext) {
         reset_after: restart.max,
     };
     let name = ctx.config.name();
-    let mut driver = Driver::new(
-        name.clone(),
-        ctx.encoder(),
-        ctx.config.on_slow,
-        Bounds::of(&ctx.config),
-        ctx.stats.clone(),
-    )
-    .with_max_block(ctx.config.max_block);
+    let mut driver = ctx.driver(ctx.config.on_slow);
     let (pending, queue) = driver.open();
     let (programs, programs_rx) = mpsc::channel(1);
     let stop_feeding = CancellationToken::new();

@@ -32,8 +32,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 use tracing::warn;
 
-use super::driver::{run_single, Driver};
-use super::queue::Bounds;
+use super::driver::run_single;
 use super::writer::SinkWriter;
 use super::{Encoded, SinkContext, SinkError, SinkStats};
 use crate::config::OnSlow;
@@ -79,14 +78,7 @@ pub async fn run(binding: FileBinding, ctx: SinkContext) -> Result<(), SinkError
         Some(f) => (f.rotate.clone(), f.fsync),
         None => (None, None),
     };
-    let driver = Driver::new(
-        ctx.config.name(),
-        ctx.encoder(),
-        OnSlow::Block,
-        Bounds::of(&ctx.config),
-        ctx.stats.clone(),
-    )
-    .with_max_block(ctx.config.max_block);
+    let driver = ctx.driver(OnSlow::Block);
     match cut_torn_line(&binding) {
         Ok(0) => {}
         Ok(cut) => {

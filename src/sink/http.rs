@@ -32,8 +32,8 @@ use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::queue::{self, records};
-use super::{driver, Driver, DropReason, Encoded, QueueReader, SinkContext, SinkError, SinkStats};
+use super::queue::records;
+use super::{DropReason, Encoded, QueueReader, SinkContext, SinkError, SinkStats};
 use crate::backoff::Backoff;
 use crate::sink::broker::settings::broker_reconnect;
 pub use settings::HttpSettings;
@@ -47,21 +47,10 @@ const MAX_ANSWER: usize = 64 * 1024;
 
 /// Runs an http sink: the shared driver and queue, consumed by [`deliver`].
 pub async fn run(ctx: SinkContext, settings: HttpSettings) -> Result<(), SinkError> {
-    let name = ctx.config.name();
-    let driver = Driver::new(
-        name.clone(),
-        ctx.encoder(),
-        ctx.config.on_slow,
-        queue::Bounds::of(&ctx.config),
-        ctx.stats.clone(),
-    )
-    .with_max_block(ctx.config.max_block);
-    let stats = ctx.stats.clone();
-    driver::run_single_with(ctx.input, ctx.shutdown, driver, move |reader| {
+    super::run_consumed(ctx, move |reader, stats, name| {
         deliver(reader, settings, stats, name)
     })
     .await
-    .map_err(SinkError::Delivery)
 }
 
 /// What became of one request's records.

@@ -17,8 +17,7 @@ use tracing::{debug, warn};
 use super::client::{Client, Stream};
 use super::history::History;
 use super::inbound::Router;
-use super::queue::Bounds;
-use super::{Driver, SinkContext, SinkError};
+use super::{SinkContext, SinkError};
 use crate::record::client_error_line;
 use crate::throttle::Throttled;
 
@@ -57,15 +56,7 @@ pub async fn run(
     mut ctx: SinkContext,
 ) -> Result<(), SinkError> {
     let name = ctx.config.name();
-    let encoder = ctx.encoder();
-    let mut driver = Driver::new(
-        name.clone(),
-        encoder,
-        ctx.config.on_slow,
-        Bounds::of(&ctx.config),
-        ctx.stats.clone(),
-    )
-    .with_max_block(ctx.config.max_block);
+    let mut driver = ctx.driver(ctx.config.on_slow);
     if ctx.config.listener.replay > 0 {
         let history = History::new(ctx.config.listener.replay, ctx.config.buffer_bytes);
         driver = driver.with_history(history);

@@ -57,7 +57,7 @@ use tokio_util::sync::CancellationToken;
 
 use futures_util::future::BoxFuture;
 
-use crate::config::SinkConfig;
+use crate::config::{OnSlow, SinkConfig};
 use crate::hub::{Directory, SinkReceiver};
 use crate::record::Encoding;
 
@@ -191,6 +191,19 @@ pub struct SinkContext {
 
 impl SinkContext {
     /// The sink's encoder: its encoding, and its `filter` if it has one.
+    /// The shared driver for this sink: its encoder, queue bounds and `max_block`, with
+    /// `on_slow` (the sink's own, or what its type imposes).
+    fn driver(&self, on_slow: OnSlow) -> Driver {
+        Driver::new(
+            self.config.name(),
+            self.encoder(),
+            on_slow,
+            queue::Bounds::of(&self.config),
+            self.stats.clone(),
+        )
+        .with_max_block(self.config.max_block)
+    }
+
     fn encoder(&self) -> Encoder {
         let encoder = Encoder::new(self.encoding());
         match &self.config.filter {
@@ -233,18 +246,23 @@ impl BoundSink {
 /// Runs a broker sink: the shared driver and queue (bounded by `buffer` bytes, `on_slow`),
 /// consumed by [`broker::deliver`].
 async fn run_broker<P: broker::Publisher>(ctx: SinkContext, publisher: P) -> Result<(), SinkError> {
-    let name = ctx.config.name();
-    let driver = Driver::new(
-        name.clone(),
-        ctx.encoder(),
-        ctx.config.on_slow,
-        queue::Bounds::of(&ctx.config),
-        ctx.stats.clone(),
-    )
-    .with_max_block(ctx.config.max_block);
-    let stats = ctx.stats.clone();
-    driver::run_single_with(ctx.input, ctx.shutdown, driver, move |reader| {
+    run_consumed(ctx, move |reader, stats, name| {
         broker::deliver(reader, publisher, stats, name)
+    })
+    .await
+}
+
+/// Runs a sink whose records one consumer takes from the shared queue (a broker, http):
+/// `consume` gets the queue, the sink's counters and its name.
+async fn run_consumed<C, F>(ctx: SinkContext, consume: C) -> Result<(), SinkError>
+where
+    C: FnOnce(QueueReader, Arc<SinkStats>, String) -> F,
+    F: std::future::Future<Output = io::Result<()>> + Send + 'static,
+{
+    let driver = ctx.driver(ctx.config.on_slow);
+    let (stats, name) = (ctx.stats.clone(), ctx.config.name());
+    driver::run_single_with(ctx.input, ctx.shutdown, driver, move |reader| {
+        consume(reader, stats, name)
     })
     .await
     .map_err(SinkError::Delivery)

@@ -23,8 +23,7 @@ use std::sync::Arc;
 
 use tokio::net::UdpSocket;
 
-use super::driver::{run_single, Driver};
-use super::queue::Bounds;
+use super::driver::run_single;
 use super::writer::SinkWriter;
 use super::{DropReason, Encoded, SinkContext, SinkError, SinkStats};
 
@@ -57,14 +56,7 @@ pub fn open(udp: &UdpSettings) -> io::Result<UdpSocket> {
 
 /// Runs a udp sink until its input closes or it is cancelled.
 pub async fn run(socket: UdpSocket, udp: UdpSettings, ctx: SinkContext) -> Result<(), SinkError> {
-    let driver = Driver::new(
-        ctx.config.name(),
-        ctx.encoder(),
-        ctx.config.on_slow,
-        Bounds::of(&ctx.config),
-        ctx.stats.clone(),
-    )
-    .with_max_block(ctx.config.max_block);
+    let driver = ctx.driver(ctx.config.on_slow);
     let writer = UdpWriter::new(socket, udp.target, ctx.stats.clone());
     run_single(ctx.input, ctx.shutdown, driver, writer)
         .await
