@@ -12,25 +12,9 @@ use tokio::process::Command;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
-fn connect_cmd(args: &[&str]) -> Command {
-    let mut cmd = Command::new(bin());
-    cmd.arg("connect").args(args).kill_on_drop(true);
-    cmd
-}
-
-/// Starts `wsbridge connect ARGS` with stdin, stdout and stderr piped.
-fn spawn_piped(args: &[&str]) -> tokio::process::Child {
-    connect_cmd(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
 /// Runs `wsbridge connect ARGS` with `stdin` as input, to completion.
 async fn run_with_stdin(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = spawn_piped(args);
+    let mut child = spawn_connect(args);
     let mut input = child.stdin.take().unwrap();
     input.write_all(stdin).await.unwrap();
     drop(input);
@@ -38,10 +22,6 @@ async fn run_with_stdin(args: &[&str], stdin: &[u8]) -> Output {
         .await
         .expect("connect exits in time")
         .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 #[tokio::test]
@@ -355,7 +335,7 @@ async fn sigterm_while_stdout_is_not_read_exits_within_twice_the_shutdown_timeou
     let url = server.url("/");
     // stdout is a pipe the test never reads: once it, stdout's input and the socket buffers
     // are full, the writer waits in write(2) and the connection for room.
-    let mut child = spawn_piped(&[&url, "-U", "--shutdown-timeout", "1s"]);
+    let mut child = spawn_connect(&[&url, "-U", "--shutdown-timeout", "1s"]);
     let unread_stdout = child.stdout.take().unwrap();
     let mut conn = server.accept().await;
     let sent = std::sync::Arc::new(AtomicU64::new(0));
@@ -409,7 +389,7 @@ async fn sigterm_while_stdout_is_not_read_exits_within_twice_the_shutdown_timeou
 #[tokio::test]
 async fn a_stalled_stdout_reader_loses_nothing_and_the_servers_ping_is_answered_after() {
     let mut server = TestServer::start(ServerOptions::default()).await;
-    let mut child = spawn_piped(&[&server.url("/"), "-U"]);
+    let mut child = spawn_connect(&[&server.url("/"), "-U"]);
     let mut stdout = child.stdout.take().unwrap();
     let mut conn = server.accept().await;
     // 24 MiB: more than the pipe, stdout's input and both socket buffers hold together.
@@ -686,7 +666,7 @@ async fn sending_keeps_reading_so_a_server_that_writes_before_it_reads_gets_ever
     let mut server = TestServer::start(ServerOptions::default()).await;
     let url = server.url("/");
     let line = format!("{}\n", "x".repeat(127));
-    let mut child = spawn_piped(&[&url]);
+    let mut child = spawn_connect(&[&url]);
     let mut stdin = child.stdin.take().unwrap();
     let feeder = tokio::spawn(async move {
         let chunk = line.repeat(1000);
@@ -758,7 +738,7 @@ async fn send_only_exits_on_the_peers_close() {
     let mut server = TestServer::start(ServerOptions::default()).await;
     let url = server.url("/");
     // stdin stays open: only the peer's Close can end it.
-    let mut child = spawn_piped(&[&url, "--send-only"]);
+    let mut child = spawn_connect(&[&url, "--send-only"]);
     let mut input = child.stdin.take().unwrap();
     input.write_all(b"hi\n").await.unwrap();
     let mut conn = server.accept().await;
@@ -777,7 +757,7 @@ async fn send_only_exits_on_the_peers_close() {
 async fn send_only_sigterm_closes_within_the_shutdown_timeout_without_blaming_stdout() {
     let mut server = TestServer::start(ServerOptions::default()).await;
     let url = server.url("/");
-    let mut child = spawn_piped(&[&url, "--send-only", "--shutdown-timeout", "1s"]);
+    let mut child = spawn_connect(&[&url, "--send-only", "--shutdown-timeout", "1s"]);
     let mut input = child.stdin.take().unwrap();
     input.write_all(b"hi\n").await.unwrap();
     let mut conn = server.accept().await;

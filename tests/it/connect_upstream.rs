@@ -9,23 +9,6 @@ use tokio::process::Command;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
-/// Starts `wsbridge connect ARGS` with stdin, stdout and stderr piped.
-fn spawn_connect(args: &[&str]) -> tokio::process::Child {
-    Command::new(bin())
-        .arg("connect")
-        .args(args)
-        .kill_on_drop(true)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 /// `--max-messages` is counted by the connection, not by whatever writes stdout: with
 /// `--send-only` nothing is written, and the connection still closes with 1000 after three.
 #[tokio::test]
@@ -191,11 +174,8 @@ async fn send_file(url: &str, extra: &[&str], input: &[u8]) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("requests");
     std::fs::write(&path, input).unwrap();
-    let child = Command::new(bin())
-        .arg("connect")
-        .arg(url)
+    let child = connect_cmd(&[url])
         .args(extra)
-        .kill_on_drop(true)
         .stdin(std::fs::File::open(&path).unwrap())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -13,18 +13,6 @@ use tokio::process::Command;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
 
-fn connect(args: &[&str]) -> tokio::process::Child {
-    Command::new(bin())
-        .arg("connect")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
-}
-
 /// Writes `input` to the child's stdin and closes it.
 async fn feed(child: &mut tokio::process::Child, input: &[u8]) {
     let mut stdin = child.stdin.take().unwrap();
@@ -38,14 +26,10 @@ async fn finish(child: tokio::process::Child) -> std::process::Output {
         .unwrap()
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 #[tokio::test]
 async fn dash_t_is_text_the_default() {
     let (addr, _) = TestServer::start(ServerOptions::default()).await.echo();
-    let mut child = connect(&["-t", &format!("ws://{addr}/")]);
+    let mut child = spawn_connect(&["-t", &format!("ws://{addr}/")]);
     feed(&mut child, b"one\ntwo\n").await;
     let out = finish(child).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -55,7 +39,7 @@ async fn dash_t_is_text_the_default() {
 #[tokio::test]
 async fn dash_b_is_binary_and_dash_u_is_send_only() {
     let mut server = TestServer::start(ServerOptions::default()).await;
-    let mut child = connect(&["-b", "-u", &server.url("/")]);
+    let mut child = spawn_connect(&["-b", "-u", &server.url("/")]);
     let mut conn = server.accept().await;
     feed(&mut child, &[0, 1, 2, 255]).await;
     assert_eq!(conn.recv().await, Message::binary(vec![0u8, 1, 2, 255]));
@@ -75,7 +59,7 @@ async fn dash_b_is_binary_and_dash_u_is_send_only() {
 async fn no_close_keeps_reading_after_stdin_eof_until_the_peer_closes() {
     for flag in ["-n", "--no-close"] {
         let mut server = TestServer::start(ServerOptions::default()).await;
-        let mut child = connect(&[flag, "--linger", "0s", &server.url("/")]);
+        let mut child = spawn_connect(&[flag, "--linger", "0s", &server.url("/")]);
         let mut conn = server.accept().await;
         feed(&mut child, b"last line\n").await;
         assert_eq!(conn.recv_text().await, "last line");
@@ -187,7 +171,7 @@ async fn socks5_once() -> (SocketAddr, tokio::sync::oneshot::Receiver<String>) {
 async fn socks5_is_proxy_socks5() {
     let (addr, _) = TestServer::start(ServerOptions::default()).await.echo();
     let (proxy, target) = socks5_once().await;
-    let mut child = connect(&["--socks5", &proxy.to_string(), &format!("ws://{addr}/")]);
+    let mut child = spawn_connect(&["--socks5", &proxy.to_string(), &format!("ws://{addr}/")]);
     feed(&mut child, b"through the proxy\n").await;
     let out = finish(child).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));

@@ -302,6 +302,28 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_wsbridge")
 }
 
+/// `wsbridge connect ARGS`, killed if the test drops it.
+pub fn connect_cmd(args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.arg("connect").args(args).kill_on_drop(true);
+    cmd
+}
+
+/// Starts `wsbridge connect ARGS` with stdin, stdout and stderr piped.
+pub fn spawn_connect(args: &[&str]) -> Child {
+    connect_cmd(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// A process's output as text, for assertions.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
 /// Runs a short command of the binary to its end and asserts it exited 0 (showing its stderr
 /// if not); returns its output.
 pub fn run_ok(command: &mut std::process::Command) -> std::process::Output {
