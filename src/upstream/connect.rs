@@ -10,13 +10,14 @@ use tokio_tungstenite::tungstenite::error::{ProtocolError, SubProtocolError};
 use tokio_tungstenite::tungstenite::http::{header, HeaderName, HeaderValue, Request, Response};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Error as WsError;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::MaybeTlsStream;
 
 use super::read_ahead::{ReadAhead, TUNGSTENITE_READ};
+use super::socket::{self, Socket};
 use crate::config::UpstreamConfig;
 
 /// An open client connection, read through [`ReadAhead`].
-pub type WsStream = WebSocketStream<ReadAhead<MaybeTlsStream<TcpStream>>>;
+pub type WsStream = Socket<ReadAhead<MaybeTlsStream<TcpStream>>>;
 
 /// A connection that finished its handshake.
 pub struct Connected {
@@ -219,7 +220,7 @@ async fn handshake(
     request: Request<()>,
     stream: MaybeTlsStream<TcpStream>,
 ) -> Result<(WsStream, Response<Option<Vec<u8>>>), WsError> {
-    tokio_tungstenite::client_async_with_config(
+    socket::client(
         request,
         ReadAhead::new(stream),
         Some(websocket_config(config.max_message_size)),

@@ -34,6 +34,7 @@ mod reconnect;
 pub mod refused;
 pub mod reply;
 mod session;
+mod socket;
 pub mod stats;
 pub mod tls;
 
