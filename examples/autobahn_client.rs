@@ -44,8 +44,9 @@ async fn session(url: Url, echo: bool) -> Result<Vec<String>, String> {
         for event in &delivery.batch.events {
             let reply = match &event.kind {
                 EventKind::Text { data, .. } => {
-                    texts.push(data.to_string());
-                    Message::Text(data.clone())
+                    let text = data.to_str().into_owned();
+                    texts.push(text.clone());
+                    Message::text(text)
                 }
                 EventKind::Binary { data, .. } => Message::Binary(data.clone()),
                 _ => continue,

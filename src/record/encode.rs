@@ -79,7 +79,7 @@ fn encode_raw(event: &Event, out: &mut Vec<u8>) -> bool {
     match &event.kind {
         EventKind::Text { data, .. } => {
             if has_line_break(data.as_bytes()) {
-                write_json_str(out, data.as_str());
+                write_json_utf8(out, data.as_bytes());
             } else {
                 out.extend_from_slice(data.as_bytes());
             }
@@ -107,14 +107,14 @@ fn encode_ndjson(upstream: &str, event: &Event, parse_json: bool, out: &mut Vec<
     write_json_str(out, upstream);
     match &event.kind {
         EventKind::Text { seq, data } => {
-            match parse_json.then(|| json_value(data.as_str())).flatten() {
+            match parse_json.then(|| json_value(data.as_bytes())).flatten() {
                 Some(json) => {
                     write_data_fields(out, *seq, event.ts, "json");
                     write_json_value(out, json.as_bytes());
                 }
                 None => {
                     write_data_fields(out, *seq, event.ts, "text");
-                    write_json_str(out, data.as_str());
+                    write_json_utf8(out, data.as_bytes());
                 }
             }
         }
@@ -200,27 +200,32 @@ fn write_json_value(out: &mut Vec<u8>, json: &[u8]) {
 }
 
 /// The text as one JSON value (surrounding whitespace trimmed), if it is valid JSON.
-fn json_value(text: &str) -> Option<&str> {
-    let raw: &serde_json::value::RawValue = serde_json::from_str(text).ok()?;
+fn json_value(text: &[u8]) -> Option<&str> {
+    let raw: &serde_json::value::RawValue = serde_json::from_slice(text).ok()?;
     Some(raw.get())
 }
 
 /// Appends `s` as a JSON string literal.
 fn write_json_str(out: &mut Vec<u8>, s: &str) {
-    if needs_no_escape(s) {
-        out.reserve(s.len() + 2);
+    write_json_utf8(out, s.as_bytes());
+}
+
+/// Appends `utf8` (UTF-8: a `str`'s or a [`super::Text`]'s bytes) as a JSON string literal.
+fn write_json_utf8(out: &mut Vec<u8>, utf8: &[u8]) {
+    if needs_no_escape(utf8) {
+        out.reserve(utf8.len() + 2);
         out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
+        out.extend_from_slice(utf8);
         out.push(b'"');
     } else {
-        // Writing into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, s);
+        // Writing into a Vec cannot fail; the text is UTF-8, so the `str` is borrowed.
+        let _ = serde_json::to_writer(&mut *out, &String::from_utf8_lossy(utf8));
     }
 }
 
 /// Most payloads need no escaping: one branch-free scan, then one copy.
-fn needs_no_escape(s: &str) -> bool {
-    s.bytes().fold(true, |plain, b| {
+fn needs_no_escape(utf8: &[u8]) -> bool {
+    utf8.iter().fold(true, |plain, &b| {
         plain & (b >= 0x20 && b != b'"' && b != b'\\')
     })
 }

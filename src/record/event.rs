@@ -3,7 +3,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use super::Text;
 
 /// Something that happened on an upstream connection, as handed from the upstream task to the
 /// sinks. The upstream's name travels once per batch ([`crate::hub::Batch`]), not per event.
@@ -26,7 +27,7 @@ pub enum EventKind {
         /// Per-upstream data message counter.
         seq: u64,
         /// The payload.
-        data: Utf8Bytes,
+        data: Text,
     },
     /// A binary message.
     Binary {

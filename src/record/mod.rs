@@ -36,7 +36,9 @@
 mod encode;
 mod event;
 mod inbound;
+mod text;
 
 pub use encode::{client_error_line, Encoding, LineEnd};
 pub use event::{unix_millis, Event, EventKind};
 pub use inbound::{parse_inbound, Inbound, InboundError};
+pub use text::Text;

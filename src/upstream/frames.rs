@@ -26,7 +26,7 @@ use super::read_ahead::TUNGSTENITE_READ;
 use super::reply::Replier;
 use super::stats::{Cause, SessionEnd};
 use crate::config::Decompress;
-use crate::record::{Event, EventKind};
+use crate::record::{Event, EventKind, Text};
 
 /// At most this many messages, or [`MAX_BATCH_BYTES`], are gathered before the batch is
 /// handed to the sinks (and at most this many queued messages are sent per flush).
@@ -145,7 +145,7 @@ impl Frames {
                 }
                 match String::from_utf8(inflated) {
                     Ok(text) => {
-                        self.push_text(ts, Utf8Bytes::from(text));
+                        self.push_text(ts, Text::from(text));
                     }
                     Err(binary) => {
                         let data = Bytes::from(binary.into_bytes());
@@ -246,18 +246,16 @@ impl Frames {
     }
 
     /// A small text out of tungstenite's read buffer (see [`Arena`]).
-    fn detach_text(&mut self, data: Utf8Bytes) -> Utf8Bytes {
-        // The copy is checked to be UTF-8 again (it is, being the same bytes): no copy of
-        // tungstenite's can be made a `Utf8Bytes` without that.
-        match self.arena.copy(data.as_bytes()).map(Utf8Bytes::try_from) {
-            Some(Ok(copy)) => copy,
-            _ => data,
+    fn detach_text(&mut self, data: Utf8Bytes) -> Text {
+        match self.arena.copy(data.as_bytes()) {
+            Some(copy) => Text::copy_of(&data, copy),
+            None => Text::from(data),
         }
     }
 
     /// Takes a text message, after the feed checks: a `gap` record goes ahead of it, and it
     /// carries its `lag_ms`.
-    fn push_text(&mut self, ts: u64, data: Utf8Bytes) {
+    fn push_text(&mut self, ts: u64, data: Text) {
         let mut lag_ms = None;
         if let Some(checks) = &mut self.checks {
             let seen = checks.see(data.as_bytes(), ts);

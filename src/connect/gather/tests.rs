@@ -3,8 +3,8 @@
 
 use std::io::IoSlice;
 
+use crate::record::Text;
 use bytes::Bytes;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::*;
 use crate::config::Format;
@@ -24,7 +24,7 @@ fn text(s: &str) -> Event {
         ts: 1,
         kind: EventKind::Text {
             seq: 1,
-            data: Utf8Bytes::from(s.to_string()),
+            data: Text::from(s),
         },
         lag_ms: None,
     }

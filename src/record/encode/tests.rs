@@ -1,5 +1,5 @@
+use crate::record::Text;
 use bytes::Bytes;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::*;
 use crate::record::{Event, EventKind};
@@ -27,7 +27,7 @@ fn ndjson(kind: EventKind, parse_json: bool) -> String {
 fn text(seq: u64, data: &str) -> EventKind {
     EventKind::Text {
         seq,
-        data: Utf8Bytes::from(data.to_string()),
+        data: Text::from(data),
     }
 }
 
@@ -224,7 +224,7 @@ fn gap_records_and_lag() {
     );
     let mut lagging = event(EventKind::Text {
         seq: 7,
-        data: Utf8Bytes::from_static("{\"E\":1}"),
+        data: Text::from("{\"E\":1}"),
     });
     lagging.lag_ms = Some(-12);
     let mut out = Vec::new();
