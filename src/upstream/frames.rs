@@ -245,8 +245,12 @@ impl Frames {
         });
     }
 
-    /// A small text out of tungstenite's read buffer (see [`Arena`]).
+    /// A small text out of tungstenite's read buffer: inside the event when it fits, else
+    /// in the [`Arena`].
     fn detach_text(&mut self, data: Utf8Bytes) -> Text {
+        if let Some(inline) = Text::inline(&data) {
+            return inline;
+        }
         match self.arena.copy(data.as_bytes()) {
             Some(copy) => Text::copy_of(&data, copy),
             None => Text::from(data),
