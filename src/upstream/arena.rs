@@ -8,6 +8,8 @@
 //! lets tungstenite's buffer be reused in place; the copies go into blocks of ours that are
 //! used again once their batches are written, so a stream allocates nothing as it flows.
 //!
+//! A text short enough to sit inside its event is kept there instead ([`crate::record::Text`]).
+//!
 //! Blocks are large while messages stream and small otherwise, and an [`Arena::idle`]
 //! connection keeps no large block, so 10,000 idle upstreams stay small.
 

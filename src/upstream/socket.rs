@@ -3,8 +3,8 @@
 //!
 //! tokio-tungstenite lets the read and the write half of a connection live in different
 //! tasks, so every poll registers the polling task's waker in two `AtomicWaker`s: four
-//! compare-and-swaps for every message read, the largest single cost on the small-message
-//! path. A session is one task (one task per connection), so here the stream keeps the
+//! compare-and-swaps for every message read, a large part of a small message's cost. A
+//! session is one task (one task per connection), so here the stream keeps the
 //! waker it was last polled with and replaces it only when another one polls: a comparison,
 //! no atomic. What tungstenite reads or writes goes through [`Io`], which turns the async
 //! stream's `Pending` into the `WouldBlock` tungstenite expects, exactly as tokio-tungstenite
@@ -206,3 +206,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for Socket<S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
