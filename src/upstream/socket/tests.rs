@@ -50,6 +50,13 @@ async fn listener() -> (TcpListener, String) {
     (listener, url)
 }
 
+/// The client's handshake with the server at `url`, over a fresh TCP connection.
+async fn open(url: &str) -> Result<(Socket<TcpStream>, Response), WsError> {
+    let address = url.trim_start_matches("ws://").trim_end_matches('/');
+    let stream = TcpStream::connect(address).await.expect("connect");
+    client(url, stream, None).await
+}
+
 #[tokio::test]
 async fn a_response_cut_mid_header_resumes_and_a_frame_in_its_segment_is_kept() {
     let (listener, url) = listener().await;
@@ -71,10 +78,7 @@ async fn a_response_cut_mid_header_resumes_and_a_frame_in_its_segment_is_kept() 
             .expect("write");
         stream
     });
-    let stream = TcpStream::connect(url.trim_start_matches("ws://").trim_end_matches('/'))
-        .await
-        .expect("connect");
-    let (mut socket, response) = client(url.as_str(), stream, None).await.expect("handshake");
+    let (mut socket, response) = open(&url).await.expect("handshake");
     assert_eq!(response.status(), 101);
     for expected in ["first", "second"] {
         match socket.next().await {
@@ -94,10 +98,7 @@ async fn a_refused_handshake_is_an_http_error() {
         let body = "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n";
         stream.write_all(body.as_bytes()).await.expect("write");
     });
-    let stream = TcpStream::connect(url.trim_start_matches("ws://").trim_end_matches('/'))
-        .await
-        .expect("connect");
-    match client(url.as_str(), stream, None).await {
+    match open(&url).await {
         Err(WsError::Http(response)) => assert_eq!(response.status(), 403),
         other => panic!("expected a 403, got {:?}", other.map(|(_, r)| r)),
     }
@@ -129,10 +130,7 @@ async fn what_is_sent_arrives_masked_and_the_peer_close_ends_the_stream() {
             .expect("close");
         payload
     });
-    let stream = TcpStream::connect(url.trim_start_matches("ws://").trim_end_matches('/'))
-        .await
-        .expect("connect");
-    let (mut socket, _) = client(url.as_str(), stream, None).await.expect("handshake");
+    let (mut socket, _) = open(&url).await.expect("handshake");
     socket.send(Message::text("hello")).await.expect("send");
     match socket.next().await {
         Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1000),
