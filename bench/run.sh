@@ -311,6 +311,27 @@ EOF
     record "$group" "$variant" "$run" "$n" "$size" "$ok" "$tf" "$extra"
 }
 
+# bare_tcp GROUP RUN N SIZE : the bare client delivering as the daemon's tcp sink does, to the
+# same reader: `sink --write --flush` (a write whenever nothing more is ready) with its stdout a
+# TCP connection read by `latency --tcp` (bench/tcp_stdout.py accepts the reader, then becomes
+# bench/timed.py, which measures the client alone). The blaster must already be started.
+bare_tcp() {
+    local group=$1 run=$2 n=$3 size=$4 port tf="$WORK/time" ok=1 extra=""
+    port="$(free_port)"
+    rm -f "$tf"
+    python3 "$ROOT/bench/tcp_stdout.py" "$port" -- "${TIMED[@]}" "$tf" "$TMO" -- \
+        "$SINK" --write --flush "ws://127.0.0.1:$BL_PORT/" 2>> "$LOG" &
+    local hpid=$!
+    PIDS+=("$hpid")
+    timeout "$TMO" "$LATENCY" --tcp "127.0.0.1:$port" --count "$n" --idle-timeout 20 \
+        > "$WORK/lat" 2>> "$LOG"
+    wait "$hpid"   # the client ends with the feed; timed.py bounds it
+    end_blaster
+    extra="$(lat_fields "$WORK/lat")"
+    [[ "$extra" == "count=$n "* ]] || ok=0
+    record "$group" bare-tcp "$run" "$n" "$size" "$ok" "$tf" "$extra"
+}
+
 lines_file() {
     local n=$1 path="$WORK/lines.$1"
     # 64-byte lines: 63 printable bytes and a newline.
@@ -442,6 +463,8 @@ cost_group() {
             start_blaster "" "${paced[@]}"
             client "cost-$rate" connect "$run" "$n" 200 /dev/null null "$WSB" connect -U "ws://127.0.0.1:$BL_PORT/"
             daemon "cost-$rate" run "$run" "$n" 200 "${paced[@]}"
+            start_blaster "" "${paced[@]}"
+            bare_tcp "cost-$rate" "$run" "$n" 200
             start_blaster "" "${paced[@]}"
             client "cost-$rate" websocat "$run" "$n" 200 /dev/null null "$WEBSOCAT" -U -t "ws://127.0.0.1:$BL_PORT/"
         done
