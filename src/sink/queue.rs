@@ -296,6 +296,11 @@ impl QueueReader {
 
     fn give_back(&mut self) {
         let (records, permits, bytes) = std::mem::take(&mut self.taken);
+        self.return_room(records, permits, bytes);
+    }
+
+    /// Gives the sender back the room of runs taken earlier.
+    fn return_room(&mut self, records: usize, permits: usize, bytes: u64) {
         self.stats
             .bytes_buffered
             .fetch_sub(bytes, Ordering::Relaxed);

@@ -63,12 +63,7 @@ impl QueueReader {
         self.taken.0 -= records;
         self.taken.1 -= permits;
         self.taken.2 -= bytes;
-        self.stats
-            .bytes_buffered
-            .fetch_sub(bytes, Ordering::Relaxed);
-        self.room.records.add_permits(records);
-        self.room.bytes.add_permits(permits);
-        self.room.progress.fetch_add(1, Ordering::Relaxed);
+        self.return_room(records, permits, bytes);
         true
     }
 
