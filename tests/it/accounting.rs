@@ -153,7 +153,7 @@ impl IntoAddr for u16 {
 #[tokio::test]
 #[ignore = "needs nats-server and redis-server: tests/run.sh installs them"]
 async fn written_plus_dropped_equals_routed_for_every_sink_under_random_faults() {
-    use crate::brokers::ServerProcess;
+    use crate::brokers::{nats_server, ServerProcess};
     use rand::{Rng, SeedableRng};
 
     const COUNT: u64 = 30_000;
@@ -164,11 +164,7 @@ async fn written_plus_dropped_equals_routed_for_every_sink_under_random_faults()
     eprintln!("seed {seed} (WSBRIDGE_TEST_SEED={seed} repeats this run)");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
 
-    let mut nats = ServerProcess::start(
-        "nats-server",
-        &["-a", "127.0.0.1", "-p", "{port}", "-js", "-sd", "{dir}"],
-    )
-    .await;
+    let mut nats = nats_server().await;
     let mut redis = ServerProcess::start(
         "redis-server",
         &[

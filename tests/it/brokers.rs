@@ -15,6 +15,47 @@ use wsbridge::metrics::SinkStatus;
 
 use crate::common::*;
 
+/// `nats-server` with JetStream on 127.0.0.1, its store in the server's own directory.
+pub async fn nats_server() -> ServerProcess {
+    ServerProcess::start(
+        "nats-server",
+        &["-a", "127.0.0.1", "-p", "{port}", "-js", "-sd", "{dir}"],
+    )
+    .await
+}
+
+/// Every message of JetStream stream `name` on the nats-server at `port`, in stream order:
+/// as many as the stream holds when asked.
+pub async fn stream_messages(port: u16, name: &str) -> Vec<async_nats::jetstream::Message> {
+    let client = async_nats::connect(format!("nats://127.0.0.1:{port}"))
+        .await
+        .expect("connect to nats-server");
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js
+        .get_stream(name)
+        .await
+        .unwrap_or_else(|e| panic!("stream {name} exists: {e}"));
+    let total = stream.info().await.expect("stream info").state.messages;
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .expect("consumer");
+    let mut messages = consumer.messages().await.expect("messages");
+    let mut out = Vec::new();
+    while (out.len() as u64) < total {
+        let message = tokio::time::timeout(SOON, messages.next())
+            .await
+            .expect("next message in time")
+            .expect("more messages")
+            .expect("a message");
+        out.push(message);
+    }
+    out
+}
+
 /// A server process the test started; killed (SIGKILL) when dropped.
 pub struct ServerProcess {
     /// The program, for messages.

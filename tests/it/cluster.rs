@@ -159,14 +159,6 @@ impl CountingServer {
     }
 }
 
-async fn nats_server() -> ServerProcess {
-    ServerProcess::start(
-        "nats-server",
-        &["-a", "127.0.0.1", "-p", "{port}", "-js", "-sd", "{dir}"],
-    )
-    .await
-}
-
 struct Instance {
     daemon: Daemon,
     metrics: SocketAddr,

@@ -175,14 +175,6 @@ impl FeedServer {
     }
 }
 
-async fn nats_server() -> ServerProcess {
-    ServerProcess::start(
-        "nats-server",
-        &["-a", "127.0.0.1", "-p", "{port}", "-js", "-sd", "{dir}"],
-    )
-    .await
-}
-
 struct Instance {
     /// Its `[cluster] instance`.
     name: String,

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use crate::brokers::ServerProcess;
+use crate::brokers::nats_server;
 use crate::common::*;
 
 /// A metric's family name: its suffixes stripped as Prometheus does.
@@ -136,11 +136,7 @@ async fn every_cluster_metric_a_panel_queries_is_exported_by_a_lease_holder() {
     let (wanted, _) = dashboard_families();
     assert!(wanted.len() >= 5, "the cluster panels query {wanted:?}");
 
-    let nats = ServerProcess::start(
-        "nats-server",
-        &["-a", "127.0.0.1", "-p", "{port}", "-js", "-sd", "{dir}"],
-    )
-    .await;
+    let nats = nats_server().await;
     let mut server = TestServer::start(ServerOptions::default()).await;
     let metrics = free_port();
     let url = server.url("/");

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream;
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
@@ -20,14 +19,6 @@ use crate::common::*;
 /// How long a feed may take to reach the stream in a debug build.
 const FEED_TIME: Duration = Duration::from_secs(60);
 const SIGHUP: i32 = 1;
-
-async fn nats_server() -> ServerProcess {
-    ServerProcess::start(
-        "nats-server",
-        &["-a", "127.0.0.1", "-p", "{port}", "-js", "-sd", "{dir}"],
-    )
-    .await
-}
 
 /// One message of the stream: its subject, upstream, seq and fed number.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -40,27 +31,8 @@ struct Stored {
 
 /// Every message of stream FEED, in stream order.
 async fn read_stream(port: u16) -> Vec<Stored> {
-    let client = async_nats::connect(format!("nats://127.0.0.1:{port}"))
-        .await
-        .expect("connect to nats-server");
-    let js = jetstream::new(client);
-    let mut stream = js.get_stream("FEED").await.expect("stream FEED exists");
-    let total = stream.info().await.expect("stream info").state.messages;
-    let consumer = stream
-        .create_consumer(jetstream::consumer::pull::Config {
-            ack_policy: jetstream::consumer::AckPolicy::None,
-            ..Default::default()
-        })
-        .await
-        .expect("consumer");
-    let mut messages = consumer.messages().await.expect("messages");
     let mut out = Vec::new();
-    while (out.len() as u64) < total {
-        let message = tokio::time::timeout(SOON, messages.next())
-            .await
-            .expect("next message in time")
-            .expect("more messages")
-            .expect("a message");
+    for message in stream_messages(port, "FEED").await {
         let headers = message.headers.as_ref().expect("headers");
         let header = |name: &str| headers.get(name).map(|v| v.as_str().to_string());
         out.push(Stored {

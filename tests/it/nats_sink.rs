@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use futures_util::StreamExt;
 
 use crate::brokers::*;
 use crate::common::*;
@@ -15,45 +14,20 @@ use crate::common::*;
 /// How long a feed may take to reach the stream in a debug build.
 const FEED_TIME: Duration = Duration::from_secs(120);
 
-async fn nats_server() -> ServerProcess {
-    ServerProcess::start(
-        "nats-server",
-        &["-a", "127.0.0.1", "-p", "{port}", "-js", "-sd", "{dir}"],
-    )
-    .await
-}
-
 fn nats_sink(port: u16, extra: &str) -> String {
     nats_sink_keys(port, "wsbridge.{upstream}", extra)
 }
 
 /// Every message of stream FEED: (Wsbridge-Seq, the fed number), in stream order.
 async fn read_stream(port: u16, expect_at_least: u64) -> Vec<(u64, u64)> {
-    let client = async_nats::connect(format!("nats://127.0.0.1:{port}"))
-        .await
-        .expect("connect to nats-server");
-    let js = jetstream::new(client);
-    let mut stream = js.get_stream("FEED").await.expect("stream FEED exists");
-    let total = stream.info().await.expect("stream info").state.messages;
+    let messages = stream_messages(port, "FEED").await;
     assert!(
-        total >= expect_at_least,
-        "the stream holds {total} messages, expected at least {expect_at_least}"
+        messages.len() as u64 >= expect_at_least,
+        "the stream holds {} messages, expected at least {expect_at_least}",
+        messages.len()
     );
-    let consumer = stream
-        .create_consumer(jetstream::consumer::pull::Config {
-            ack_policy: jetstream::consumer::AckPolicy::None,
-            ..Default::default()
-        })
-        .await
-        .expect("consumer");
-    let mut messages = consumer.messages().await.expect("messages");
     let mut out = Vec::new();
-    while (out.len() as u64) < total {
-        let message = tokio::time::timeout(SOON, messages.next())
-            .await
-            .expect("next message in time")
-            .expect("more messages")
-            .expect("a message");
+    for message in messages {
         let headers = message.headers.as_ref().expect("headers");
         assert_eq!(
             headers.get("Wsbridge-Upstream").map(|v| v.as_str()),
