@@ -106,6 +106,18 @@ pub trait Publisher: Send + 'static {
     /// The runs of a round, to give their room back once acknowledged.
     fn runs(round: &Self::Round) -> &[Encoded];
 
+    /// `round` with only the runs `keep` marks (one flag per run), keeping what the
+    /// attempts so far fixed for them: a record sent before must be sent identically.
+    fn retain(&mut self, round: Self::Round, keep: &[bool]) -> Self::Round {
+        let runs = Self::runs(&round)
+            .iter()
+            .zip(keep)
+            .filter(|(_, kept)| **kept)
+            .map(|(run, _)| run.clone())
+            .collect();
+        self.round(runs)
+    }
+
     /// Connects (again), dropping any previous connection.
     fn connect(&mut self) -> impl Future<Output = Result<(), BrokerError>> + Send;
 
@@ -264,16 +276,15 @@ impl<P: Publisher> Delivery<P> {
 
     /// A round to send again, without the runs whose lease has lapsed since (counted
     /// dropped, `fenced`); `None` if none is left. A round of which only some runs lapsed
-    /// is made anew from the others.
+    /// keeps the others as they were sent ([`Publisher::retain`]).
     fn unfenced(&mut self, round: P::Round) -> Option<P::Round> {
         let runs = P::runs(&round);
         if runs.iter().all(Encoded::may_write) {
             return Some(round);
         }
-        let runs = runs.to_vec();
-        drop(round);
-        let kept = self.queue.drop_fenced(runs);
-        (!kept.is_empty()).then(|| self.publisher.round(kept))
+        let keep = self.queue.settle_fenced(runs);
+        keep.contains(&true)
+            .then(|| self.publisher.retain(round, &keep))
     }
 
     fn acknowledged(&mut self, settled: Settled) {

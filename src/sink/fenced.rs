@@ -20,14 +20,27 @@ impl QueueReader {
         if round.iter().all(Encoded::may_write) {
             return round;
         }
-        let mut kept = Vec::with_capacity(round.len());
-        for run in round {
-            if run.may_write() {
-                kept.push(run);
-            } else {
-                self.settled_run(&run, records(&run), DropReason::Fenced, &why(&run));
-            }
-        }
-        kept
+        let keep = self.settle_fenced(&round);
+        round
+            .into_iter()
+            .zip(keep)
+            .filter_map(|(run, kept)| kept.then_some(run))
+            .collect()
+    }
+
+    /// Settles the runs that may no longer be written, as [`QueueReader::drop_fenced`]
+    /// does, and says of each run whether it is kept: for a consumer that keeps more than
+    /// the runs themselves (a redis round, the entry IDs of their records).
+    pub fn settle_fenced(&mut self, runs: &[Encoded]) -> Vec<bool> {
+        runs.iter()
+            .map(|run| {
+                // Checked once per run: a lease can lapse between two checks.
+                let kept = run.may_write();
+                if !kept {
+                    self.settled_run(run, records(run), DropReason::Fenced, &why(run));
+                }
+                kept
+            })
+            .collect()
     }
 }

@@ -83,6 +83,28 @@ impl RedisRound {
         }
     }
 
+    /// The round with only the runs `keep` marks, each record with the fate it had: one
+    /// sent keeps its entry ID, so that if it was added before its reply was lost, Redis
+    /// refuses it rather than adding it again under a new one.
+    fn retained(self, keep: &[bool]) -> RedisRound {
+        let attempted = !self.fates.is_empty();
+        let mut fates = self.fates.into_iter();
+        let mut kept = RedisRound {
+            runs: Vec::new(),
+            fates: Vec::new(),
+            why: self.why,
+        };
+        for (run, keep) in self.runs.into_iter().zip(keep) {
+            let count = if attempted { run.record_count() } else { 0 };
+            let run_fates: Vec<Fate> = fates.by_ref().take(count).collect();
+            if *keep {
+                kept.fates.extend(run_fates);
+                kept.runs.push(run);
+            }
+        }
+        kept
+    }
+
     /// The acknowledgement of a round whose records all have their final fate.
     fn settled(&self) -> Settled {
         let mut settled = Settled::all_stored();
@@ -279,6 +301,10 @@ impl Publisher for RedisPublisher {
         &round.runs
     }
 
+    fn retain(&mut self, round: RedisRound, keep: &[bool]) -> RedisRound {
+        round.retained(keep)
+    }
+
     async fn connect(&mut self) -> Result<(), BrokerError> {
         self.connection = None;
         let config = AsyncConnectionConfig::new()
@@ -364,3 +390,6 @@ impl Publisher for RedisPublisher {
         self.connection = None;
     }
 }
+
+#[cfg(test)]
+mod tests;
