@@ -24,7 +24,8 @@
 # - websocat 1.14.1: installed on first use with `cargo install --locked` into $CACHE/websocat
 #   (CACHE defaults to .cache/, gitignored). That compile takes minutes; it runs in the
 #   background while the rest builds.
-# - cargo, python3 (bench/timed.py measures every process, bench/report.py writes the tables).
+# - cargo, python3 (bench/timed.py measures every process, bench/report.py writes the tables,
+#   bench/tcp_stdout.py gives the bare client a TCP connection as its stdout).
 # - strace, for the system-call counts (the group is skipped without it).
 #
 # Every figure comes from a fresh `blaster` (one connection, then it exits). Every process is
