@@ -7,21 +7,25 @@ use crate::common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-/// A plain HTTP GET: (status code, body).
-async fn get(port: u16, path: &str) -> (u16, String) {
+/// Sends `request` on a new connection and reads the whole answer: (status code, the
+/// answer's head, what followed the head).
+async fn exchange(port: u16, request: &str) -> (u16, String, String) {
     let mut stream = connect_tcp(([127, 0, 0, 1], port).into()).await;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
     let mut answer = String::new();
     tokio::time::timeout(SOON, stream.read_to_string(&mut answer))
         .await
         .unwrap()
         .unwrap();
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    let (head, rest) = answer.split_once("\r\n\r\n").unwrap();
     let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (code, body.to_string())
+    (code, head.to_string(), rest.to_string())
+}
+
+/// A plain HTTP GET: (status code, body).
+async fn get(port: u16, path: &str) -> (u16, String) {
+    let (code, _, body) = exchange(port, &format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")).await;
+    (code, body)
 }
 
 /// The value of one sample line of the Prometheus text, e.g.
@@ -62,12 +66,44 @@ reconnect = { initial = "200ms", max = "1s" }
         .to_string()
 }
 
-#[tokio::test]
-async fn counters_match_the_traffic_and_state_and_health_follow_the_upstream() {
+/// A daemon of [`config`] with its upstream connected to a fresh server.
+struct Fed {
+    server: TestServer,
+    daemon: Daemon,
+    /// The server's side of the upstream's connection.
+    conn: Conn,
+    metrics_port: u16,
+    sink_port: u16,
+}
+
+async fn fed() -> Fed {
     let mut server = TestServer::start(ServerOptions::default()).await;
     let (metrics_port, sink_port) = (free_port(), free_port());
     let daemon = Daemon::start(&config(&server.url("/"), metrics_port, sink_port)).await;
-    let mut conn = server.accept().await;
+    let conn = server.accept().await;
+    Fed {
+        server,
+        daemon,
+        conn,
+        metrics_port,
+        sink_port,
+    }
+}
+
+/// Polls `/metrics` until the upstream's state is `state` (1 open, 2 backoff).
+async fn wait_state(port: u16, state: f64) {
+    wait_for_sample(port, "wsbridge_upstream_state{upstream=\"feed\"}", state).await;
+}
+
+#[tokio::test]
+async fn counters_match_the_traffic_and_state_and_health_follow_the_upstream() {
+    let Fed {
+        server,
+        daemon,
+        mut conn,
+        metrics_port,
+        sink_port,
+    } = fed().await;
     let mut reader = RecordReader::new(connect_tcp(([127, 0, 0, 1], sink_port).into()).await);
     daemon.wait_for_log("client connected").await;
 
@@ -134,12 +170,7 @@ async fn counters_match_the_traffic_and_state_and_health_follow_the_upstream() {
     // Kill the server: state goes to backoff (2), /healthz to 503, disconnects are counted.
     let addr = server.stop();
     drop(conn);
-    wait_for_sample(
-        metrics_port,
-        "wsbridge_upstream_state{upstream=\"feed\"}",
-        2.0,
-    )
-    .await;
+    wait_state(metrics_port, 2.0).await;
     let (code, body) = get(metrics_port, "/healthz").await;
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("feed"), "{body}");
@@ -154,22 +185,20 @@ async fn counters_match_the_traffic_and_state_and_health_follow_the_upstream() {
     // Back up: open again, healthy again.
     let mut server = TestServer::start_on(addr, ServerOptions::default()).await;
     let _conn = server.accept().await;
-    wait_for_sample(
-        metrics_port,
-        "wsbridge_upstream_state{upstream=\"feed\"}",
-        1.0,
-    )
-    .await;
+    wait_state(metrics_port, 1.0).await;
     let (code, _) = get(metrics_port, "/healthz").await;
     assert_eq!(code, 200);
 }
 
 #[tokio::test]
 async fn wsbridge_status_prints_a_row_per_upstream_and_sink() {
-    let mut server = TestServer::start(ServerOptions::default()).await;
-    let (metrics_port, sink_port) = (free_port(), free_port());
-    let daemon = Daemon::start(&config(&server.url("/"), metrics_port, sink_port)).await;
-    let mut conn = server.accept().await;
+    let Fed {
+        daemon,
+        mut conn,
+        metrics_port,
+        sink_port,
+        ..
+    } = fed().await;
     for i in 0..7 {
         conn.send_text(&format!("m{i}")).await;
     }
@@ -231,51 +260,25 @@ async fn wsbridge_status_prints_a_row_per_upstream_and_sink() {
 
 #[tokio::test]
 async fn sigusr1_logs_the_summary() {
-    let mut server = TestServer::start(ServerOptions::default()).await;
-    let (metrics_port, sink_port) = (free_port(), free_port());
-    let daemon = Daemon::start(&config(&server.url("/"), metrics_port, sink_port)).await;
-    let _conn = server.accept().await;
-    wait_for_sample(
-        metrics_port,
-        "wsbridge_upstream_state{upstream=\"feed\"}",
-        1.0,
-    )
-    .await;
+    let fed = fed().await;
+    wait_state(fed.metrics_port, 1.0).await;
+    let daemon = &fed.daemon;
     daemon.signal(10);
     daemon.wait_for_log("1/1 upstreams open").await;
 }
 
-/// A HEAD request: (status code, the answer's head, what followed the head).
+/// A HEAD request: (status code, the answer's head in lower case, what followed the head).
 async fn head(port: u16, path: &str) -> (u16, String, String) {
-    let mut stream = connect_tcp(([127, 0, 0, 1], port).into()).await;
-    stream
-        .write_all(
-            format!("HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-    let mut answer = String::new();
-    tokio::time::timeout(SOON, stream.read_to_string(&mut answer))
-        .await
-        .unwrap()
-        .unwrap();
-    let (head, rest) = answer.split_once("\r\n\r\n").unwrap();
-    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (code, head.to_ascii_lowercase(), rest.to_string())
+    let request = format!("HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let (code, head, rest) = exchange(port, &request).await;
+    (code, head.to_ascii_lowercase(), rest)
 }
 
 #[tokio::test]
 async fn head_is_answered_like_get_without_a_body() {
-    let mut server = TestServer::start(ServerOptions::default()).await;
-    let (metrics_port, sink_port) = (free_port(), free_port());
-    let _daemon = Daemon::start(&config(&server.url("/"), metrics_port, sink_port)).await;
-    let _conn = server.accept().await;
-    wait_for_sample(
-        metrics_port,
-        "wsbridge_upstream_state{upstream=\"feed\"}",
-        1.0,
-    )
-    .await;
+    let fed = fed().await;
+    let metrics_port = fed.metrics_port;
+    wait_state(metrics_port, 1.0).await;
     for path in ["/healthz", "/status", "/metrics"] {
         let (code, head_text, rest) = head(metrics_port, path).await;
         assert_eq!(code, 200, "HEAD {path}: {head_text}");
@@ -289,20 +292,12 @@ async fn head_is_answered_like_get_without_a_body() {
             );
         }
     }
-    let mut stream = connect_tcp(([127, 0, 0, 1], metrics_port).into()).await;
-    stream
-        .write_all(b"POST /healthz HTTP/1.0\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
-        .await
-        .unwrap();
-    let mut answer = String::new();
-    tokio::time::timeout(SOON, stream.read_to_string(&mut answer))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(answer.starts_with("HTTP/1.0 405"), "{answer}");
+    let post = "POST /healthz HTTP/1.0\r\nHost: x\r\nContent-Length: 0\r\n\r\n";
+    let (code, head_text, _) = exchange(metrics_port, post).await;
+    assert_eq!(code, 405, "{head_text}");
     assert!(
-        answer.to_ascii_lowercase().contains("allow: get, head"),
-        "{answer}"
+        head_text.to_ascii_lowercase().contains("allow: get, head"),
+        "{head_text}"
     );
 }
 
