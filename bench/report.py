@@ -235,11 +235,13 @@ for r in (10000, 100000):
         ratio = x / bare if x is not None and bare else None
         target_row(f"{r:,} msg/s: `{v}`", num(x), num(bare), num(ratio, "{:.2f}×"), f"≤ {need}×",
                    None if ratio is None else ratio <= need)
+delivering = False
 for r in (10000, 100000):
     g = f"cost-{r}"
     bare, floor, x = cpu_us(g, "bare"), cpu_us(g, "bare-tcp"), cpu_us(g, "run")
     if floor is None:
         continue
+    delivering = True
     fr = floor / bare if bare else None
     w(f"| {r:,} msg/s: bare delivering to tcp vs bare | {num(floor)} | {num(bare)} | "
       f"{num(fr, '{:.2f}×')} | (shown for comparison) | |")
@@ -247,13 +249,15 @@ for r in (10000, 100000):
     w(f"| {r:,} msg/s: `run` vs bare delivering to tcp | {num(x)} | {num(floor)} | "
       f"{num(rr, '{:.2f}×')} | (shown for comparison) | |")
 w("")
-w("The bare client barely delivers: it gathers its output in a 1 MiB buffer (to /dev/null) "
-  "and writes once per MiB (6 writes in a 10,000 msg/s run), where the daemon writes each "
-  "batch to its reader as it comes. \"bare delivering to tcp\" is the same bare client delivering as the daemon does: "
-  "`sink --write --flush` (a write whenever nothing more is ready) with its stdout a TCP "
-  "connection read by the same `latency --tcp` (`bench/tcp_stdout.py`). What that costs the "
-  "bare client is the part of the `run` target that no delivering design can remove.")
-w("")
+if delivering:
+    w("The bare client barely delivers: it gathers its output in a 1 MiB buffer (to /dev/null) "
+      "and writes once per MiB gathered, where the daemon writes each batch to its reader as "
+      "it comes. \"bare delivering to tcp\" is the same bare client delivering as the daemon "
+      "does: `sink --write --flush` (a write whenever nothing more is ready) with its stdout a "
+      "TCP connection read by the same `latency --tcp` (`bench/tcp_stdout.py`). What that "
+      "costs the bare client is the part of the `run` target that no delivering design can "
+      "remove.")
+    w("")
 w("Every figure above includes one start and exit of the process; what that costs alone "
   "(a 1-message life, CPU ms) is in the last column: spread over the run's messages it is "
   "part of the µs/msg.")
